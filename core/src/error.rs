@@ -1,0 +1,156 @@
+//! What a call can end with when it does not get the server's answer.
+
+use crate::http::FailureKind;
+use crate::jsonrpc::{MessageError, RpcError};
+use crate::sse::SseError;
+use std::time::Duration;
+
+/// Why a call ended without the server's answer. Surfaced through
+/// [`Action::Surface`](crate::Action::Surface).
+///
+/// Messages quoted from servers are cut to a bounded length; no variant ever
+/// holds a credential.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// The caller cancelled. Never recovered, never counted by the breaker.
+    #[error("call cancelled")]
+    Cancelled,
+    /// The breaker is open: recent calls could not reach the server.
+    #[error("circuit open after repeated failures; next attempt allowed in {retry_in:?}")]
+    CircuitOpen {
+        /// Time until the breaker lets a probe through.
+        retry_in: Duration,
+    },
+    /// The session was not (re-)initialized within the await-ready deadline.
+    /// The reconnect itself may still be going on.
+    #[error("session not ready within {waited:?}")]
+    ReconnectTimeout {
+        /// How long the call waited.
+        waited: Duration,
+    },
+    /// The token refresh did not finish within its deadline.
+    #[error("token refresh not finished within {waited:?}")]
+    RefreshTimeout {
+        /// How long the call waited.
+        waited: Duration,
+    },
+    /// The server wants a new authorization: the refresh was refused
+    /// (`invalid_grant`), or there is nothing to refresh. A person has to
+    /// log in again.
+    #[error("re-authorization needed for {url}")]
+    NeedsReauth {
+        /// The MCP endpoint that refused the credentials.
+        url: String,
+    },
+    /// The refresh failed for another reason (token endpoint unreachable...).
+    #[error("token refresh failed: {message}")]
+    RefreshFailed {
+        /// What the token source reported.
+        message: String,
+    },
+    /// Still 401 after one refresh, or the refresh returned the same token.
+    #[error("unauthorized (HTTP 401) and the token could not be renewed")]
+    Unauthorized,
+    /// The session was lost again after one reconnect on this call.
+    #[error("session lost again after re-initializing")]
+    SessionLost,
+    /// The transport failed after the request was sent and the operation is
+    /// not safe to replay: it may or may not have run on the server.
+    #[error("outcome uncertain: `{method}` may have run on the server ({message})")]
+    OutcomeUncertain {
+        /// The JSON-RPC method of the call.
+        method: String,
+        /// The transport failure.
+        message: String,
+    },
+    /// The transport failed and the one retry allowed did not help.
+    #[error("transport failure ({kind:?}): {message}")]
+    Transport {
+        /// What went wrong.
+        kind: FailureKind,
+        /// The adapter's description.
+        message: String,
+    },
+    /// The server answered with an HTTP error status the core does not
+    /// recover from.
+    #[error("HTTP {status}: {message}")]
+    Http {
+        /// The status code.
+        status: u16,
+        /// The server's message (JSON-RPC error message or body text, cut).
+        message: String,
+    },
+    /// The server's answer broke the protocol.
+    #[error("protocol error: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// The initialize handshake this call waited for failed.
+    #[error("session initialize failed: {0}")]
+    InitializeFailed(Box<CallError>),
+    /// The server answered initialize with a JSON-RPC error.
+    #[error("server rejected initialize: {0}")]
+    InitializeRejected(RpcError),
+    /// The engine was closed.
+    #[error("client closed")]
+    Closed,
+}
+
+/// The server's answer broke the MCP or HTTP contract.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// The body is not JSON-RPC.
+    #[error("{0}")]
+    Body(#[from] MessageError),
+    /// A 2xx answer with a content type that is neither JSON nor an event stream.
+    #[error("unexpected content type {0:?}")]
+    UnexpectedContentType(String),
+    /// The response ended without an answer to our request.
+    #[error("response ended without an answer to the request")]
+    NoResponse,
+    /// The body exceeded the configured size limit.
+    #[error("response body exceeds {limit} bytes")]
+    TooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The event stream was malformed.
+    #[error("event stream: {0}")]
+    Sse(#[from] SseError),
+    /// The server's `Mcp-Session-Id` is not visible ASCII (0x21-0x7E).
+    #[error("server sent an invalid Mcp-Session-Id")]
+    InvalidSessionId,
+    /// The server negotiated a protocol version this client does not speak.
+    #[error("server chose unsupported protocol version {0:?}")]
+    UnsupportedProtocolVersion(String),
+    /// The initialize result is not an `InitializeResult`.
+    #[error("malformed initialize result")]
+    BadInitializeResult,
+}
+
+/// Cuts a server-provided message to a bounded length and drops control
+/// characters, so a hostile body cannot flood logs or forge log lines.
+pub(crate) fn sanitize(msg: &str) -> String {
+    const MAX: usize = 512;
+    let mut out = String::with_capacity(msg.len().min(MAX));
+    for c in msg.chars() {
+        if out.len() + c.len_utf8() > MAX {
+            out.push('…');
+            break;
+        }
+        out.push(if c.is_control() { ' ' } else { c });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanitize_bounds_and_strips() {
+        assert_eq!(sanitize("a\r\nb"), "a  b");
+        let long = "x".repeat(10_000);
+        assert!(sanitize(&long).len() <= 512 + '…'.len_utf8());
+    }
+}

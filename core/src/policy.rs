@@ -1,0 +1,1582 @@
+//! The recovery state machine: many calls over one session and one token.
+//!
+//! Recovery order follows the seed fix, done right: the auth path first (one
+//! single-flight refresh keyed on the token generation that failed), the
+//! session path second (one single-flight re-initialize keyed on the session
+//! generation that failed), replay only when it cannot run anything twice,
+//! and every recovery kind at most once per call, at most
+//! [`MAX_ATTEMPTS`] sends per call.
+
+use crate::breaker::{Admission, Breaker, BreakerConfig, BreakerState};
+use crate::classify::{classify, Class, Context, Failure, SessionPatterns};
+use crate::error::{CallError, ProtocolError};
+use crate::http::{self, FailureKind, HttpRequest, TransportFailure};
+use crate::jsonrpc::{self, Message, RequestId, RpcError};
+use crate::operation::Operation;
+use crate::session::{Protocol, Session};
+use crate::sse::SseParser;
+use crate::token::Token;
+use serde_json::{json, Value};
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// A call never sends its request more than this many times.
+pub const MAX_ATTEMPTS: u8 = 3;
+
+/// Error bodies are read up to this size; the rest is dropped unread.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// Identifies one call for its whole life, across retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallId(u64);
+
+impl fmt::Display for CallId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "call#{}", self.0)
+    }
+}
+
+/// Identifies one HTTP exchange (one request and its response).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ExchangeId(u64);
+
+impl fmt::Display for ExchangeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "exchange#{}", self.0)
+    }
+}
+
+/// Settings of an [`Engine`]. `Debug` redacts credential headers.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// The MCP endpoint URL.
+    pub url: String,
+    /// Protocol era (default: handshake-based, sessionful).
+    pub protocol: Protocol,
+    /// `clientInfo` sent to the server.
+    pub client_info: Value,
+    /// Client capabilities sent to the server.
+    pub capabilities: Value,
+    /// Extra headers on every request. Values of `Authorization`, `Cookie`
+    /// and `Proxy-Authorization` are treated as secrets.
+    pub headers: Vec<(String, String)>,
+    /// How long a call waits for a (re-)initialized session before it
+    /// surfaces [`CallError::ReconnectTimeout`] (default 15 s).
+    pub await_ready: Duration,
+    /// How long one initialize handshake may take before the core abandons
+    /// it (default 30 s), so a server that never answers cannot wedge the
+    /// session.
+    pub handshake_timeout: Duration,
+    /// How long a call waits for a token refresh (default 30 s).
+    pub refresh_timeout: Duration,
+    /// Whether a 401 asks for a refresh ([`Action::Refresh401`]). Turn off
+    /// for static tokens: a 401 then surfaces [`CallError::NeedsReauth`].
+    pub refresh_on_401: bool,
+    /// Circuit breaker settings.
+    pub breaker: BreakerConfig,
+    /// Messages that mean "session expired".
+    pub session_patterns: SessionPatterns,
+    /// Largest response body or event accepted (default 16 MiB).
+    pub max_body_size: usize,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(n, v)| {
+                let v = if http::is_sensitive(n) {
+                    "<redacted>"
+                } else {
+                    v.as_str()
+                };
+                (n.as_str(), v)
+            })
+            .collect();
+        f.debug_struct("Config")
+            .field("url", &self.url)
+            .field("protocol", &self.protocol)
+            .field("headers", &headers)
+            .field("await_ready", &self.await_ready)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("refresh_timeout", &self.refresh_timeout)
+            .field("refresh_on_401", &self.refresh_on_401)
+            .field("breaker", &self.breaker)
+            .field("max_body_size", &self.max_body_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// Defaults for `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Config {
+            url: url.into(),
+            protocol: Protocol::Legacy,
+            client_info: json!({"name": "mcp-recovery", "version": env!("CARGO_PKG_VERSION")}),
+            capabilities: json!({}),
+            headers: Vec::new(),
+            await_ready: Duration::from_secs(15),
+            handshake_timeout: Duration::from_secs(30),
+            refresh_timeout: Duration::from_secs(30),
+            refresh_on_401: true,
+            breaker: BreakerConfig::default(),
+            session_patterns: SessionPatterns::default(),
+            max_body_size: 16 * 1024 * 1024,
+        }
+    }
+
+    /// Sets the await-ready deadline.
+    pub fn await_ready(mut self, d: Duration) -> Self {
+        self.await_ready = d;
+        self
+    }
+
+    /// Sets the breaker.
+    pub fn breaker(mut self, b: BreakerConfig) -> Self {
+        self.breaker = b;
+        self
+    }
+
+    /// Adds a header sent with every request.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sets the protocol era.
+    pub fn protocol(mut self, p: Protocol) -> Self {
+        self.protocol = p;
+        self
+    }
+}
+
+/// Which recovery a retry follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Recovery {
+    /// After a 401 and a token refresh.
+    Auth,
+    /// After the session expired and was re-initialized.
+    Session,
+    /// After a transport failure that made replay safe.
+    Transport,
+}
+
+/// Something for the caller of the core to do or know. Drain with
+/// [`Engine::poll_action`] until `None` after every input.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Action {
+    /// Perform this HTTP request and feed its response back under
+    /// `exchange`. `call` is the call it belongs to, if any (initialize,
+    /// notifications and replies belong to none).
+    Transmit {
+        /// The exchange to report under.
+        exchange: ExchangeId,
+        /// The call it serves.
+        call: Option<CallId>,
+        /// What to send.
+        request: HttpRequest,
+    },
+    /// The core no longer wants this exchange's response (its call ended):
+    /// stop reading and drop the connection.
+    Abort {
+        /// The exchange.
+        exchange: ExchangeId,
+    },
+    /// The server refused the token of `generation`. Refresh it once and
+    /// answer with [`Input::TokenRefreshed`] or [`Input::RefreshFailed`];
+    /// concurrent 401s on the same token share this one refresh.
+    Refresh401 {
+        /// The token generation that failed.
+        generation: u64,
+        /// The `WWW-Authenticate` header of the 401, if any.
+        challenge: Option<String>,
+    },
+    /// The session is gone: the core dropped its id and sends a new
+    /// initialize (session `generation`). Informational; an adapter may drop
+    /// pooled connections to a server that just restarted.
+    SignalReconnect {
+        /// The generation being initialized.
+        generation: u64,
+    },
+    /// The call is parked until the session is ready or `deadline` passes.
+    AwaitReady {
+        /// The call.
+        call: CallId,
+        /// When it gives up with [`CallError::ReconnectTimeout`].
+        deadline: Instant,
+    },
+    /// The call is sent again once, after `recovery`.
+    RetryOnce {
+        /// The call.
+        call: CallId,
+        /// Why.
+        recovery: Recovery,
+    },
+    /// The session of `generation` is ready.
+    SessionReady {
+        /// Its generation.
+        generation: u64,
+    },
+    /// The initialize handshake of `generation` failed.
+    SessionFailed {
+        /// Its generation.
+        generation: u64,
+        /// Why.
+        error: CallError,
+    },
+    /// The server answered the call: its result, or its JSON-RPC error
+    /// (the retry's real answer, application errors included).
+    Complete {
+        /// The call; it is over.
+        call: CallId,
+        /// The server's answer.
+        result: Result<Value, RpcError>,
+    },
+    /// The call ended without the server's answer.
+    Surface {
+        /// The call; it is over.
+        call: CallId,
+        /// Why.
+        error: CallError,
+    },
+    /// A server notification or request that arrived on a response stream.
+    /// Requests need an answer through [`Engine::reply`] (the core answers
+    /// `ping` itself).
+    ServerMessage {
+        /// The call whose stream carried it, if any.
+        call: Option<CallId>,
+        /// The message.
+        message: Message,
+    },
+}
+
+/// Why [`Engine::poll_timeout`] wants to be woken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Timer {
+    /// A call's await-ready deadline.
+    AwaitReady(CallId),
+    /// A call's refresh deadline.
+    AwaitRefresh(CallId),
+    /// The handshake of this generation is abandoned then.
+    Handshake(u64),
+    /// The refresh of this token generation may be asked for again then.
+    Refresh(u64),
+}
+
+/// An event from the outside world. Responses come in pieces, as they
+/// arrive: `Head`, then `Body` chunks, then `End` (or `Failed` at any point).
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum Input<'a> {
+    /// Status and headers of an exchange's response.
+    Head {
+        /// The exchange.
+        exchange: ExchangeId,
+        /// The HTTP status.
+        status: u16,
+        /// The headers (names compared case-insensitively).
+        headers: &'a [(&'a str, &'a str)],
+    },
+    /// A chunk of the body.
+    Body {
+        /// The exchange.
+        exchange: ExchangeId,
+        /// The bytes.
+        bytes: &'a [u8],
+    },
+    /// The body ended cleanly.
+    End {
+        /// The exchange.
+        exchange: ExchangeId,
+    },
+    /// The exchange failed in transport.
+    Failed {
+        /// The exchange.
+        exchange: ExchangeId,
+        /// How.
+        failure: &'a TransportFailure,
+    },
+    /// The refresh asked for by [`Action::Refresh401`] produced `token`.
+    TokenRefreshed {
+        /// The generation from the action.
+        generation: u64,
+        /// The new token.
+        token: &'a Token,
+    },
+    /// The refresh failed.
+    RefreshFailed {
+        /// The generation from the action.
+        generation: u64,
+        /// `true` when the grant was refused (`invalid_grant`) or there is
+        /// no refresh token: a person must authorize again.
+        needs_reauth: bool,
+        /// A description (no credentials).
+        message: &'a str,
+    },
+    /// The caller gave up on a call. Works in every state.
+    Cancel {
+        /// The call.
+        call: CallId,
+    },
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Used {
+    auth: bool,
+    session: bool,
+    transport: bool,
+}
+
+#[derive(Debug)]
+enum CallState {
+    AwaitReady {
+        since: Instant,
+        deadline: Instant,
+    },
+    AwaitRefresh {
+        since: Instant,
+        deadline: Instant,
+    },
+    InFlight {
+        exchange: ExchangeId,
+        rpc_id: i64,
+        generation: u64,
+    },
+}
+
+#[derive(Debug)]
+struct Call {
+    op: Operation,
+    state: CallState,
+    attempts: u8,
+    used: Used,
+    probe: bool,
+    /// The recovery the next send follows, announced as `RetryOnce` when
+    /// the request actually goes out.
+    pending: Option<Recovery>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Initialize,
+    Initialized,
+}
+
+#[derive(Debug)]
+struct Handshake {
+    exchange: ExchangeId,
+    step: Step,
+    since: Instant,
+    deadline: Instant,
+    sends: u8,
+    auth_retried: bool,
+    awaiting_refresh: bool,
+}
+
+#[derive(Debug)]
+enum Phase {
+    Idle,
+    Initializing(Handshake),
+    Ready,
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Call(CallId),
+    Initialize,
+    Initialized,
+    /// Fire and forget: cancellations, replies, DELETE.
+    Notify,
+}
+
+#[derive(Debug)]
+enum Reader {
+    AwaitHead,
+    Json(Vec<u8>),
+    Sse(Box<SseParser>),
+    Error(Vec<u8>),
+    /// Resolved; whatever else arrives is ignored.
+    Done,
+}
+
+#[derive(Debug)]
+struct Exchange {
+    purpose: Purpose,
+    rpc_id: Option<i64>,
+    ctx: Context,
+    token_generation: u64,
+    status: u16,
+    session_header: Option<String>,
+    challenge: Option<String>,
+    reader: Reader,
+}
+
+/// How an exchange ended.
+enum Outcome {
+    Answer(Result<Value, RpcError>),
+    Accepted,
+    Status { status: u16, body: Vec<u8> },
+    Transport(TransportFailure),
+    Protocol(ProtocolError),
+}
+
+/// What a call's end tells the breaker.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// The server answered.
+    Reachable,
+    /// Unreachable or unrecoverable: counts.
+    Failure,
+    /// Tells nothing (cancel, timeout of a wait, auth).
+    Neutral,
+}
+
+#[derive(Debug)]
+struct Auth {
+    token: Option<Token>,
+    generation: u64,
+    flight: Option<Instant>,
+}
+
+/// The sans-IO MCP client: feed it inputs, drain its actions, honour its
+/// timer. See the [crate docs](crate) for the loop.
+#[derive(Debug)]
+pub struct Engine {
+    config: Config,
+    session: Session,
+    phase: Phase,
+    generation: u64,
+    auth: Auth,
+    breaker: Breaker,
+    calls: HashMap<CallId, Call>,
+    exchanges: HashMap<ExchangeId, Exchange>,
+    actions: VecDeque<Action>,
+    scratch: Vec<CallId>,
+    next_call: u64,
+    next_exchange: u64,
+    next_rpc: i64,
+}
+
+impl Engine {
+    /// A new engine. Nothing is sent until the first call or
+    /// [`Engine::connect`].
+    pub fn new(config: Config) -> Self {
+        let session = Session::new(
+            &config.url,
+            config.protocol,
+            config.client_info.clone(),
+            config.capabilities.clone(),
+            &config.headers,
+        );
+        // A modern (2026-07-28) server has no handshake: ready from the start.
+        let phase = match config.protocol {
+            Protocol::Modern => Phase::Ready,
+            Protocol::Legacy => Phase::Idle,
+        };
+        Engine {
+            breaker: Breaker::new(config.breaker),
+            config,
+            session,
+            phase,
+            generation: 0,
+            auth: Auth {
+                token: None,
+                generation: 0,
+                flight: None,
+            },
+            calls: HashMap::new(),
+            exchanges: HashMap::new(),
+            actions: VecDeque::new(),
+            scratch: Vec::new(),
+            next_call: 0,
+            next_exchange: 0,
+            next_rpc: 0,
+        }
+    }
+
+    /// Sets the bearer token (or removes it). A new token starts a new
+    /// token generation, and calls waiting for a refresh retry with it.
+    pub fn set_token(&mut self, token: Option<Token>, now: Instant) {
+        if token == self.auth.token {
+            return;
+        }
+        self.auth.token = token;
+        self.auth.generation += 1;
+        self.auth.flight = None;
+        self.wake_refresh_waiters(now);
+    }
+
+    /// The session (id, negotiated version, server info).
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// The current session generation (0 before the first initialize).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Whether the session is ready for calls.
+    pub fn is_ready(&self) -> bool {
+        matches!(self.phase, Phase::Ready)
+    }
+
+    /// The breaker's state.
+    pub fn breaker(&self) -> BreakerState {
+        self.breaker.state()
+    }
+
+    /// Calls that have not ended.
+    pub fn pending_calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Starts the initialize handshake now instead of on the first call.
+    pub fn connect(&mut self, now: Instant) {
+        if matches!(self.phase, Phase::Idle) {
+            self.start_handshake(now);
+        }
+    }
+
+    /// Starts a call. Its end comes as exactly one [`Action::Complete`] or
+    /// [`Action::Surface`] for the returned id.
+    pub fn call(&mut self, op: Operation, now: Instant) -> CallId {
+        self.next_call += 1;
+        let id = CallId(self.next_call);
+        if matches!(self.phase, Phase::Closed) {
+            self.actions.push_back(Action::Surface {
+                call: id,
+                error: CallError::Closed,
+            });
+            return id;
+        }
+        let probe = match self.breaker.admit(now) {
+            Admission::Pass => false,
+            Admission::Probe => true,
+            Admission::Reject { retry_in } => {
+                self.actions.push_back(Action::Surface {
+                    call: id,
+                    error: CallError::CircuitOpen { retry_in },
+                });
+                return id;
+            }
+        };
+        self.calls.insert(
+            id,
+            Call {
+                op,
+                // Replaced by `attempt` before anyone looks.
+                state: CallState::AwaitReady {
+                    since: now,
+                    deadline: now,
+                },
+                attempts: 0,
+                used: Used::default(),
+                probe,
+                pending: None,
+            },
+        );
+        self.attempt(id, now);
+        id
+    }
+
+    /// Answers a server's request that came as [`Action::ServerMessage`].
+    pub fn reply(&mut self, id: RequestId, result: Result<Value, RpcError>) {
+        if !matches!(self.phase, Phase::Ready) {
+            return;
+        }
+        let request = self
+            .session
+            .response(&id, &result, self.auth.token.as_ref());
+        self.transmit(Purpose::Notify, None, false, request);
+    }
+
+    /// Ends the session: every pending call surfaces [`CallError::Closed`],
+    /// and the server gets a DELETE if there is a session to end (a 405
+    /// answer is fine). Later calls surface `Closed` at once.
+    pub fn close(&mut self, now: Instant) {
+        let ids: Vec<CallId> = self.calls.keys().copied().collect();
+        for id in ids {
+            self.end(id, Err(CallError::Closed), Verdict::Neutral, now);
+        }
+        if let Phase::Initializing(h) = &self.phase {
+            let exchange = h.exchange;
+            self.abort(exchange);
+        }
+        if matches!(self.phase, Phase::Ready) {
+            if let Some(request) = self.session.delete(self.auth.token.as_ref()) {
+                self.transmit(Purpose::Notify, None, false, request);
+            }
+        }
+        self.phase = Phase::Closed;
+    }
+
+    /// Feeds one input. Unknown or ended exchanges and calls are ignored:
+    /// late answers are normal in a concurrent world.
+    pub fn handle_input(&mut self, input: Input<'_>, now: Instant) {
+        match input {
+            Input::Head {
+                exchange,
+                status,
+                headers,
+            } => self.on_head(exchange, status, headers, now),
+            Input::Body { exchange, bytes } => self.on_body(exchange, bytes, now),
+            Input::End { exchange } => self.on_end(exchange, now),
+            Input::Failed { exchange, failure } => {
+                self.resolve(exchange, Outcome::Transport(failure.clone()), now)
+            }
+            Input::TokenRefreshed { generation, token } => {
+                self.on_token_refreshed(generation, token, now)
+            }
+            Input::RefreshFailed {
+                generation,
+                needs_reauth,
+                message,
+            } => self.on_refresh_failed(generation, needs_reauth, message, now),
+            Input::Cancel { call } => self.cancel(call, now),
+        }
+    }
+
+    /// Feeds a whole response at once: head, body, end.
+    pub fn handle_response(
+        &mut self,
+        exchange: ExchangeId,
+        status: u16,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        now: Instant,
+    ) {
+        self.handle_input(
+            Input::Head {
+                exchange,
+                status,
+                headers,
+            },
+            now,
+        );
+        if !body.is_empty() {
+            self.handle_input(Input::Body { exchange, bytes: body }, now);
+        }
+        self.handle_input(Input::End { exchange }, now);
+    }
+
+    /// Whether the core still wants input for `exchange`. An adapter may
+    /// stop reading a stream once this turns false.
+    pub fn exchange_open(&self, exchange: ExchangeId) -> bool {
+        self.exchanges
+            .get(&exchange)
+            .is_some_and(|e| !matches!(e.reader, Reader::Done))
+    }
+
+    /// Handles every deadline at or before `now`. Spurious calls are no-ops.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut expired = std::mem::take(&mut self.scratch);
+        expired.clear();
+        expired.extend(self.calls.iter().filter_map(|(id, c)| match c.state {
+            CallState::AwaitReady { deadline, .. } | CallState::AwaitRefresh { deadline, .. }
+                if deadline <= now =>
+            {
+                Some(*id)
+            }
+            _ => None,
+        }));
+        for id in expired.drain(..) {
+            let error = match self.calls.get(&id).map(|c| &c.state) {
+                Some(CallState::AwaitReady { since, .. }) => CallError::ReconnectTimeout {
+                    waited: now - *since,
+                },
+                Some(CallState::AwaitRefresh { since, .. }) => CallError::RefreshTimeout {
+                    waited: now - *since,
+                },
+                _ => continue,
+            };
+            self.end(id, Err(error), Verdict::Neutral, now);
+        }
+        self.scratch = expired;
+        if let Phase::Initializing(h) = &self.phase {
+            if h.deadline <= now {
+                let (exchange, waited) = (h.exchange, now - h.since);
+                self.abort(exchange);
+                self.handshake_failed(CallError::ReconnectTimeout { waited }, true, now);
+            }
+        }
+        if self.auth.flight.is_some_and(|d| d <= now) {
+            // A late answer is still taken (a rotated token must not be
+            // lost); a new 401 may now ask again.
+            self.auth.flight = None;
+        }
+    }
+
+    /// The next deadline and why, if any. Call after every input and action
+    /// drain; sleep until then and call [`Engine::handle_timeout`].
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<(Instant, Timer)> {
+        let calls = self.calls.iter().filter_map(|(id, c)| match c.state {
+            CallState::AwaitReady { deadline, .. } => Some((deadline, Timer::AwaitReady(*id))),
+            CallState::AwaitRefresh { deadline, .. } => {
+                Some((deadline, Timer::AwaitRefresh(*id)))
+            }
+            CallState::InFlight { .. } => None,
+        });
+        let handshake = match &self.phase {
+            Phase::Initializing(h) => Some((h.deadline, Timer::Handshake(self.generation))),
+            _ => None,
+        };
+        let refresh = self
+            .auth
+            .flight
+            .map(|d| (d, Timer::Refresh(self.auth.generation)));
+        calls
+            .chain(handshake)
+            .chain(refresh)
+            .min_by_key(|(deadline, _)| *deadline)
+    }
+
+    /// The next action, if any. Drain until `None` after every input.
+    #[must_use]
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    // ----- sending -----
+
+    fn transmit(
+        &mut self,
+        purpose: Purpose,
+        rpc_id: Option<i64>,
+        sent_session_id: bool,
+        request: HttpRequest,
+    ) -> ExchangeId {
+        self.next_exchange += 1;
+        let id = ExchangeId(self.next_exchange);
+        self.exchanges.insert(
+            id,
+            Exchange {
+                purpose,
+                rpc_id,
+                ctx: Context {
+                    sent_session_id,
+                    sessionless: self.session.protocol() == Protocol::Modern,
+                },
+                token_generation: self.auth.generation,
+                status: 0,
+                session_header: None,
+                challenge: None,
+                reader: Reader::AwaitHead,
+            },
+        );
+        let call = match purpose {
+            Purpose::Call(c) => Some(c),
+            _ => None,
+        };
+        self.actions.push_back(Action::Transmit {
+            exchange: id,
+            call,
+            request,
+        });
+        id
+    }
+
+    fn abort(&mut self, exchange: ExchangeId) {
+        if self.exchanges.remove(&exchange).is_some() {
+            self.actions.push_back(Action::Abort { exchange });
+        }
+    }
+
+    fn next_rpc_id(&mut self) -> i64 {
+        self.next_rpc += 1;
+        self.next_rpc
+    }
+
+    /// Sends the call now if the session is ready, else parks it.
+    fn attempt(&mut self, id: CallId, now: Instant) {
+        if !matches!(self.phase, Phase::Ready) {
+            if matches!(self.phase, Phase::Idle) {
+                self.start_handshake(now);
+            }
+            let deadline = now + self.config.await_ready;
+            if let Some(c) = self.calls.get_mut(&id) {
+                c.state = CallState::AwaitReady {
+                    since: now,
+                    deadline,
+                };
+                self.actions.push_back(Action::AwaitReady { call: id, deadline });
+            }
+            return;
+        }
+        let rpc = self.next_rpc_id();
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
+        let (request, sent_session_id) = self.session.request(
+            &RequestId::Number(rpc),
+            call.op.method(),
+            call.op.params(),
+            self.auth.token.as_ref(),
+        );
+        let exchange = self.transmit(Purpose::Call(id), Some(rpc), sent_session_id, request);
+        let generation = self.generation;
+        if let Some(c) = self.calls.get_mut(&id) {
+            if let Some(recovery) = c.pending.take() {
+                self.actions.push_back(Action::RetryOnce { call: id, recovery });
+            }
+            c.attempts += 1;
+            c.state = CallState::InFlight {
+                exchange,
+                rpc_id: rpc,
+                generation,
+            };
+        }
+    }
+
+    fn retry(&mut self, id: CallId, recovery: Recovery, now: Instant) {
+        if let Some(c) = self.calls.get_mut(&id) {
+            c.pending = Some(recovery);
+        }
+        self.attempt(id, now);
+    }
+
+    // ----- the handshake -----
+
+    fn start_handshake(&mut self, now: Instant) {
+        let reconnect = self.generation > 0;
+        self.generation += 1;
+        self.session.forget();
+        if reconnect {
+            self.actions.push_back(Action::SignalReconnect {
+                generation: self.generation,
+            });
+        }
+        let exchange = self.send_initialize();
+        self.phase = Phase::Initializing(Handshake {
+            exchange,
+            step: Step::Initialize,
+            since: now,
+            deadline: now + self.config.handshake_timeout,
+            sends: 1,
+            auth_retried: false,
+            awaiting_refresh: false,
+        });
+    }
+
+    fn send_initialize(&mut self) -> ExchangeId {
+        let rpc = self.next_rpc_id();
+        let request = self
+            .session
+            .initialize(&RequestId::Number(rpc), self.auth.token.as_ref());
+        self.transmit(Purpose::Initialize, Some(rpc), false, request)
+    }
+
+    fn handshake_mut(&mut self) -> Option<&mut Handshake> {
+        match &mut self.phase {
+            Phase::Initializing(h) => Some(h),
+            _ => None,
+        }
+    }
+
+    fn on_initialize(&mut self, exchange: ExchangeId, outcome: Outcome, now: Instant) {
+        if self.handshake_mut().map(|h| h.exchange) != Some(exchange) {
+            return;
+        }
+        let session_header = self
+            .exchanges
+            .get(&exchange)
+            .and_then(|e| e.session_header.clone());
+        match outcome {
+            Outcome::Answer(Ok(result)) => {
+                match self
+                    .session
+                    .accept_initialize(session_header.as_deref(), result)
+                {
+                    Ok(()) => {
+                        let request = self.session.initialized(self.auth.token.as_ref());
+                        let sent = self.session.id().is_some();
+                        let ex = self.transmit(Purpose::Initialized, None, sent, request);
+                        if let Some(h) = self.handshake_mut() {
+                            h.exchange = ex;
+                            h.step = Step::Initialized;
+                        }
+                    }
+                    Err(p) => self.handshake_failed(CallError::Protocol(p), true, now),
+                }
+            }
+            Outcome::Answer(Err(e)) => {
+                self.handshake_failed(CallError::InitializeRejected(e), true, now)
+            }
+            Outcome::Status { status: 401, .. } => {
+                let token_generation = self
+                    .exchanges
+                    .get(&exchange)
+                    .map_or(0, |e| e.token_generation);
+                let challenge = self
+                    .exchanges
+                    .get(&exchange)
+                    .and_then(|e| e.challenge.clone());
+                let retried = self.handshake_mut().is_some_and(|h| h.auth_retried);
+                if retried || !self.config.refresh_on_401 {
+                    let url = self.config.url.clone();
+                    self.handshake_failed(CallError::NeedsReauth { url }, false, now);
+                    return;
+                }
+                if let Some(h) = self.handshake_mut() {
+                    h.auth_retried = true;
+                    h.awaiting_refresh = true;
+                }
+                if self.request_refresh(token_generation, challenge, now) {
+                    self.resend_initialize();
+                }
+            }
+            Outcome::Status { status, body } => {
+                let message = crate::error::sanitize(&String::from_utf8_lossy(
+                    &body[..body.len().min(4096)],
+                ));
+                self.handshake_failed(CallError::Http { status, message }, true, now)
+            }
+            Outcome::Transport(t) => {
+                let sends = self.handshake_mut().map_or(0, |h| h.sends);
+                if sends < 2 && t.kind != FailureKind::Cancelled {
+                    // Initialize may be replayed: at worst the server holds
+                    // one orphan session until its idle timeout.
+                    self.resend_initialize();
+                } else {
+                    self.handshake_failed(
+                        CallError::Transport {
+                            kind: t.kind,
+                            message: t.message,
+                        },
+                        true,
+                        now,
+                    );
+                }
+            }
+            Outcome::Protocol(p) => self.handshake_failed(CallError::Protocol(p), true, now),
+            Outcome::Accepted => {
+                self.handshake_failed(CallError::Protocol(ProtocolError::NoResponse), true, now)
+            }
+        }
+    }
+
+    fn resend_initialize(&mut self) {
+        let exchange = self.send_initialize();
+        if let Some(h) = self.handshake_mut() {
+            h.exchange = exchange;
+            h.step = Step::Initialize;
+            h.sends += 1;
+            h.awaiting_refresh = false;
+        }
+    }
+
+    fn on_initialized(&mut self, exchange: ExchangeId, outcome: Outcome, now: Instant) {
+        match self.handshake_mut() {
+            Some(h) if h.exchange == exchange && h.step == Step::Initialized => {}
+            _ => return,
+        }
+        match outcome {
+            Outcome::Accepted | Outcome::Answer(_) => self.ready(now),
+            Outcome::Status { status, body } => {
+                let message = crate::error::sanitize(&String::from_utf8_lossy(
+                    &body[..body.len().min(4096)],
+                ));
+                self.handshake_failed(CallError::Http { status, message }, true, now)
+            }
+            Outcome::Transport(t) => self.handshake_failed(
+                CallError::Transport {
+                    kind: t.kind,
+                    message: t.message,
+                },
+                true,
+                now,
+            ),
+            Outcome::Protocol(p) => self.handshake_failed(CallError::Protocol(p), true, now),
+        }
+    }
+
+    fn ready(&mut self, now: Instant) {
+        self.phase = Phase::Ready;
+        self.breaker.success();
+        self.actions.push_back(Action::SessionReady {
+            generation: self.generation,
+        });
+        let mut waiting = std::mem::take(&mut self.scratch);
+        waiting.clear();
+        waiting.extend(
+            self.calls
+                .iter()
+                .filter(|(_, c)| matches!(c.state, CallState::AwaitReady { .. }))
+                .map(|(id, _)| *id),
+        );
+        waiting.sort_unstable();
+        for id in waiting.drain(..) {
+            self.attempt(id, now);
+        }
+        self.scratch = waiting;
+    }
+
+    fn handshake_failed(&mut self, error: CallError, counts: bool, now: Instant) {
+        self.phase = Phase::Idle;
+        if counts {
+            // One failure for the handshake, not one per waiting call.
+            self.breaker.failure(now);
+        }
+        self.actions.push_back(Action::SessionFailed {
+            generation: self.generation,
+            error: error.clone(),
+        });
+        let mut waiting = std::mem::take(&mut self.scratch);
+        waiting.clear();
+        waiting.extend(
+            self.calls
+                .iter()
+                .filter(|(_, c)| matches!(c.state, CallState::AwaitReady { .. }))
+                .map(|(id, _)| *id),
+        );
+        waiting.sort_unstable();
+        for id in waiting.drain(..) {
+            let e = match (&error, self.calls.get(&id).map(|c| &c.state)) {
+                (CallError::ReconnectTimeout { .. }, Some(CallState::AwaitReady { since, .. })) => {
+                    CallError::ReconnectTimeout {
+                        waited: now - *since,
+                    }
+                }
+                (CallError::NeedsReauth { .. }, _) => error.clone(),
+                _ => CallError::InitializeFailed(Box::new(error.clone())),
+            };
+            self.end(id, Err(e), Verdict::Neutral, now);
+        }
+        self.scratch = waiting;
+    }
+
+    // ----- the auth path -----
+
+    /// Asks for one refresh of `token_generation` unless one is under way.
+    /// Returns `true` when the token already changed: retry at once.
+    fn request_refresh(
+        &mut self,
+        token_generation: u64,
+        challenge: Option<String>,
+        now: Instant,
+    ) -> bool {
+        if self.auth.generation > token_generation {
+            return true;
+        }
+        if self.auth.flight.is_none() {
+            self.auth.flight = Some(now + self.config.refresh_timeout);
+            self.actions.push_back(Action::Refresh401 {
+                generation: self.auth.generation,
+                challenge,
+            });
+        }
+        false
+    }
+
+    fn on_token_refreshed(&mut self, generation: u64, token: &Token, now: Instant) {
+        if generation != self.auth.generation {
+            return;
+        }
+        self.auth.flight = None;
+        if self.auth.token.as_ref() == Some(token) {
+            // Retrying with the token that was just refused would loop.
+            self.fail_refresh_waiters(CallError::Unauthorized, now);
+            return;
+        }
+        self.auth.token = Some(token.clone());
+        self.auth.generation += 1;
+        self.wake_refresh_waiters(now);
+    }
+
+    fn on_refresh_failed(
+        &mut self,
+        generation: u64,
+        needs_reauth: bool,
+        message: &str,
+        now: Instant,
+    ) {
+        if generation != self.auth.generation {
+            return;
+        }
+        self.auth.flight = None;
+        let error = if needs_reauth {
+            CallError::NeedsReauth {
+                url: self.config.url.clone(),
+            }
+        } else {
+            CallError::RefreshFailed {
+                message: crate::error::sanitize(message),
+            }
+        };
+        self.fail_refresh_waiters(error, now);
+    }
+
+    fn refresh_waiters(&mut self) -> Vec<CallId> {
+        let mut waiting = std::mem::take(&mut self.scratch);
+        waiting.clear();
+        waiting.extend(
+            self.calls
+                .iter()
+                .filter(|(_, c)| matches!(c.state, CallState::AwaitRefresh { .. }))
+                .map(|(id, _)| *id),
+        );
+        waiting.sort_unstable();
+        waiting
+    }
+
+    fn wake_refresh_waiters(&mut self, now: Instant) {
+        if self.handshake_mut().is_some_and(|h| h.awaiting_refresh) {
+            self.resend_initialize();
+        }
+        let mut waiting = self.refresh_waiters();
+        for id in waiting.drain(..) {
+            self.retry(id, Recovery::Auth, now);
+        }
+        self.scratch = waiting;
+    }
+
+    fn fail_refresh_waiters(&mut self, error: CallError, now: Instant) {
+        if self.handshake_mut().is_some_and(|h| h.awaiting_refresh) {
+            self.handshake_failed(error.clone(), false, now);
+        }
+        let mut waiting = self.refresh_waiters();
+        for id in waiting.drain(..) {
+            self.end(id, Err(error.clone()), Verdict::Neutral, now);
+        }
+        self.scratch = waiting;
+    }
+
+    // ----- a call's outcome -----
+
+    fn on_call(&mut self, id: CallId, ctx: Context, outcome: Outcome, now: Instant) {
+        let token_generation = self.current_token_generation_of(id);
+        let class = match outcome {
+            Outcome::Answer(Ok(v)) => return self.end(id, Ok(Ok(v)), Verdict::Reachable, now),
+            Outcome::Answer(Err(e)) => {
+                classify(ctx, Failure::Rpc(&e), &self.config.session_patterns)
+            }
+            Outcome::Status { status, body } => classify(
+                ctx,
+                Failure::Status {
+                    status,
+                    body: &body,
+                },
+                &self.config.session_patterns,
+            ),
+            Outcome::Transport(t) => {
+                let class = classify(ctx, Failure::Transport(&t), &self.config.session_patterns);
+                if let Class::Transport { ambiguous } = class {
+                    return self.on_transport_failure(id, ambiguous, t, now);
+                }
+                class
+            }
+            Outcome::Protocol(p) => {
+                return self.end(id, Err(CallError::Protocol(p)), Verdict::Failure, now)
+            }
+            Outcome::Accepted => {
+                return self.end(
+                    id,
+                    Err(CallError::Protocol(ProtocolError::NoResponse)),
+                    Verdict::Failure,
+                    now,
+                )
+            }
+        };
+        match class {
+            Class::Cancelled => self.end(id, Err(CallError::Cancelled), Verdict::Neutral, now),
+            Class::Application(e) => self.end(id, Ok(Err(e)), Verdict::Reachable, now),
+            Class::Http { status, message } => {
+                let verdict = if status >= 500 {
+                    Verdict::Failure
+                } else {
+                    Verdict::Neutral
+                };
+                self.end(id, Err(CallError::Http { status, message }), verdict, now)
+            }
+            Class::Auth => self.on_unauthorized(id, token_generation, now),
+            Class::SessionExpired => self.on_session_expired(id, now),
+            // Handled above; classify returns it only for transport failures.
+            Class::Transport { .. } => {}
+        }
+    }
+
+    fn current_token_generation_of(&self, id: CallId) -> u64 {
+        match self.calls.get(&id).map(|c| &c.state) {
+            Some(CallState::InFlight { exchange, .. }) => self
+                .exchanges
+                .get(exchange)
+                .map_or(0, |e| e.token_generation),
+            _ => self.auth.generation,
+        }
+    }
+
+    fn spent(&self, id: CallId) -> Option<(Used, u8)> {
+        self.calls.get(&id).map(|c| (c.used, c.attempts))
+    }
+
+    fn on_unauthorized(&mut self, id: CallId, token_generation: u64, now: Instant) {
+        let Some((used, attempts)) = self.spent(id) else {
+            return;
+        };
+        if !self.config.refresh_on_401 {
+            let url = self.config.url.clone();
+            return self.end(id, Err(CallError::NeedsReauth { url }), Verdict::Neutral, now);
+        }
+        if used.auth || attempts >= MAX_ATTEMPTS {
+            return self.end(id, Err(CallError::Unauthorized), Verdict::Neutral, now);
+        }
+        let challenge = self.challenge_of(id);
+        if let Some(c) = self.calls.get_mut(&id) {
+            c.used.auth = true;
+        }
+        if self.request_refresh(token_generation, challenge, now) {
+            self.retry(id, Recovery::Auth, now);
+        } else if let Some(c) = self.calls.get_mut(&id) {
+            c.state = CallState::AwaitRefresh {
+                since: now,
+                deadline: now + self.config.refresh_timeout,
+            };
+        }
+    }
+
+    fn challenge_of(&self, id: CallId) -> Option<String> {
+        match self.calls.get(&id).map(|c| &c.state) {
+            Some(CallState::InFlight { exchange, .. }) => {
+                self.exchanges.get(exchange).and_then(|e| e.challenge.clone())
+            }
+            _ => None,
+        }
+    }
+
+    fn on_session_expired(&mut self, id: CallId, now: Instant) {
+        let Some((used, attempts)) = self.spent(id) else {
+            return;
+        };
+        if used.session || attempts >= MAX_ATTEMPTS {
+            return self.end(id, Err(CallError::SessionLost), Verdict::Failure, now);
+        }
+        let failed_on = match self.calls.get(&id).map(|c| &c.state) {
+            Some(CallState::InFlight { generation, .. }) => *generation,
+            _ => self.generation,
+        };
+        if let Some(c) = self.calls.get_mut(&id) {
+            c.used.session = true;
+        }
+        // Single flight, keyed on the generation that failed: only a
+        // failure of the current, ready session starts a reconnect. A late
+        // failure of an older generation retries on the new one.
+        match self.phase {
+            Phase::Closed => return self.end(id, Err(CallError::Closed), Verdict::Neutral, now),
+            Phase::Ready if failed_on == self.generation => self.start_handshake(now),
+            // Already re-initialized (a late failure of an older
+            // generation) or re-initializing: just ride along.
+            _ => {}
+        }
+        self.retry(id, Recovery::Session, now);
+    }
+
+    fn on_transport_failure(
+        &mut self,
+        id: CallId,
+        ambiguous: bool,
+        failure: TransportFailure,
+        now: Instant,
+    ) {
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
+        if ambiguous && !call.op.is_idempotent() {
+            // It may have run: replaying could run it twice.
+            let error = CallError::OutcomeUncertain {
+                method: call.op.method().to_owned(),
+                message: crate::error::sanitize(&failure.message),
+            };
+            return self.end(id, Err(error), Verdict::Failure, now);
+        }
+        if call.used.transport || call.attempts >= MAX_ATTEMPTS {
+            let error = CallError::Transport {
+                kind: failure.kind,
+                message: crate::error::sanitize(&failure.message),
+            };
+            return self.end(id, Err(error), Verdict::Failure, now);
+        }
+        if let Some(c) = self.calls.get_mut(&id) {
+            c.used.transport = true;
+        }
+        self.retry(id, Recovery::Transport, now);
+    }
+
+    fn cancel(&mut self, id: CallId, now: Instant) {
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
+        if let CallState::InFlight {
+            rpc_id, generation, ..
+        } = call.state
+        {
+            // The server may be working on it: tell it to stop. Only within
+            // the session the request went to.
+            if matches!(self.phase, Phase::Ready) && generation == self.generation {
+                let params = json!({"requestId": rpc_id, "reason": "cancelled by the client"});
+                let request = self.session.notification(
+                    "notifications/cancelled",
+                    Some(&params),
+                    self.auth.token.as_ref(),
+                );
+                let sent = self.session.id().is_some();
+                self.transmit(Purpose::Notify, None, sent, request);
+            }
+        }
+        self.end(id, Err(CallError::Cancelled), Verdict::Neutral, now);
+    }
+
+    /// Ends a call exactly once: its one `Complete` or `Surface`, the
+    /// breaker's verdict, and an `Abort` for a request still in flight.
+    fn end(
+        &mut self,
+        id: CallId,
+        result: Result<Result<Value, RpcError>, CallError>,
+        verdict: Verdict,
+        now: Instant,
+    ) {
+        let Some(call) = self.calls.remove(&id) else {
+            return;
+        };
+        if let CallState::InFlight { exchange, .. } = call.state {
+            if self.exchange_open(exchange) {
+                self.abort(exchange);
+            } else {
+                self.exchanges.remove(&exchange);
+            }
+        }
+        match (verdict, call.probe) {
+            (Verdict::Reachable, _) => self.breaker.success(),
+            (Verdict::Failure, _) => self.breaker.failure(now),
+            (Verdict::Neutral, true) => self.breaker.release_probe(),
+            (Verdict::Neutral, false) => {}
+        }
+        self.actions.push_back(match result {
+            Ok(result) => Action::Complete { call: id, result },
+            Err(error) => Action::Surface { call: id, error },
+        });
+    }
+
+    // ----- reading responses -----
+
+    fn on_head(
+        &mut self,
+        exchange: ExchangeId,
+        status: u16,
+        headers: &[(&str, &str)],
+        now: Instant,
+    ) {
+        let max = self.config.max_body_size;
+        let Some(ex) = self.exchanges.get_mut(&exchange) else {
+            return;
+        };
+        if !matches!(ex.reader, Reader::AwaitHead) {
+            return;
+        }
+        ex.status = status;
+        if !(200..300).contains(&status) {
+            if status == 401 {
+                ex.challenge = http::find(headers, "www-authenticate").map(str::to_owned);
+            }
+            ex.reader = Reader::Error(Vec::new());
+            return;
+        }
+        if ex.purpose == Purpose::Initialize {
+            // Only a successful initialize may name the session.
+            ex.session_header = http::find(headers, "mcp-session-id").map(str::to_owned);
+        }
+        if matches!(ex.purpose, Purpose::Notify | Purpose::Initialized) {
+            return self.resolve(exchange, Outcome::Accepted, now);
+        }
+        if status == 202 || status == 204 {
+            return self.resolve(exchange, Outcome::Accepted, now);
+        }
+        let content_type = http::find(headers, "content-type")
+            .and_then(|c| c.split(';').next())
+            .map(str::trim)
+            .unwrap_or("application/json");
+        if content_type.eq_ignore_ascii_case("text/event-stream") {
+            ex.reader = Reader::Sse(Box::new(SseParser::with_max_event_size(max)));
+        } else if content_type.eq_ignore_ascii_case("application/json") {
+            ex.reader = Reader::Json(Vec::new());
+        } else {
+            let ct = crate::error::sanitize(content_type);
+            self.resolve(
+                exchange,
+                Outcome::Protocol(ProtocolError::UnexpectedContentType(ct)),
+                now,
+            );
+        }
+    }
+
+    fn on_body(&mut self, exchange: ExchangeId, bytes: &[u8], now: Instant) {
+        let max = self.config.max_body_size;
+        let Some(ex) = self.exchanges.get_mut(&exchange) else {
+            return;
+        };
+        match &mut ex.reader {
+            Reader::Json(buf) => {
+                if buf.len() + bytes.len() > max {
+                    let outcome = Outcome::Protocol(ProtocolError::TooLarge { limit: max });
+                    return self.resolve(exchange, outcome, now);
+                }
+                buf.extend_from_slice(bytes);
+            }
+            Reader::Error(buf) => {
+                let room = MAX_ERROR_BODY.saturating_sub(buf.len());
+                buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
+            }
+            Reader::Sse(parser) => {
+                if let Err(e) = parser.feed(bytes) {
+                    return self.resolve(exchange, Outcome::Protocol(e.into()), now);
+                }
+                self.drain_events(exchange, now);
+            }
+            Reader::AwaitHead | Reader::Done => {}
+        }
+    }
+
+    fn drain_events(&mut self, exchange: ExchangeId, now: Instant) {
+        loop {
+            let Some(ex) = self.exchanges.get_mut(&exchange) else {
+                return;
+            };
+            let Reader::Sse(parser) = &mut ex.reader else {
+                return;
+            };
+            let Some(event) = parser.poll_event() else {
+                return;
+            };
+            // Only `message` events carry JSON-RPC.
+            if event.event != "message" {
+                continue;
+            }
+            let parsed = serde_json::from_str::<Value>(&event.data)
+                .map_err(|e| jsonrpc::MessageError::Json(e.to_string()))
+                .and_then(Message::from_value);
+            match parsed {
+                Ok(message) => self.on_message(exchange, message, now),
+                Err(e) => return self.resolve(exchange, Outcome::Protocol(e.into()), now),
+            }
+        }
+    }
+
+    /// One message from a response: ours ends the exchange, others go to
+    /// the caller (or, for `ping`, are answered here).
+    fn on_message(&mut self, exchange: ExchangeId, message: Message, now: Instant) {
+        let Some(ex) = self.exchanges.get(&exchange) else {
+            return;
+        };
+        match message {
+            Message::Response { id, result } => {
+                let ours = match (&id, ex.rpc_id) {
+                    (Some(RequestId::Number(n)), Some(mine)) => *n == mine,
+                    // `"id": null` errors answer what the server could not read.
+                    (None, Some(_)) => result.is_err(),
+                    _ => false,
+                };
+                if ours {
+                    self.resolve(exchange, Outcome::Answer(result), now);
+                }
+            }
+            Message::Request { id, method, .. } if method == "ping" => {
+                self.reply(id, Ok(json!({})));
+            }
+            other => {
+                let call = match ex.purpose {
+                    Purpose::Call(c) => Some(c),
+                    _ => None,
+                };
+                self.actions.push_back(Action::ServerMessage {
+                    call,
+                    message: other,
+                });
+            }
+        }
+    }
+
+    fn on_end(&mut self, exchange: ExchangeId, now: Instant) {
+        enum Ended {
+            Early,
+            Error(u16, Vec<u8>),
+            Json(Vec<u8>),
+            Sse,
+        }
+        let Some(ex) = self.exchanges.get_mut(&exchange) else {
+            return;
+        };
+        let ended = match &mut ex.reader {
+            Reader::Done => return,
+            Reader::AwaitHead => Ended::Early,
+            Reader::Error(body) => Ended::Error(ex.status, std::mem::take(body)),
+            Reader::Json(body) => Ended::Json(std::mem::take(body)),
+            Reader::Sse(parser) => {
+                parser.finish();
+                Ended::Sse
+            }
+        };
+        let outcome = match ended {
+            Ended::Early => Outcome::Transport(TransportFailure::after_send(
+                FailureKind::Reset,
+                "response ended before its head",
+            )),
+            Ended::Error(status, body) => Outcome::Status { status, body },
+            Ended::Json(body) => match jsonrpc::parse_body(&body) {
+                Ok(messages) => {
+                    for m in messages {
+                        self.on_message(exchange, m, now);
+                    }
+                    Outcome::Protocol(ProtocolError::NoResponse)
+                }
+                Err(e) => Outcome::Protocol(e.into()),
+            },
+            Ended::Sse => {
+                self.drain_events(exchange, now);
+                // The stream closed before our answer: the request may have
+                // run. (Resuming with Last-Event-ID is the SSE layer's job.)
+                Outcome::Transport(TransportFailure::after_send(
+                    FailureKind::Reset,
+                    "event stream ended before the response",
+                ))
+            }
+        };
+        // A no-op when a message above already resolved it.
+        self.resolve(exchange, outcome, now);
+    }
+
+    /// An exchange has its outcome: hand it to whoever sent it, once.
+    fn resolve(&mut self, exchange: ExchangeId, outcome: Outcome, now: Instant) {
+        let Some(ex) = self.exchanges.get_mut(&exchange) else {
+            return;
+        };
+        if matches!(ex.reader, Reader::Done) {
+            return;
+        }
+        ex.reader = Reader::Done;
+        let (purpose, ctx) = (ex.purpose, ex.ctx);
+        match purpose {
+            Purpose::Call(id) => {
+                let current = matches!(
+                    self.calls.get(&id).map(|c| &c.state),
+                    Some(CallState::InFlight { exchange: e, .. }) if *e == exchange
+                );
+                if current {
+                    self.on_call(id, ctx, outcome, now);
+                }
+            }
+            Purpose::Initialize => self.on_initialize(exchange, outcome, now),
+            Purpose::Initialized => self.on_initialized(exchange, outcome, now),
+            Purpose::Notify => {}
+        }
+        // The handlers above read what they need; nothing else will.
+        self.exchanges.remove(&exchange);
+    }
+}

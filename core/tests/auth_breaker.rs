@@ -1,0 +1,371 @@
+//! The auth path (401 → one shared refresh → one retry) and the circuit
+//! breaker, in virtual time.
+
+mod common;
+
+use common::{Harness, PY_404, URL};
+use mcp_recovery_core::{
+    Action, BreakerConfig, BreakerState, CallError, Config, Input, Operation, Token,
+};
+use serde_json::json;
+use std::time::Duration;
+
+fn ready_with_token(config: Config, token: &str) -> Harness {
+    let mut h = Harness::new(config);
+    h.engine.set_token(Some(Token::bearer(token)), h.now);
+    h.engine.connect(h.now);
+    h.pump();
+    h.handshake("s1");
+    h
+}
+
+// ----- auth path -----
+
+#[test]
+fn unauthorized_refreshes_once_for_all_concurrent_calls_and_retries_with_the_new_token() {
+    let mut h = ready_with_token(Config::new(URL), "old");
+    let calls: Vec<_> = (0..5).map(|_| h.call(Operation::list_tools(None))).collect();
+    let sent: Vec<_> = (0..5).map(|_| h.take("tools/list")).collect();
+    for s in &sent {
+        assert_eq!(s.bearer(), Some("Bearer old"));
+        h.respond(
+            s.exchange,
+            401,
+            &[("WWW-Authenticate", r#"Bearer error="invalid_token""#)],
+            "",
+        );
+    }
+    assert_eq!(h.refreshes(), 1, "single flight");
+    let generation = match h.events.iter().find(|a| matches!(a, Action::Refresh401 { .. })) {
+        Some(Action::Refresh401 {
+            generation,
+            challenge,
+        }) => {
+            assert_eq!(challenge.as_deref(), Some(r#"Bearer error="invalid_token""#));
+            *generation
+        }
+        _ => unreachable!(),
+    };
+    assert!(h.outbox.is_empty(), "nothing goes out until the refresh answers");
+    h.refreshed(generation, "new");
+    for _ in 0..5 {
+        let r = h.take("tools/list");
+        assert_eq!(r.bearer(), Some("Bearer new"));
+        assert_eq!(r.session_id(), Some("s1"), "same session: no reconnect on 401");
+        h.result(&r, json!({"tools": []}));
+    }
+    for c in calls {
+        assert!(h.ok(c).is_object());
+    }
+    assert_eq!(h.reconnects(), 0);
+}
+
+#[test]
+fn unchanged_token_is_not_retried() {
+    let mut h = ready_with_token(Config::new(URL), "same");
+    let call = h.call(Operation::ping());
+    let s = h.take("ping");
+    h.respond(s.exchange, 401, &[], "");
+    h.refreshed(1, "same");
+    assert_eq!(h.error(call), &CallError::Unauthorized);
+    assert_eq!(h.sent_count("ping"), 1);
+}
+
+#[test]
+fn refused_refresh_needs_reauth_without_a_loop() {
+    let mut h = ready_with_token(Config::new(URL), "old");
+    let a = h.call(Operation::ping());
+    let b = h.call(Operation::list_tools(None));
+    for m in ["ping", "tools/list"] {
+        let s = h.take(m);
+        h.respond(s.exchange, 401, &[], "");
+    }
+    h.engine.handle_input(
+        Input::RefreshFailed {
+            generation: 1,
+            needs_reauth: true,
+            message: "invalid_grant",
+        },
+        h.now,
+    );
+    h.pump();
+    for c in [a, b] {
+        assert_eq!(
+            h.error(c),
+            &CallError::NeedsReauth {
+                url: URL.to_owned()
+            }
+        );
+    }
+    assert_eq!(h.refreshes(), 1);
+    assert!(h.outbox.is_empty());
+    // The breaker does not treat an auth refusal as an unreachable server.
+    assert_eq!(h.engine.breaker(), BreakerState::Closed { failures: 0 });
+}
+
+#[test]
+fn still_unauthorized_after_the_refresh_surfaces() {
+    let mut h = ready_with_token(Config::new(URL), "old");
+    let call = h.call(Operation::ping());
+    let s = h.take("ping");
+    h.respond(s.exchange, 401, &[], "");
+    h.refreshed(1, "new");
+    let r = h.take("ping");
+    h.respond(r.exchange, 401, &[], "");
+    assert_eq!(h.error(call), &CallError::Unauthorized);
+    assert_eq!(h.refreshes(), 1);
+}
+
+#[test]
+fn a_call_that_failed_on_an_already_replaced_token_retries_at_once() {
+    let mut h = ready_with_token(Config::new(URL), "old");
+    let a = h.call(Operation::ping());
+    let b = h.call(Operation::ping());
+    let sa = h.take("ping");
+    let sb = h.take("ping");
+    h.respond(sa.exchange, 401, &[], "");
+    h.refreshed(1, "new");
+    let ra = h.take("ping");
+    h.result(&ra, json!({}));
+    // b's 401 (for the old token) arrives after the refresh finished.
+    h.respond(sb.exchange, 401, &[], "");
+    assert_eq!(h.refreshes(), 1, "no second refresh");
+    let rb = h.take("ping");
+    assert_eq!(rb.bearer(), Some("Bearer new"));
+    h.result(&rb, json!({}));
+    assert!(h.ok(a).is_object() && h.ok(b).is_object());
+}
+
+#[test]
+fn static_token_without_refresh_needs_reauth() {
+    let mut config = Config::new(URL);
+    config.refresh_on_401 = false;
+    let mut h = ready_with_token(config, "static");
+    let call = h.call(Operation::ping());
+    let s = h.take("ping");
+    h.respond(s.exchange, 401, &[], "");
+    assert!(matches!(h.error(call), CallError::NeedsReauth { .. }));
+    assert_eq!(h.refreshes(), 0);
+}
+
+#[test]
+fn refresh_deadline_surfaces_refresh_timeout_and_a_late_token_is_kept() {
+    let mut h = ready_with_token(Config::new(URL), "old");
+    let call = h.call(Operation::ping());
+    let s = h.take("ping");
+    h.respond(s.exchange, 401, &[], "");
+    h.advance(Duration::from_secs(30));
+    assert!(matches!(h.error(call), CallError::RefreshTimeout { .. }));
+    // The token endpoint answers late: a rotated token must not be lost.
+    h.refreshed(1, "rotated");
+    let next = h.call(Operation::ping());
+    let p = h.take("ping");
+    assert_eq!(p.bearer(), Some("Bearer rotated"));
+    h.result(&p, json!({}));
+    assert!(h.ok(next).is_object());
+}
+
+#[test]
+fn expired_token_during_reconnect_refreshes_then_reinitializes() {
+    let mut h = ready_with_token(Config::new(URL), "old");
+    let call = h.call(Operation::list_tools(None));
+    let s = h.take("tools/list");
+    h.respond(s.exchange, 404, &[], PY_404);
+    let init = h.take("initialize");
+    h.respond(init.exchange, 401, &[], "");
+    assert_eq!(h.refreshes(), 1);
+    h.refreshed(1, "new");
+    let init2 = h.outbox.front().expect("initialize again");
+    assert_eq!(init2.bearer(), Some("Bearer new"));
+    h.handshake("s2");
+    let r = h.take("tools/list");
+    assert_eq!(r.bearer(), Some("Bearer new"));
+    assert_eq!(r.session_id(), Some("s2"));
+    h.result(&r, json!({"tools": []}));
+    assert!(h.ok(call).is_object());
+}
+
+#[test]
+fn token_is_never_in_debug_output_or_errors() {
+    let mut h = ready_with_token(Config::new(URL), "sup3r-s3cret");
+    h.call(Operation::ping());
+    let s = h.take("ping");
+    assert!(!format!("{:?}", s.request).contains("sup3r-s3cret"));
+    assert!(!format!("{:?}", h.engine).contains("sup3r-s3cret"));
+    h.respond(s.exchange, 401, &[], "");
+    for a in &h.events {
+        assert!(!format!("{a:?}").contains("sup3r-s3cret"));
+    }
+    let mut config = Config::new(URL);
+    config
+        .headers
+        .push(("Authorization".into(), "Basic c2VjcmV0LWhlYWRlcg==".into()));
+    let e = mcp_recovery_core::Engine::new(config);
+    assert!(!format!("{e:?}").contains("c2VjcmV0LWhlYWRlcg"));
+}
+
+// ----- circuit breaker -----
+
+fn breaker_harness() -> Harness {
+    let mut h = Harness::new(Config::new(URL).breaker(BreakerConfig::new(3, Duration::from_secs(60))));
+    h.engine.connect(h.now);
+    h.pump();
+    h.handshake("s1");
+    h
+}
+
+/// A call whose every attempt fails in transport before sending.
+fn unreachable_call(h: &mut Harness) -> mcp_recovery_core::CallId {
+    let c = h.call(Operation::ping());
+    let s = h.take("ping");
+    h.refused(&s);
+    let r = h.take("ping");
+    h.refused(&r);
+    c
+}
+
+#[test]
+fn opens_after_three_failures_and_fails_fast_with_time_left() {
+    let mut h = breaker_harness();
+    for _ in 0..3 {
+        let c = unreachable_call(&mut h);
+        assert!(matches!(h.error(c), CallError::Transport { .. }));
+    }
+    assert!(matches!(h.engine.breaker(), BreakerState::Open { .. }));
+    h.advance(Duration::from_secs(20));
+    let c = h.call(Operation::ping());
+    assert_eq!(
+        h.error(c),
+        &CallError::CircuitOpen {
+            retry_in: Duration::from_secs(40)
+        }
+    );
+    assert!(h.outbox.is_empty(), "fail fast: nothing sent");
+}
+
+#[test]
+fn half_open_lets_exactly_one_probe_and_a_failed_probe_rearms() {
+    let mut h = breaker_harness();
+    for _ in 0..3 {
+        unreachable_call(&mut h);
+    }
+    h.advance(Duration::from_secs(60));
+    let probe = h.call(Operation::ping());
+    let other = h.call(Operation::ping());
+    assert_eq!(
+        h.error(other),
+        &CallError::CircuitOpen {
+            retry_in: Duration::ZERO
+        }
+    );
+    let s = h.take("ping");
+    assert!(h.outbox.is_empty());
+    h.refused(&s);
+    let r = h.take("ping");
+    h.refused(&r);
+    assert!(matches!(h.error(probe), CallError::Transport { .. }));
+    assert!(matches!(h.engine.breaker(), BreakerState::Open { until } if until == h.now + Duration::from_secs(60)));
+    // A successful probe closes it.
+    h.advance(Duration::from_secs(60));
+    let probe = h.call(Operation::ping());
+    let s = h.take("ping");
+    h.result(&s, json!({}));
+    assert!(h.ok(probe).is_object());
+    assert_eq!(h.engine.breaker(), BreakerState::Closed { failures: 0 });
+}
+
+#[test]
+fn success_resets_the_count() {
+    let mut h = breaker_harness();
+    unreachable_call(&mut h);
+    unreachable_call(&mut h);
+    assert_eq!(h.engine.breaker(), BreakerState::Closed { failures: 2 });
+    let c = h.call(Operation::ping());
+    let s = h.take("ping");
+    h.result(&s, json!({}));
+    assert!(h.ok(c).is_object());
+    assert_eq!(h.engine.breaker(), BreakerState::Closed { failures: 0 });
+}
+
+#[test]
+fn successful_reinitialize_resets_the_count() {
+    let mut h = breaker_harness();
+    unreachable_call(&mut h);
+    unreachable_call(&mut h);
+    let c = h.call(Operation::ping());
+    let s = h.take("ping");
+    h.respond(s.exchange, 404, &[], PY_404);
+    h.handshake("s2");
+    assert_eq!(h.engine.breaker(), BreakerState::Closed { failures: 0 });
+    let r = h.take("ping");
+    h.result(&r, json!({}));
+    assert!(h.ok(c).is_object());
+}
+
+#[test]
+fn application_errors_and_tool_errors_do_not_count() {
+    let mut h = breaker_harness();
+    unreachable_call(&mut h);
+    unreachable_call(&mut h);
+    for _ in 0..5 {
+        let c = h.call(Operation::call_tool("fails", json!({})));
+        let s = h.take("tools/call");
+        h.result(&s, json!({"content": [], "isError": true}));
+        assert!(h.ok(c).is_object());
+        let c = h.call(Operation::call_tool("nope", json!({})));
+        let s = h.take("tools/call");
+        h.rpc_error(&s, -32602, "Unknown tool: nope");
+        assert!(matches!(h.outcome(c), Ok(Err(_))));
+    }
+    assert_eq!(h.engine.breaker(), BreakerState::Closed { failures: 0 });
+}
+
+#[test]
+fn a_server_that_stays_down_opens_the_breaker_through_failed_reconnects() {
+    let mut h = breaker_harness();
+    for round in 0..3 {
+        let c = h.call(Operation::ping());
+        if round == 0 {
+            // The server restarted: the session is gone.
+            let s = h.take("ping");
+            h.respond(s.exchange, 404, &[], PY_404);
+        }
+        // It is not up yet: initialize is refused twice (one replay of
+        // initialize is allowed). Later calls start with initialize, since
+        // there is no session to send them in.
+        let init = h.take("initialize");
+        h.refused(&init);
+        let init = h.take("initialize");
+        h.refused(&init);
+        assert!(matches!(h.error(c), CallError::InitializeFailed(_)));
+    }
+    assert_eq!(h.reconnects(), 3);
+    assert!(matches!(h.engine.breaker(), BreakerState::Open { .. }));
+    let c = h.call(Operation::ping());
+    assert!(matches!(h.error(c), CallError::CircuitOpen { .. }));
+    // Cooldown over, server back: the probe re-initializes and closes it.
+    h.advance(Duration::from_secs(60));
+    let probe = h.call(Operation::ping());
+    h.handshake("s9");
+    let p = h.take("ping");
+    h.result(&p, json!({}));
+    assert!(h.ok(probe).is_object());
+    assert_eq!(h.engine.breaker(), BreakerState::Closed { failures: 0 });
+}
+
+#[test]
+fn cancelled_probe_lets_the_next_call_probe() {
+    let mut h = breaker_harness();
+    for _ in 0..3 {
+        unreachable_call(&mut h);
+    }
+    h.advance(Duration::from_secs(60));
+    let probe = h.call(Operation::ping());
+    let _ = h.take("ping");
+    h.cancel(probe);
+    let _ = h.take("notifications/cancelled");
+    let next = h.call(Operation::ping());
+    let s = h.take("ping");
+    h.result(&s, json!({}));
+    assert!(h.ok(next).is_object());
+}

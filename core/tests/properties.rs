@@ -1,0 +1,291 @@
+//! Property test over random event sequences (behaviour contract item 4):
+//! no call sends more than three times, every call ends exactly once, no
+//! action names an ended call, and after `handle_timeout(now)` the next
+//! deadline is never in the past. The harness asserts the middle two on
+//! every action it drains.
+
+mod common;
+
+use common::{Harness, Sent, PY_404, URL};
+use mcp_recovery_core::{
+    Action, BreakerConfig, CallId, Config, FailureKind, Input, Operation, Token, TransportFailure,
+    MAX_ATTEMPTS,
+};
+use proptest::prelude::*;
+use serde_json::json;
+use std::collections::HashSet;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+enum Step {
+    Call(u8, bool),
+    Respond(usize, Reply),
+    Cancel(usize),
+    Advance(u64),
+    Refresh(RefreshReply),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Reply {
+    Ok,
+    AppError,
+    Expired404,
+    Expired400,
+    ExpiredText,
+    Unauthorized,
+    NotSent,
+    AfterSend,
+    SseOk,
+    SseCut,
+    Garbage,
+    ServerError,
+    CancelledByAdapter,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum RefreshReply {
+    NewToken,
+    SameToken,
+    Refused,
+    Failed,
+}
+
+fn reply() -> impl Strategy<Value = Reply> {
+    prop_oneof![
+        4 => Just(Reply::Ok),
+        1 => Just(Reply::AppError),
+        2 => Just(Reply::Expired404),
+        1 => Just(Reply::Expired400),
+        1 => Just(Reply::ExpiredText),
+        2 => Just(Reply::Unauthorized),
+        1 => Just(Reply::NotSent),
+        1 => Just(Reply::AfterSend),
+        1 => Just(Reply::SseOk),
+        1 => Just(Reply::SseCut),
+        1 => Just(Reply::Garbage),
+        1 => Just(Reply::ServerError),
+        1 => Just(Reply::CancelledByAdapter),
+    ]
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        3 => (0u8..7, any::<bool>()).prop_map(|(k, i)| Step::Call(k, i)),
+        6 => (0usize..8, reply()).prop_map(|(i, r)| Step::Respond(i, r)),
+        1 => (0usize..8).prop_map(Step::Cancel),
+        1 => (0u64..40).prop_map(Step::Advance),
+        1 => prop_oneof![
+            Just(RefreshReply::NewToken),
+            Just(RefreshReply::SameToken),
+            Just(RefreshReply::Refused),
+            Just(RefreshReply::Failed),
+        ]
+        .prop_map(Step::Refresh),
+    ]
+}
+
+fn op(kind: u8, idempotent: bool) -> Operation {
+    let op = match kind {
+        0 => Operation::call_tool("counter_increment", json!({})),
+        1 => Operation::list_resources(None),
+        2 => Operation::read_resource("demo://x"),
+        3 => Operation::list_prompts(None),
+        4 => Operation::get_prompt("greet", None),
+        5 => Operation::list_tools(None),
+        _ => Operation::ping(),
+    };
+    if idempotent {
+        op.idempotent(true)
+    } else {
+        op
+    }
+}
+
+struct World {
+    h: Harness,
+    calls: Vec<CallId>,
+    /// Calls that must not be replayed: (call, sends when it failed ambiguously).
+    frozen: Vec<(CallId, usize)>,
+    side_effects: HashSet<CallId>,
+    tokens: u32,
+    sessions: u32,
+}
+
+impl World {
+    fn new() -> Self {
+        let config = Config::new(URL).breaker(BreakerConfig::new(3, Duration::from_secs(60)));
+        let mut h = Harness::new(config);
+        h.engine.set_token(Some(Token::bearer("t0")), h.now);
+        World {
+            h,
+            calls: Vec::new(),
+            frozen: Vec::new(),
+            side_effects: HashSet::new(),
+            tokens: 0,
+            sessions: 0,
+        }
+    }
+
+    fn refresh_generation(&self) -> Option<u64> {
+        self.h.events.iter().rev().find_map(|a| match a {
+            Action::Refresh401 { generation, .. } => Some(*generation),
+            _ => None,
+        })
+    }
+
+    fn answer(&mut self, s: Sent, r: Reply) {
+        if let Some(c) = s.call {
+            if self.side_effects.contains(&c) && matches!(r, Reply::AfterSend | Reply::SseCut) {
+                let sends = self.h.sent.iter().filter(|x| x.call == Some(c)).count();
+                self.frozen.push((c, sends));
+            }
+        }
+        let h = &mut self.h;
+        let id = s.json["id"].clone();
+        let is_init = s.method() == "initialize";
+        let ok_body = if is_init {
+            json!({"jsonrpc":"2.0","id":id,"result":{"protocolVersion":"2025-11-25","capabilities":{}}})
+        } else {
+            json!({"jsonrpc":"2.0","id":id,"result":{"ok":true}})
+        };
+        self.sessions += 1;
+        let sid = format!("s{}", self.sessions);
+        let json_ct = [("content-type", "application/json"), ("mcp-session-id", sid.as_str())];
+        match r {
+            Reply::Ok if s.json.get("id").is_none() => h.respond(s.exchange, 202, &[], ""),
+            Reply::Ok => h.respond(s.exchange, 200, &json_ct, &ok_body.to_string()),
+            Reply::AppError => h.rpc_error(&s, -32603, "Tool failed to execute"),
+            Reply::Expired404 => h.respond(s.exchange, 404, &[], PY_404),
+            Reply::Expired400 => {
+                h.respond(s.exchange, 400, &[], "Bad Request: No valid session ID provided")
+            }
+            Reply::ExpiredText => h.rpc_error(&s, -32602, "Invalid or expired session"),
+            Reply::Unauthorized => h.respond(s.exchange, 401, &[], ""),
+            Reply::NotSent => h.refused(&s),
+            Reply::AfterSend => h.reset_after_send(&s),
+            Reply::SseOk => {
+                let body = format!("id: 0\r\ndata: \r\n\r\ndata: {ok_body}\r\n\r\n");
+                h.respond(s.exchange, 200, &[("content-type", "text/event-stream"), ("mcp-session-id", sid.as_str())], &body)
+            }
+            Reply::SseCut => h.respond(
+                s.exchange,
+                200,
+                &[("content-type", "text/event-stream")],
+                "id: 0\ndata: \n\ndata: {\"jsonrpc\"",
+            ),
+            Reply::Garbage => h.respond(s.exchange, 200, &[("content-type", "application/json")], "{]"),
+            Reply::ServerError => h.respond(s.exchange, 503, &[], "upstream down"),
+            Reply::CancelledByAdapter => h.fail(
+                &s,
+                TransportFailure::after_send(FailureKind::Cancelled, "session expired"),
+            ),
+        }
+    }
+
+    fn refresh(&mut self, r: RefreshReply) {
+        let Some(generation) = self.refresh_generation() else {
+            return;
+        };
+        let now = self.h.now;
+        match r {
+            RefreshReply::NewToken => {
+                self.tokens += 1;
+                let t = Token::bearer(&format!("t{}", self.tokens));
+                self.h
+                    .engine
+                    .handle_input(Input::TokenRefreshed { generation, token: &t }, now);
+            }
+            RefreshReply::SameToken => {
+                let t = Token::bearer(&format!("t{}", self.tokens));
+                self.h
+                    .engine
+                    .handle_input(Input::TokenRefreshed { generation, token: &t }, now);
+            }
+            RefreshReply::Refused | RefreshReply::Failed => self.h.engine.handle_input(
+                Input::RefreshFailed {
+                    generation,
+                    needs_reauth: matches!(r, RefreshReply::Refused),
+                    message: "no",
+                },
+                now,
+            ),
+        }
+        self.h.pump();
+    }
+
+    fn apply(&mut self, step: Step) {
+        match step {
+            Step::Call(k, i) => {
+                let c = self.h.call(op(k, i));
+                if k == 0 && !i {
+                    self.side_effects.insert(c);
+                }
+                self.calls.push(c);
+            }
+            Step::Respond(i, r) => {
+                if !self.h.outbox.is_empty() {
+                    let i = i % self.h.outbox.len();
+                    let s = self.h.outbox.remove(i).unwrap();
+                    self.answer(s, r);
+                }
+            }
+            Step::Cancel(i) => {
+                if !self.calls.is_empty() {
+                    let c = self.calls[i % self.calls.len()];
+                    self.h.cancel(c);
+                }
+            }
+            Step::Advance(secs) => {
+                self.h.advance(Duration::from_secs(secs));
+                if let Some((deadline, why)) = self.h.engine.poll_timeout() {
+                    assert!(deadline > self.h.now, "{why:?} due in the past");
+                }
+            }
+            Step::Refresh(r) => self.refresh(r),
+        }
+    }
+
+    /// Answers everything well and lets time pass until no call is left.
+    fn settle(&mut self) {
+        for _ in 0..10_000 {
+            if self.h.engine.pending_calls() == 0 {
+                return;
+            }
+            if let Some(s) = self.h.outbox.pop_front() {
+                self.answer(s, Reply::Ok);
+            } else if self.refresh_generation().is_some()
+                && self.h.engine.poll_timeout().is_some()
+            {
+                self.refresh(RefreshReply::NewToken);
+                self.h.advance(Duration::from_secs(31));
+            } else {
+                self.h.advance(Duration::from_secs(61));
+            }
+        }
+        panic!("calls never ended: {} pending", self.h.engine.pending_calls());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn bounded_and_every_call_ends_exactly_once(steps in prop::collection::vec(step(), 1..80)) {
+        let mut w = World::new();
+        for s in steps {
+            w.apply(s);
+        }
+        w.settle();
+        for c in &w.calls {
+            prop_assert!(w.h.ended.contains_key(c), "{c} never ended");
+            let sends = w.h.sent.iter().filter(|s| s.call == Some(*c)).count();
+            prop_assert!(sends <= MAX_ATTEMPTS as usize, "{c} sent {sends} times");
+        }
+        prop_assert_eq!(w.h.ended.len(), w.calls.len());
+        // Never a double execution: a side effect that may have run is not sent again.
+        for (c, sends) in &w.frozen {
+            let now = w.h.sent.iter().filter(|s| s.call == Some(*c)).count();
+            prop_assert_eq!(now, *sends, "{} replayed after an ambiguous failure", c);
+        }
+    }
+}

@@ -1,0 +1,568 @@
+//! The behaviour contract, driven in virtual time: session path, replay
+//! safety, cancellation, bounds, SSE answers, protocol revisions.
+
+mod common;
+
+use common::{Harness, PY_404, TS_404, URL};
+use mcp_recovery_core::{
+    Action, BreakerConfig, CallError, Config, Engine, FailureKind, Input, Operation, Protocol,
+    Recovery, Timer, TransportFailure,
+};
+use serde_json::json;
+use std::time::Duration;
+
+/// The five operations of the seed fix, plus the two every client uses.
+fn operations() -> Vec<Operation> {
+    vec![
+        Operation::call_tool("echo", json!({"text": "hi"})),
+        Operation::list_resources(None),
+        Operation::read_resource("demo://greeting"),
+        Operation::list_prompts(None),
+        Operation::get_prompt("greet", Some(json!({"name": "Ada"}))),
+        Operation::list_tools(None),
+        Operation::ping(),
+    ]
+}
+
+// ----- the seed's handler tests, for every operation -----
+
+#[test]
+fn session_expiry_reconnects_once_awaits_ready_retries_once_and_returns_the_retry() {
+    for op in operations() {
+        let method = op.method().to_owned();
+        let mut h = Harness::ready();
+        let call = h.call(op);
+        let first = h.take(&method);
+        assert_eq!(first.session_id(), Some("s1"));
+        // The reporter's text, as a JSON-RPC error on a 200.
+        h.rpc_error(&first, -32602, "Invalid params: Invalid or expired session");
+        assert_eq!(h.reconnects(), 1, "{method}");
+        assert!(h
+            .events
+            .iter()
+            .any(|a| matches!(a, Action::AwaitReady { call: c, .. } if *c == call)));
+        h.handshake("s2");
+        let retry = h.take(&method);
+        assert_eq!(retry.session_id(), Some("s2"));
+        assert!(h.events.iter().any(|a| matches!(
+            a,
+            Action::RetryOnce { call: c, recovery: Recovery::Session } if *c == call
+        )));
+        h.result(&retry, json!({"answer": method}));
+        assert_eq!(h.ok(call), &json!({"answer": method}));
+        assert_eq!(h.refreshes(), 0, "session expiry never refreshes the token");
+        assert_eq!(h.sent_count("initialize"), 2);
+    }
+}
+
+#[test]
+fn unrelated_failure_does_not_reconnect() {
+    for op in operations() {
+        let method = op.method().to_owned();
+        let mut h = Harness::ready();
+        let call = h.call(op);
+        let s = h.take(&method);
+        h.rpc_error(&s, -32603, "Tool failed to execute");
+        assert!(matches!(h.outcome(call), Ok(Err(e)) if e.message == "Tool failed to execute"));
+        assert_eq!(h.reconnects(), 0);
+        assert!(h.outbox.is_empty());
+    }
+}
+
+#[test]
+fn no_retry_loop_when_the_retry_fails_too() {
+    for op in operations() {
+        let method = op.method().to_owned();
+        let mut h = Harness::ready();
+        let call = h.call(op);
+        let s = h.take(&method);
+        h.rpc_error(&s, -32602, "Session expired");
+        h.handshake("s2");
+        let retry = h.take(&method);
+        h.rpc_error(&retry, -32602, "Session expired");
+        assert_eq!(h.error(call), &CallError::SessionLost);
+        assert_eq!(h.reconnects(), 1);
+        assert!(h.outbox.is_empty(), "nothing more is sent");
+    }
+}
+
+#[test]
+fn the_retry_application_error_is_the_answer() {
+    let mut h = Harness::ready();
+    let call = h.call(Operation::call_tool("fails", json!({})));
+    let s = h.take("tools/call");
+    h.respond(s.exchange, 404, &[("content-type", "application/json")], PY_404);
+    h.handshake("s2");
+    let retry = h.take("tools/call");
+    // An isError tool result is a result, not a failure.
+    let tool_error = json!({"content":[{"type":"text","text":"boom"}],"isError":true});
+    h.result(&retry, tool_error.clone());
+    assert_eq!(h.ok(call), &tool_error);
+}
+
+// ----- structured detection -----
+
+#[test]
+fn structured_expiry_signals_take_the_session_path() {
+    let cases: [(u16, &str); 6] = [
+        (404, PY_404),
+        (404, TS_404),
+        (404, "session not found"),
+        (400, "Bad Request: No valid session ID provided"),
+        (401, "Unauthorized: Session not found"),
+        (
+            400,
+            r#"{"jsonrpc":"2.0","error":{"code":-32000,"message":"Bad Request: Server not initialized"},"id":null}"#,
+        ),
+    ];
+    for (status, body) in cases {
+        let mut h = Harness::ready();
+        let call = h.call(Operation::list_tools(None));
+        let s = h.take("tools/list");
+        h.respond(s.exchange, status, &[], body);
+        assert_eq!(h.reconnects(), 1, "{status} {body}");
+        assert_eq!(h.refreshes(), 0, "{status} {body}: no refresh on session loss");
+        h.handshake("s2");
+        let retry = h.take("tools/list");
+        h.result(&retry, json!({"tools": []}));
+        assert_eq!(h.ok(call), &json!({"tools": []}));
+    }
+}
+
+#[test]
+fn not_found_without_session_id_or_with_method_not_found_is_not_expiry() {
+    // A stateless server: no session id, so a 404 is just a 404.
+    let mut h = Harness::default();
+    let call = h.call(Operation::ping());
+    let init = h.take("initialize");
+    let body = json!({"jsonrpc":"2.0","id":init.json["id"],"result":{"protocolVersion":"2025-03-26","capabilities":{}}});
+    h.respond_json(&init, body);
+    let note = h.take("notifications/initialized");
+    assert_eq!(note.session_id(), None);
+    h.respond(note.exchange, 202, &[], "");
+    let s = h.take("ping");
+    assert_eq!(s.session_id(), None);
+    h.respond(s.exchange, 404, &[], PY_404);
+    assert!(matches!(h.error(call), CallError::Http { status: 404, .. }));
+    assert_eq!(h.reconnects(), 0);
+
+    let mut h = Harness::ready();
+    let call = h.call(Operation::new("custom/thing", None));
+    let s = h.take("custom/thing");
+    let mnf = json!({"jsonrpc":"2.0","id":s.json["id"],"error":{"code":-32601,"message":"Method not found"}});
+    h.respond(s.exchange, 404, &[], &mnf.to_string());
+    assert!(matches!(h.outcome(call), Ok(Err(e)) if e.code == -32601));
+    assert_eq!(h.reconnects(), 0);
+}
+
+#[test]
+fn a_session_id_on_an_error_response_is_never_adopted() {
+    let mut h = Harness::default();
+    let call = h.call(Operation::ping());
+    let init = h.take("initialize");
+    h.respond(
+        init.exchange,
+        400,
+        &[("mcp-session-id", "throwaway")],
+        "Bad Request: Unsupported protocol version",
+    );
+    assert!(matches!(h.error(call), CallError::InitializeFailed(e) if matches!(**e, CallError::Http { status: 400, .. })));
+    assert_eq!(h.engine.session().id(), None);
+}
+
+#[test]
+fn invalid_session_id_from_initialize_is_a_typed_error() {
+    let mut h = Harness::default();
+    let call = h.call(Operation::ping());
+    let init = h.take("initialize");
+    let body = json!({"jsonrpc":"2.0","id":init.json["id"],"result":{"protocolVersion":"2025-11-25","capabilities":{}}});
+    h.respond(
+        init.exchange,
+        200,
+        &[("content-type", "application/json"), ("mcp-session-id", "bad\u{1}id")],
+        &body.to_string(),
+    );
+    assert!(matches!(h.error(call), CallError::InitializeFailed(e)
+        if matches!(**e, CallError::Protocol(mcp_recovery_core::ProtocolError::InvalidSessionId))));
+}
+
+// ----- single flight -----
+
+#[test]
+fn concurrent_failures_on_one_generation_make_one_reconnect() {
+    let mut h = Harness::ready();
+    let calls: Vec<_> = (0..8)
+        .map(|i| h.call(Operation::call_tool("echo", json!({"i": i}))))
+        .collect();
+    let sent: Vec<_> = (0..8).map(|_| h.take("tools/call")).collect();
+    for s in &sent {
+        h.respond(s.exchange, 404, &[], TS_404);
+    }
+    assert_eq!(h.reconnects(), 1);
+    assert_eq!(h.outbox.len(), 1, "one initialize, nothing else");
+    h.handshake("s2");
+    for _ in 0..8 {
+        let r = h.take("tools/call");
+        assert_eq!(r.session_id(), Some("s2"));
+        h.result(&r, json!({"ok": r.json["params"]["arguments"]["i"]}));
+    }
+    for (i, c) in calls.iter().enumerate() {
+        assert_eq!(h.ok(*c), &json!({"ok": i}));
+    }
+    assert_eq!(h.sent_count("initialize"), 2);
+}
+
+#[test]
+fn late_failure_of_an_old_generation_rides_the_new_session() {
+    let mut h = Harness::ready();
+    let a = h.call(Operation::list_tools(None));
+    let b = h.call(Operation::list_prompts(None));
+    let sa = h.take("tools/list");
+    let sb = h.take("prompts/list");
+    h.respond(sa.exchange, 404, &[], PY_404);
+    h.handshake("s2");
+    let ra = h.take("tools/list");
+    h.result(&ra, json!({"tools": []}));
+    // b was sent on s1 and its 404 arrives only now.
+    h.respond(sb.exchange, 404, &[], PY_404);
+    assert_eq!(h.reconnects(), 1, "no teardown of the new session");
+    let rb = h.take("prompts/list");
+    assert_eq!(rb.session_id(), Some("s2"));
+    h.result(&rb, json!({"prompts": []}));
+    assert!(h.ok(a).is_object() && h.ok(b).is_object());
+    assert_eq!(h.engine.session().id(), Some("s2"));
+}
+
+// ----- deadlines and cancellation -----
+
+#[test]
+fn await_ready_deadline_surfaces_reconnect_timeout() {
+    let mut h = Harness::ready();
+    let call = h.call(Operation::list_tools(None));
+    let s = h.take("tools/list");
+    h.respond(s.exchange, 404, &[], PY_404);
+    let (deadline, why) = h.engine.poll_timeout().expect("a deadline");
+    assert_eq!(deadline, h.now + Duration::from_secs(15));
+    assert_eq!(why, Timer::AwaitReady(call));
+    h.advance(Duration::from_secs(14));
+    assert!(!h.ended.contains_key(&call));
+    h.advance(Duration::from_secs(1));
+    assert_eq!(
+        h.error(call),
+        &CallError::ReconnectTimeout {
+            waited: Duration::from_secs(15)
+        }
+    );
+    // The reconnect goes on and still serves later calls.
+    h.handshake("s2");
+    assert!(h.engine.is_ready());
+    let later = h.call(Operation::ping());
+    let p = h.take("ping");
+    h.result(&p, json!({}));
+    assert!(h.ok(later).is_object());
+}
+
+#[test]
+fn handshake_that_never_answers_is_abandoned() {
+    let mut h = Harness::new(Config::new(URL).await_ready(Duration::from_secs(60)));
+    let call = h.call(Operation::ping());
+    let _init = h.take("initialize");
+    h.advance(Duration::from_secs(30));
+    assert!(matches!(h.error(call), CallError::ReconnectTimeout { .. }));
+    assert!(h.events.iter().any(|a| matches!(a, Action::Abort { .. })));
+    // The next call starts a fresh handshake.
+    h.call(Operation::ping());
+    h.take("initialize");
+}
+
+#[test]
+fn cancel_is_immediate_in_every_state_and_never_counts() {
+    let config = || Config::new(URL).breaker(BreakerConfig::new(1, Duration::from_secs(60)));
+    // During AwaitReady.
+    let mut h = Harness::new(config());
+    let call = h.call(Operation::ping());
+    h.cancel(call);
+    assert_eq!(h.error(call), &CallError::Cancelled);
+    // During a refresh.
+    let mut h = Harness::new(config());
+    h.engine.set_token(Some(mcp_recovery_core::Token::bearer("t1")), h.now);
+    h.engine.connect(h.now);
+    h.pump();
+    h.handshake("s1");
+    let call = h.call(Operation::ping());
+    let s = h.take("ping");
+    h.respond(s.exchange, 401, &[], "");
+    assert_eq!(h.refreshes(), 1);
+    h.cancel(call);
+    assert_eq!(h.error(call), &CallError::Cancelled);
+    // During send: the server is told.
+    let mut h = Harness::new(config());
+    h.engine.connect(h.now);
+    h.pump();
+    h.handshake("s1");
+    let call = h.call(Operation::call_tool("slow", json!({})));
+    let s = h.take("tools/call");
+    h.cancel(call);
+    assert_eq!(h.error(call), &CallError::Cancelled);
+    let note = h.take("notifications/cancelled");
+    assert_eq!(note.json["params"]["requestId"], s.json["id"]);
+    assert_eq!(note.session_id(), Some("s1"));
+    assert!(h
+        .events
+        .iter()
+        .any(|a| matches!(a, Action::Abort { exchange } if *exchange == s.exchange)));
+    // A late answer is ignored, and the breaker (threshold 1) is still closed.
+    h.result(&s, json!({"late": true}));
+    assert_eq!(h.error(call), &CallError::Cancelled);
+    let next = h.call(Operation::ping());
+    let p = h.take("ping");
+    h.result(&p, json!({}));
+    assert!(h.ok(next).is_object());
+}
+
+#[test]
+fn adapter_reported_cancel_never_recovers_whatever_it_says() {
+    let mut h = Harness::ready();
+    let call = h.call(Operation::list_tools(None));
+    let s = h.take("tools/list");
+    h.fail(
+        &s,
+        TransportFailure::after_send(FailureKind::Cancelled, "Invalid or expired session"),
+    );
+    assert_eq!(h.error(call), &CallError::Cancelled);
+    assert_eq!(h.reconnects(), 0);
+    assert!(h.outbox.is_empty());
+}
+
+// ----- replay safety -----
+
+#[test]
+fn ambiguous_failure_on_a_side_effect_is_outcome_uncertain_and_never_resent() {
+    let mut h = Harness::ready();
+    let call = h.call(Operation::call_tool("counter_increment", json!({})));
+    let s = h.take("tools/call");
+    h.reset_after_send(&s);
+    assert!(matches!(h.error(call), CallError::OutcomeUncertain { method, .. } if method == "tools/call"));
+    assert_eq!(h.sent_count("tools/call"), 1);
+}
+
+#[test]
+fn ambiguous_failure_on_an_idempotent_operation_is_retried_once() {
+    for op in [
+        Operation::list_tools(None),
+        Operation::read_resource("a://b"),
+        Operation::call_tool("lookup", json!({})).idempotent(true),
+    ] {
+        let method = op.method().to_owned();
+        let mut h = Harness::ready();
+        let call = h.call(op);
+        let s = h.take(&method);
+        h.reset_after_send(&s);
+        let r = h.take(&method);
+        assert_ne!(r.json["id"], s.json["id"], "a fresh JSON-RPC id per attempt");
+        h.reset_after_send(&r);
+        assert!(matches!(h.error(call), CallError::Transport { kind: FailureKind::Reset, .. }));
+        assert_eq!(h.sent_count(&method), 2, "{method}: exactly one replay");
+    }
+}
+
+#[test]
+fn failure_before_sending_is_replayed_even_for_side_effects() {
+    let mut h = Harness::ready();
+    let call = h.call(Operation::call_tool("counter_increment", json!({})));
+    let s = h.take("tools/call");
+    h.refused(&s);
+    let r = h.take("tools/call");
+    h.result(&r, json!({"count": 1}));
+    assert_eq!(h.ok(call), &json!({"count": 1}));
+}
+
+#[test]
+fn stream_ending_before_the_answer_is_ambiguous() {
+    let mut h = Harness::ready();
+    let call = h.call(Operation::call_tool("counter_increment", json!({})));
+    let s = h.take("tools/call");
+    h.respond(
+        s.exchange,
+        200,
+        &[("content-type", "text/event-stream")],
+        "id: 1\ndata: \n\n",
+    );
+    assert!(matches!(h.error(call), CallError::OutcomeUncertain { .. }));
+}
+
+// ----- bounds -----
+
+#[test]
+fn every_recovery_once_and_never_more_than_three_attempts() {
+    let mut h = Harness::ready();
+    h.engine
+        .set_token(Some(mcp_recovery_core::Token::bearer("t1")), h.now);
+    let call = h.call(Operation::list_tools(None));
+    let s1 = h.take("tools/list");
+    h.respond(s1.exchange, 401, &[], "");
+    h.refreshed(1, "t2");
+    let s2 = h.take("tools/list");
+    assert_eq!(s2.bearer(), Some("Bearer t2"));
+    h.respond(s2.exchange, 404, &[], PY_404);
+    h.handshake("s2");
+    let s3 = h.take("tools/list");
+    h.reset_after_send(&s3);
+    // Transport recovery is still unused, but three attempts are spent.
+    assert!(matches!(h.error(call), CallError::Transport { .. }));
+    assert_eq!(h.sent_count("tools/list"), 3);
+}
+
+// ----- responses as event streams -----
+
+#[test]
+fn answer_inside_an_event_stream_with_notifications_first() {
+    let mut h = Harness::ready();
+    let call = h.call(Operation::call_tool("long", json!({})));
+    let s = h.take("tools/call");
+    let id = s.json["id"].clone();
+    // Python sends CRLF and a priming event with empty data.
+    let stream = format!(
+        "id: p0\r\ndata: \r\n\r\n\
+         event: message\r\nid: 1\r\ndata: {{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{{\"progress\":1,\"total\":2}}}}\r\n\r\n\
+         event: message\r\nid: 2\r\ndata: {{\"jsonrpc\":\"2.0\",\"id\":{id},\"result\":{{\"done\":true}}}}\r\n\r\n"
+    );
+    h.engine.handle_input(
+        Input::Head {
+            exchange: s.exchange,
+            status: 200,
+            headers: &[("Content-Type", "text/event-stream")],
+        },
+        h.now,
+    );
+    // Fed in awkward chunks, as a socket would.
+    for chunk in stream.as_bytes().chunks(7) {
+        h.engine.handle_input(
+            Input::Body {
+                exchange: s.exchange,
+                bytes: chunk,
+            },
+            h.now,
+        );
+    }
+    h.pump();
+    assert_eq!(h.ok(call), &json!({"done": true}));
+    assert!(!h.engine.exchange_open(s.exchange), "the adapter may stop reading");
+    assert!(h.events.iter().any(|a| matches!(
+        a,
+        Action::ServerMessage { call: Some(c), message: mcp_recovery_core::Message::Notification { method, .. } }
+            if *c == call && method == "notifications/progress"
+    )));
+}
+
+#[test]
+fn server_ping_on_a_stream_is_answered_by_the_core() {
+    let mut h = Harness::ready();
+    let call = h.call(Operation::call_tool("long", json!({})));
+    let s = h.take("tools/call");
+    let stream = format!(
+        "data: {{\"jsonrpc\":\"2.0\",\"id\":\"srv-1\",\"method\":\"ping\"}}\n\n\
+         data: {{\"jsonrpc\":\"2.0\",\"id\":{},\"result\":{{}}}}\n\n",
+        s.json["id"]
+    );
+    h.respond(s.exchange, 200, &[("content-type", "text/event-stream")], &stream);
+    let pong = h.outbox.pop_front().expect("a reply");
+    assert_eq!(pong.json, json!({"jsonrpc":"2.0","id":"srv-1","result":{}}));
+    assert!(h.ok(call).is_object());
+}
+
+#[test]
+fn garbage_and_oversize_bodies_are_typed_errors() {
+    use mcp_recovery_core::ProtocolError;
+    let mut h = Harness::ready();
+    let call = h.call(Operation::list_tools(None));
+    let s = h.take("tools/list");
+    h.respond(s.exchange, 200, &[("content-type", "application/json")], "<html>oops");
+    assert!(matches!(h.error(call), CallError::Protocol(ProtocolError::Body(_))));
+
+    let call = h.call(Operation::list_tools(None));
+    let s = h.take("tools/list");
+    h.respond(s.exchange, 200, &[("content-type", "text/html")], "<html>");
+    assert!(matches!(h.error(call), CallError::Protocol(ProtocolError::UnexpectedContentType(_))));
+
+    let mut config = Config::new(URL);
+    config.max_body_size = 1024;
+    let mut h = Harness::new(config);
+    h.engine.connect(h.now);
+    h.pump();
+    h.handshake("s1");
+    let call = h.call(Operation::list_tools(None));
+    let s = h.take("tools/list");
+    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(2048));
+    h.respond(s.exchange, 200, &[("content-type", "application/json")], &big);
+    assert_eq!(
+        h.error(call),
+        &CallError::Protocol(ProtocolError::TooLarge { limit: 1024 })
+    );
+}
+
+// ----- revisions -----
+
+#[test]
+fn modern_protocol_has_no_handshake_and_404_is_method_not_found() {
+    let mut h = Harness::new(Config::new(URL).protocol(Protocol::Modern));
+    let call = h.call(Operation::new("custom/thing", None));
+    let s = h.take("custom/thing");
+    assert_eq!(s.request.header("mcp-protocol-version"), Some("2026-07-28"));
+    let mnf = json!({"jsonrpc":"2.0","id":s.json["id"],"error":{"code":-32601,"message":"Method not found"}});
+    h.respond(s.exchange, 404, &[], &mnf.to_string());
+    assert!(matches!(h.outcome(call), Ok(Err(e)) if e.code == -32601));
+    // Even a plain 404 or "session expired" text never takes the session path.
+    let call = h.call(Operation::ping());
+    let s = h.take("ping");
+    h.rpc_error(&s, -32000, "Session expired");
+    assert!(matches!(h.outcome(call), Ok(Err(_))));
+    assert_eq!(h.sent_count("initialize"), 0);
+    assert_eq!(h.reconnects(), 0);
+}
+
+#[test]
+fn older_revisions_are_accepted_and_echoed() {
+    for version in ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"] {
+        let mut h = Harness::default();
+        let call = h.call(Operation::ping());
+        let init = h.take("initialize");
+        let body = json!({"jsonrpc":"2.0","id":init.json["id"],"result":{"protocolVersion":version,"capabilities":{}}});
+        h.respond(
+            init.exchange,
+            200,
+            &[("content-type", "application/json"), ("mcp-session-id", "x")],
+            &body.to_string(),
+        );
+        let note = h.take("notifications/initialized");
+        h.respond(note.exchange, 202, &[], "");
+        let p = h.take("ping");
+        assert_eq!(p.request.header("MCP-Protocol-Version"), Some(version));
+        h.result(&p, json!({}));
+        assert!(h.ok(call).is_object());
+    }
+}
+
+// ----- close -----
+
+#[test]
+fn close_deletes_the_session_and_ends_pending_calls() {
+    let mut h = Harness::ready();
+    let call = h.call(Operation::ping());
+    let _ = h.take("ping");
+    h.engine.close(h.now);
+    h.pump();
+    assert_eq!(h.error(call), &CallError::Closed);
+    let del = h.take_delete();
+    assert_eq!(del.session_id(), Some("s1"));
+    h.respond(del.exchange, 405, &[], "");
+    let after = h.call(Operation::ping());
+    assert_eq!(h.error(after), &CallError::Closed);
+}
+
+#[test]
+fn engine_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Engine>();
+    assert_send_sync::<Action>();
+}

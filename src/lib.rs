@@ -1,0 +1,18 @@
+//! MCP Streamable-HTTP clients that survive expired tokens, forgotten
+//! sessions and dropped streams, without running a tool call twice.
+//!
+//! This facade re-exports the sans-IO core as [`core`] and, behind the
+//! features `ureq` and `smol`, the blocking and async adapters. See the
+//! README for the recovery contract.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub use mcp_recovery_core as core;
+
+/// The blocking client over `ureq` (feature `ureq`).
+#[cfg(feature = "ureq")]
+pub use mcp_recovery_ureq as blocking;
+
+/// The async client on `smol` (feature `smol`).
+#[cfg(feature = "smol")]
+pub use mcp_recovery_smol as smol;

@@ -1,0 +1,36 @@
+//! The facade re-exports one core: the adapters and a direct user of the
+//! core share the same types, so an engine built through one path works
+//! with the others.
+
+use mcp_recovery::core::{Action, Config, Engine, Operation};
+use std::time::Instant;
+
+fn drain_transmits(engine: &mut Engine) -> usize {
+    let mut n = 0;
+    while let Some(a) = engine.poll_action() {
+        n += usize::from(matches!(a, Action::Transmit { .. }));
+    }
+    n
+}
+
+#[test]
+fn facade_core_is_the_core() {
+    let now = Instant::now();
+    let mut engine: mcp_recovery_core::Engine = Engine::new(Config::new("http://127.0.0.1:9/mcp"));
+    engine.call(Operation::ping(), now);
+    // First call: the engine initializes before anything else.
+    assert_eq!(drain_transmits(&mut engine), 1);
+    assert!(!engine.is_ready());
+}
+
+#[cfg(all(feature = "ureq", feature = "smol"))]
+#[test]
+fn adapters_share_the_core() {
+    fn takes_core(e: &mut mcp_recovery::core::Engine) -> u64 {
+        e.generation()
+    }
+    let mut a = mcp_recovery::blocking::core::Engine::new(
+        mcp_recovery::smol::core::Config::new("http://127.0.0.1:9/mcp"),
+    );
+    assert_eq!(takes_core(&mut a), 0);
+}
