@@ -89,7 +89,10 @@ impl Driver {
             r#"{{"jsonrpc":"2.0","id":{},"result":{{"protocolVersion":"2025-11-25","capabilities":{{}}}}}}"#,
             self.rpc
         );
-        let headers = [("content-type", "application/json"), ("mcp-session-id", session)];
+        let headers = [
+            ("content-type", "application/json"),
+            ("mcp-session-id", session),
+        ];
         self.engine
             .handle_response(ex, 200, &headers, body.as_bytes(), self.now);
         let ex = self.transmitted();
@@ -170,8 +173,14 @@ fn report_allocations() {
     }
     let per = |n: u64| n as f64 / N as f64;
     println!("heap allocations per happy-path tools/call (mean of {N}, after warm-up):");
-    println!("  start call + build request (body, header list): {:.2}", per(start_call));
-    println!("  take JSON answer (body buffer + parsed result): {:.2}", per(answer_in));
+    println!(
+        "  start call + build request (body, header list): {:.2}",
+        per(start_call)
+    );
+    println!(
+        "  take JSON answer (body buffer + parsed result): {:.2}",
+        per(answer_in)
+    );
     println!("  drain the Complete action: {:.2}", per(drain_out));
 }
 

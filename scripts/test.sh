@@ -38,7 +38,11 @@ step "clippy (warnings are errors; core/clippy.toml bans clocks, sleeps, threads
 cargo clippy -j"$JOBS" --workspace --all-targets --all-features -- -D warnings
 
 step "tests"
-cargo test -j"$JOBS" --workspace --all-features
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test -j"$JOBS" --workspace --all-features 2>&1 | tee "$log"
+passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
 
 step "main job: custom-transport example against the embedded demo server"
 out=$(cargo run -q -j"$JOBS" -p mcp-recovery-core --example tcp_transport)
@@ -49,3 +53,4 @@ echo "$out" | grep -q "session generation 4" || {
 }
 
 step "all green"
+echo "cargo tests: ${passed} passed, ${failed} failed"

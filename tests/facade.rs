@@ -29,8 +29,8 @@ fn adapters_share_the_core() {
     fn takes_core(e: &mut mcp_recovery::core::Engine) -> u64 {
         e.generation()
     }
-    let mut a = mcp_recovery::blocking::core::Engine::new(
-        mcp_recovery::smol::core::Config::new("http://127.0.0.1:9/mcp"),
-    );
+    let mut a = mcp_recovery::blocking::core::Engine::new(mcp_recovery::smol::core::Config::new(
+        "http://127.0.0.1:9/mcp",
+    ));
     assert_eq!(takes_core(&mut a), 0);
 }

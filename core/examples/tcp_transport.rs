@@ -41,7 +41,10 @@ fn main() {
     if names.contains(&"echo") {
         for i in 1..=6 {
             let text = format!("message {i}");
-            let r = run(&mut engine, Operation::call_tool("echo", json!({ "text": text })));
+            let r = run(
+                &mut engine,
+                Operation::call_tool("echo", json!({ "text": text })),
+            );
             println!("echo → {}", r["content"][0]["text"]);
         }
     }
@@ -81,8 +84,12 @@ fn drive(engine: &mut Engine, watch: Option<CallId>) -> Option<Result<Value, Str
                 Action::SignalReconnect { generation } => {
                     println!("  ↻ session lost: re-initializing (generation {generation})")
                 }
-                Action::RetryOnce { recovery, .. } => println!("  ↻ retrying once after {recovery:?} recovery"),
-                Action::SessionReady { generation } => println!("  ✓ session ready (generation {generation})"),
+                Action::RetryOnce { recovery, .. } => {
+                    println!("  ↻ retrying once after {recovery:?} recovery")
+                }
+                Action::SessionReady { generation } => {
+                    println!("  ✓ session ready (generation {generation})")
+                }
                 Action::Complete { call, result } if Some(call) == watch => {
                     outcome = Some(result.map_err(|e| e.to_string()))
                 }
@@ -115,10 +122,15 @@ fn drive(engine: &mut Engine, watch: Option<CallId>) -> Option<Result<Value, Str
                     .and_then(|v| v["method"].as_str().map(str::to_owned))
                     .unwrap_or_else(|| request.method.as_str().to_owned());
                 if status >= 400 {
-                    println!("  ✗ {method}: HTTP {status} {}", String::from_utf8_lossy(&body));
+                    println!(
+                        "  ✗ {method}: HTTP {status} {}",
+                        String::from_utf8_lossy(&body)
+                    );
                 }
-                let headers: Vec<(&str, &str)> =
-                    headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+                let headers: Vec<(&str, &str)> = headers
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.as_str()))
+                    .collect();
                 engine.handle_response(exchange, status, &headers, &body, Instant::now());
             }
             Err(failure) => engine.handle_input(
@@ -162,7 +174,9 @@ fn perform(request: &HttpRequest) -> Result<Response, TransportFailure> {
 
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
-    reader.read_line(&mut line).map_err(io(FailureKind::Reset))?;
+    reader
+        .read_line(&mut line)
+        .map_err(io(FailureKind::Reset))?;
     let status: u16 = line
         .split_whitespace()
         .nth(1)
@@ -171,7 +185,9 @@ fn perform(request: &HttpRequest) -> Result<Response, TransportFailure> {
     let mut headers = Vec::new();
     loop {
         line.clear();
-        reader.read_line(&mut line).map_err(io(FailureKind::Reset))?;
+        reader
+            .read_line(&mut line)
+            .map_err(io(FailureKind::Reset))?;
         let l = line.trim_end();
         if l.is_empty() {
             break;
@@ -190,21 +206,29 @@ fn perform(request: &HttpRequest) -> Result<Response, TransportFailure> {
     if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
         loop {
             line.clear();
-            reader.read_line(&mut line).map_err(io(FailureKind::Reset))?;
+            reader
+                .read_line(&mut line)
+                .map_err(io(FailureKind::Reset))?;
             let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
                 .map_err(|_| TransportFailure::after_send(FailureKind::Reset, "bad chunk size"))?;
             if size == 0 {
                 break;
             }
             let mut chunk = vec![0; size + 2];
-            reader.read_exact(&mut chunk).map_err(io(FailureKind::Reset))?;
+            reader
+                .read_exact(&mut chunk)
+                .map_err(io(FailureKind::Reset))?;
             body.extend_from_slice(&chunk[..size]);
         }
     } else if let Some(len) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
         body.resize(len, 0);
-        reader.read_exact(&mut body).map_err(io(FailureKind::Reset))?;
+        reader
+            .read_exact(&mut body)
+            .map_err(io(FailureKind::Reset))?;
     } else {
-        reader.read_to_end(&mut body).map_err(io(FailureKind::Reset))?;
+        reader
+            .read_to_end(&mut body)
+            .map_err(io(FailureKind::Reset))?;
     }
     Ok((status, headers, body))
 }

@@ -297,11 +297,7 @@ mod tests {
     fn rejects_cancel_even_with_session_text() {
         let t = TransportFailure::after_send(FailureKind::Cancelled, "Invalid or expired session");
         assert_eq!(
-            classify(
-                SESSION,
-                Failure::Transport(&t),
-                &SessionPatterns::default()
-            ),
+            classify(SESSION, Failure::Transport(&t), &SessionPatterns::default()),
             Class::Cancelled
         );
     }
@@ -316,8 +312,10 @@ mod tests {
     // Structured detection, with the bodies real servers send.
     #[test]
     fn not_found_with_session_id_is_expiry() {
-        let python = r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"Session not found"}}"#;
-        let ts = r#"{"jsonrpc":"2.0","error":{"code":-32001,"message":"Session not found"},"id":null}"#;
+        let python =
+            r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"Session not found"}}"#;
+        let ts =
+            r#"{"jsonrpc":"2.0","error":{"code":-32001,"message":"Session not found"},"id":null}"#;
         for body in [python, ts, "session not found", ""] {
             assert_eq!(status(SESSION, 404, body), Class::SessionExpired, "{body}");
         }
@@ -356,7 +354,8 @@ mod tests {
             status(NO_ID, 404, "session not found"),
             Class::Http { status: 404, .. }
         ));
-        let mnf = r#"{"jsonrpc":"2.0","id":3,"error":{"code":-32601,"message":"Method not found"}}"#;
+        let mnf =
+            r#"{"jsonrpc":"2.0","id":3,"error":{"code":-32601,"message":"Method not found"}}"#;
         assert!(matches!(status(SESSION, 404, mnf), Class::Application(e) if e.code == -32601));
     }
 

@@ -274,7 +274,9 @@ mod tests {
                 result: Ok(json!({"x":1}))
             }
         );
-        assert!(matches!(&msgs[1], Message::Response { id: Some(RequestId::String(s)), result: Err(e) } if s == "a" && e.code == -32601));
+        assert!(
+            matches!(&msgs[1], Message::Response { id: Some(RequestId::String(s)), result: Err(e) } if s == "a" && e.code == -32601)
+        );
         assert!(
             matches!(&msgs[2], Message::Notification { method, .. } if method == "notifications/progress")
         );
@@ -318,7 +320,10 @@ mod tests {
             json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo"}})
         );
         let n = encode_notification("notifications/initialized", None);
-        assert_eq!(n, br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        assert_eq!(
+            n,
+            br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#
+        );
         let r = encode_response(
             &RequestId::String("s".into()),
             &Err(RpcError::new(-32601, "x")),

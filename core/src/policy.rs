@@ -663,7 +663,13 @@ impl Engine {
             now,
         );
         if !body.is_empty() {
-            self.handle_input(Input::Body { exchange, bytes: body }, now);
+            self.handle_input(
+                Input::Body {
+                    exchange,
+                    bytes: body,
+                },
+                now,
+            );
         }
         self.handle_input(Input::End { exchange }, now);
     }
@@ -721,9 +727,7 @@ impl Engine {
     pub fn poll_timeout(&self) -> Option<(Instant, Timer)> {
         let calls = self.calls.iter().filter_map(|(id, c)| match c.state {
             CallState::AwaitReady { deadline, .. } => Some((deadline, Timer::AwaitReady(*id))),
-            CallState::AwaitRefresh { deadline, .. } => {
-                Some((deadline, Timer::AwaitRefresh(*id)))
-            }
+            CallState::AwaitRefresh { deadline, .. } => Some((deadline, Timer::AwaitRefresh(*id))),
             CallState::InFlight { .. } => None,
         });
         let handshake = match &self.phase {
@@ -808,7 +812,8 @@ impl Engine {
                     since: now,
                     deadline,
                 };
-                self.actions.push_back(Action::AwaitReady { call: id, deadline });
+                self.actions
+                    .push_back(Action::AwaitReady { call: id, deadline });
             }
             return;
         }
@@ -826,7 +831,8 @@ impl Engine {
         let generation = self.generation;
         if let Some(c) = self.calls.get_mut(&id) {
             if let Some(recovery) = c.pending.take() {
-                self.actions.push_back(Action::RetryOnce { call: id, recovery });
+                self.actions
+                    .push_back(Action::RetryOnce { call: id, recovery });
             }
             c.attempts += 1;
             c.state = CallState::InFlight {
@@ -935,9 +941,8 @@ impl Engine {
                 }
             }
             Outcome::Status { status, body } => {
-                let message = crate::error::sanitize(&String::from_utf8_lossy(
-                    &body[..body.len().min(4096)],
-                ));
+                let message =
+                    crate::error::sanitize(&String::from_utf8_lossy(&body[..body.len().min(4096)]));
                 self.handshake_failed(CallError::Http { status, message }, true, now)
             }
             Outcome::Transport(t) => {
@@ -982,9 +987,8 @@ impl Engine {
         match outcome {
             Outcome::Accepted | Outcome::Answer(_) => self.ready(now),
             Outcome::Status { status, body } => {
-                let message = crate::error::sanitize(&String::from_utf8_lossy(
-                    &body[..body.len().min(4096)],
-                ));
+                let message =
+                    crate::error::sanitize(&String::from_utf8_lossy(&body[..body.len().min(4096)]));
                 self.handshake_failed(CallError::Http { status, message }, true, now)
             }
             Outcome::Transport(t) => self.handshake_failed(
@@ -1224,7 +1228,12 @@ impl Engine {
         };
         if !self.config.refresh_on_401 {
             let url = self.config.url.clone();
-            return self.end(id, Err(CallError::NeedsReauth { url }), Verdict::Neutral, now);
+            return self.end(
+                id,
+                Err(CallError::NeedsReauth { url }),
+                Verdict::Neutral,
+                now,
+            );
         }
         if used.auth || attempts >= MAX_ATTEMPTS {
             return self.end(id, Err(CallError::Unauthorized), Verdict::Neutral, now);
@@ -1245,9 +1254,10 @@ impl Engine {
 
     fn challenge_of(&self, id: CallId) -> Option<String> {
         match self.calls.get(&id).map(|c| &c.state) {
-            Some(CallState::InFlight { exchange, .. }) => {
-                self.exchanges.get(exchange).and_then(|e| e.challenge.clone())
-            }
+            Some(CallState::InFlight { exchange, .. }) => self
+                .exchanges
+                .get(exchange)
+                .and_then(|e| e.challenge.clone()),
             _ => None,
         }
     }

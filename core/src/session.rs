@@ -208,9 +208,7 @@ impl Session {
     ) -> (HttpRequest, bool) {
         let body = match self.protocol {
             Protocol::Legacy => jsonrpc::encode_request(id, method, params),
-            Protocol::Modern => {
-                jsonrpc::encode_request(id, method, Some(&self.with_meta(params)))
-            }
+            Protocol::Modern => jsonrpc::encode_request(id, method, Some(&self.with_meta(params))),
         };
         (self.post(body, true, token), self.id.is_some())
     }
@@ -248,11 +246,7 @@ impl Session {
         params: Option<&Value>,
         token: Option<&Token>,
     ) -> HttpRequest {
-        self.post(
-            jsonrpc::encode_notification(method, params),
-            true,
-            token,
-        )
+        self.post(jsonrpc::encode_notification(method, params), true, token)
     }
 
     /// Our answer to a server's request.
@@ -363,7 +357,9 @@ mod tests {
         let mut s = session();
         assert_eq!(
             s.accept_initialize(None, json!({"protocolVersion":"1999-01-01"})),
-            Err(ProtocolError::UnsupportedProtocolVersion("1999-01-01".into()))
+            Err(ProtocolError::UnsupportedProtocolVersion(
+                "1999-01-01".into()
+            ))
         );
         assert_eq!(
             s.accept_initialize(None, json!({})),

@@ -24,7 +24,9 @@ fn ready_with_token(config: Config, token: &str) -> Harness {
 #[test]
 fn unauthorized_refreshes_once_for_all_concurrent_calls_and_retries_with_the_new_token() {
     let mut h = ready_with_token(Config::new(URL), "old");
-    let calls: Vec<_> = (0..5).map(|_| h.call(Operation::list_tools(None))).collect();
+    let calls: Vec<_> = (0..5)
+        .map(|_| h.call(Operation::list_tools(None)))
+        .collect();
     let sent: Vec<_> = (0..5).map(|_| h.take("tools/list")).collect();
     for s in &sent {
         assert_eq!(s.bearer(), Some("Bearer old"));
@@ -36,22 +38,36 @@ fn unauthorized_refreshes_once_for_all_concurrent_calls_and_retries_with_the_new
         );
     }
     assert_eq!(h.refreshes(), 1, "single flight");
-    let generation = match h.events.iter().find(|a| matches!(a, Action::Refresh401 { .. })) {
+    let generation = match h
+        .events
+        .iter()
+        .find(|a| matches!(a, Action::Refresh401 { .. }))
+    {
         Some(Action::Refresh401 {
             generation,
             challenge,
         }) => {
-            assert_eq!(challenge.as_deref(), Some(r#"Bearer error="invalid_token""#));
+            assert_eq!(
+                challenge.as_deref(),
+                Some(r#"Bearer error="invalid_token""#)
+            );
             *generation
         }
         _ => unreachable!(),
     };
-    assert!(h.outbox.is_empty(), "nothing goes out until the refresh answers");
+    assert!(
+        h.outbox.is_empty(),
+        "nothing goes out until the refresh answers"
+    );
     h.refreshed(generation, "new");
     for _ in 0..5 {
         let r = h.take("tools/list");
         assert_eq!(r.bearer(), Some("Bearer new"));
-        assert_eq!(r.session_id(), Some("s1"), "same session: no reconnect on 401");
+        assert_eq!(
+            r.session_id(),
+            Some("s1"),
+            "same session: no reconnect on 401"
+        );
         h.result(&r, json!({"tools": []}));
     }
     for c in calls {
@@ -207,7 +223,8 @@ fn token_is_never_in_debug_output_or_errors() {
 // ----- circuit breaker -----
 
 fn breaker_harness() -> Harness {
-    let mut h = Harness::new(Config::new(URL).breaker(BreakerConfig::new(3, Duration::from_secs(60))));
+    let mut h =
+        Harness::new(Config::new(URL).breaker(BreakerConfig::new(3, Duration::from_secs(60))));
     h.engine.connect(h.now);
     h.pump();
     h.handshake("s1");
@@ -264,7 +281,9 @@ fn half_open_lets_exactly_one_probe_and_a_failed_probe_rearms() {
     let r = h.take("ping");
     h.refused(&r);
     assert!(matches!(h.error(probe), CallError::Transport { .. }));
-    assert!(matches!(h.engine.breaker(), BreakerState::Open { until } if until == h.now + Duration::from_secs(60)));
+    assert!(
+        matches!(h.engine.breaker(), BreakerState::Open { until } if until == h.now + Duration::from_secs(60))
+    );
     // A successful probe closes it.
     h.advance(Duration::from_secs(60));
     let probe = h.call(Operation::ping());

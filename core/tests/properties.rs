@@ -150,22 +150,36 @@ impl World {
         };
         self.sessions += 1;
         let sid = format!("s{}", self.sessions);
-        let json_ct = [("content-type", "application/json"), ("mcp-session-id", sid.as_str())];
+        let json_ct = [
+            ("content-type", "application/json"),
+            ("mcp-session-id", sid.as_str()),
+        ];
         match r {
             Reply::Ok if s.json.get("id").is_none() => h.respond(s.exchange, 202, &[], ""),
             Reply::Ok => h.respond(s.exchange, 200, &json_ct, &ok_body.to_string()),
             Reply::AppError => h.rpc_error(&s, -32603, "Tool failed to execute"),
             Reply::Expired404 => h.respond(s.exchange, 404, &[], PY_404),
-            Reply::Expired400 => {
-                h.respond(s.exchange, 400, &[], "Bad Request: No valid session ID provided")
-            }
+            Reply::Expired400 => h.respond(
+                s.exchange,
+                400,
+                &[],
+                "Bad Request: No valid session ID provided",
+            ),
             Reply::ExpiredText => h.rpc_error(&s, -32602, "Invalid or expired session"),
             Reply::Unauthorized => h.respond(s.exchange, 401, &[], ""),
             Reply::NotSent => h.refused(&s),
             Reply::AfterSend => h.reset_after_send(&s),
             Reply::SseOk => {
                 let body = format!("id: 0\r\ndata: \r\n\r\ndata: {ok_body}\r\n\r\n");
-                h.respond(s.exchange, 200, &[("content-type", "text/event-stream"), ("mcp-session-id", sid.as_str())], &body)
+                h.respond(
+                    s.exchange,
+                    200,
+                    &[
+                        ("content-type", "text/event-stream"),
+                        ("mcp-session-id", sid.as_str()),
+                    ],
+                    &body,
+                )
             }
             Reply::SseCut => h.respond(
                 s.exchange,
@@ -173,7 +187,12 @@ impl World {
                 &[("content-type", "text/event-stream")],
                 "id: 0\ndata: \n\ndata: {\"jsonrpc\"",
             ),
-            Reply::Garbage => h.respond(s.exchange, 200, &[("content-type", "application/json")], "{]"),
+            Reply::Garbage => h.respond(
+                s.exchange,
+                200,
+                &[("content-type", "application/json")],
+                "{]",
+            ),
             Reply::ServerError => h.respond(s.exchange, 503, &[], "upstream down"),
             Reply::CancelledByAdapter => h.fail(
                 &s,
@@ -191,15 +210,23 @@ impl World {
             RefreshReply::NewToken => {
                 self.tokens += 1;
                 let t = Token::bearer(&format!("t{}", self.tokens));
-                self.h
-                    .engine
-                    .handle_input(Input::TokenRefreshed { generation, token: &t }, now);
+                self.h.engine.handle_input(
+                    Input::TokenRefreshed {
+                        generation,
+                        token: &t,
+                    },
+                    now,
+                );
             }
             RefreshReply::SameToken => {
                 let t = Token::bearer(&format!("t{}", self.tokens));
-                self.h
-                    .engine
-                    .handle_input(Input::TokenRefreshed { generation, token: &t }, now);
+                self.h.engine.handle_input(
+                    Input::TokenRefreshed {
+                        generation,
+                        token: &t,
+                    },
+                    now,
+                );
             }
             RefreshReply::Refused | RefreshReply::Failed => self.h.engine.handle_input(
                 Input::RefreshFailed {
@@ -253,8 +280,7 @@ impl World {
             }
             if let Some(s) = self.h.outbox.pop_front() {
                 self.answer(s, Reply::Ok);
-            } else if self.refresh_generation().is_some()
-                && self.h.engine.poll_timeout().is_some()
+            } else if self.refresh_generation().is_some() && self.h.engine.poll_timeout().is_some()
             {
                 self.refresh(RefreshReply::NewToken);
                 self.h.advance(Duration::from_secs(31));
@@ -262,7 +288,10 @@ impl World {
                 self.h.advance(Duration::from_secs(61));
             }
         }
-        panic!("calls never ended: {} pending", self.h.engine.pending_calls());
+        panic!(
+            "calls never ended: {} pending",
+            self.h.engine.pending_calls()
+        );
     }
 }
 

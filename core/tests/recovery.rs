@@ -91,7 +91,12 @@ fn the_retry_application_error_is_the_answer() {
     let mut h = Harness::ready();
     let call = h.call(Operation::call_tool("fails", json!({})));
     let s = h.take("tools/call");
-    h.respond(s.exchange, 404, &[("content-type", "application/json")], PY_404);
+    h.respond(
+        s.exchange,
+        404,
+        &[("content-type", "application/json")],
+        PY_404,
+    );
     h.handshake("s2");
     let retry = h.take("tools/call");
     // An isError tool result is a result, not a failure.
@@ -121,7 +126,11 @@ fn structured_expiry_signals_take_the_session_path() {
         let s = h.take("tools/list");
         h.respond(s.exchange, status, &[], body);
         assert_eq!(h.reconnects(), 1, "{status} {body}");
-        assert_eq!(h.refreshes(), 0, "{status} {body}: no refresh on session loss");
+        assert_eq!(
+            h.refreshes(),
+            0,
+            "{status} {body}: no refresh on session loss"
+        );
         h.handshake("s2");
         let retry = h.take("tools/list");
         h.result(&retry, json!({"tools": []}));
@@ -166,7 +175,9 @@ fn a_session_id_on_an_error_response_is_never_adopted() {
         &[("mcp-session-id", "throwaway")],
         "Bad Request: Unsupported protocol version",
     );
-    assert!(matches!(h.error(call), CallError::InitializeFailed(e) if matches!(**e, CallError::Http { status: 400, .. })));
+    assert!(
+        matches!(h.error(call), CallError::InitializeFailed(e) if matches!(**e, CallError::Http { status: 400, .. }))
+    );
     assert_eq!(h.engine.session().id(), None);
 }
 
@@ -179,7 +190,10 @@ fn invalid_session_id_from_initialize_is_a_typed_error() {
     h.respond(
         init.exchange,
         200,
-        &[("content-type", "application/json"), ("mcp-session-id", "bad\u{1}id")],
+        &[
+            ("content-type", "application/json"),
+            ("mcp-session-id", "bad\u{1}id"),
+        ],
         &body.to_string(),
     );
     assert!(matches!(h.error(call), CallError::InitializeFailed(e)
@@ -285,7 +299,8 @@ fn cancel_is_immediate_in_every_state_and_never_counts() {
     assert_eq!(h.error(call), &CallError::Cancelled);
     // During a refresh.
     let mut h = Harness::new(config());
-    h.engine.set_token(Some(mcp_recovery_core::Token::bearer("t1")), h.now);
+    h.engine
+        .set_token(Some(mcp_recovery_core::Token::bearer("t1")), h.now);
     h.engine.connect(h.now);
     h.pump();
     h.handshake("s1");
@@ -342,7 +357,9 @@ fn ambiguous_failure_on_a_side_effect_is_outcome_uncertain_and_never_resent() {
     let call = h.call(Operation::call_tool("counter_increment", json!({})));
     let s = h.take("tools/call");
     h.reset_after_send(&s);
-    assert!(matches!(h.error(call), CallError::OutcomeUncertain { method, .. } if method == "tools/call"));
+    assert!(
+        matches!(h.error(call), CallError::OutcomeUncertain { method, .. } if method == "tools/call")
+    );
     assert_eq!(h.sent_count("tools/call"), 1);
 }
 
@@ -359,9 +376,18 @@ fn ambiguous_failure_on_an_idempotent_operation_is_retried_once() {
         let s = h.take(&method);
         h.reset_after_send(&s);
         let r = h.take(&method);
-        assert_ne!(r.json["id"], s.json["id"], "a fresh JSON-RPC id per attempt");
+        assert_ne!(
+            r.json["id"], s.json["id"],
+            "a fresh JSON-RPC id per attempt"
+        );
         h.reset_after_send(&r);
-        assert!(matches!(h.error(call), CallError::Transport { kind: FailureKind::Reset, .. }));
+        assert!(matches!(
+            h.error(call),
+            CallError::Transport {
+                kind: FailureKind::Reset,
+                ..
+            }
+        ));
         assert_eq!(h.sent_count(&method), 2, "{method}: exactly one replay");
     }
 }
@@ -447,7 +473,10 @@ fn answer_inside_an_event_stream_with_notifications_first() {
     }
     h.pump();
     assert_eq!(h.ok(call), &json!({"done": true}));
-    assert!(!h.engine.exchange_open(s.exchange), "the adapter may stop reading");
+    assert!(
+        !h.engine.exchange_open(s.exchange),
+        "the adapter may stop reading"
+    );
     assert!(h.events.iter().any(|a| matches!(
         a,
         Action::ServerMessage { call: Some(c), message: mcp_recovery_core::Message::Notification { method, .. } }
@@ -465,7 +494,12 @@ fn server_ping_on_a_stream_is_answered_by_the_core() {
          data: {{\"jsonrpc\":\"2.0\",\"id\":{},\"result\":{{}}}}\n\n",
         s.json["id"]
     );
-    h.respond(s.exchange, 200, &[("content-type", "text/event-stream")], &stream);
+    h.respond(
+        s.exchange,
+        200,
+        &[("content-type", "text/event-stream")],
+        &stream,
+    );
     let pong = h.outbox.pop_front().expect("a reply");
     assert_eq!(pong.json, json!({"jsonrpc":"2.0","id":"srv-1","result":{}}));
     assert!(h.ok(call).is_object());
@@ -477,13 +511,24 @@ fn garbage_and_oversize_bodies_are_typed_errors() {
     let mut h = Harness::ready();
     let call = h.call(Operation::list_tools(None));
     let s = h.take("tools/list");
-    h.respond(s.exchange, 200, &[("content-type", "application/json")], "<html>oops");
-    assert!(matches!(h.error(call), CallError::Protocol(ProtocolError::Body(_))));
+    h.respond(
+        s.exchange,
+        200,
+        &[("content-type", "application/json")],
+        "<html>oops",
+    );
+    assert!(matches!(
+        h.error(call),
+        CallError::Protocol(ProtocolError::Body(_))
+    ));
 
     let call = h.call(Operation::list_tools(None));
     let s = h.take("tools/list");
     h.respond(s.exchange, 200, &[("content-type", "text/html")], "<html>");
-    assert!(matches!(h.error(call), CallError::Protocol(ProtocolError::UnexpectedContentType(_))));
+    assert!(matches!(
+        h.error(call),
+        CallError::Protocol(ProtocolError::UnexpectedContentType(_))
+    ));
 
     let mut config = Config::new(URL);
     config.max_body_size = 1024;
@@ -494,7 +539,12 @@ fn garbage_and_oversize_bodies_are_typed_errors() {
     let call = h.call(Operation::list_tools(None));
     let s = h.take("tools/list");
     let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(2048));
-    h.respond(s.exchange, 200, &[("content-type", "application/json")], &big);
+    h.respond(
+        s.exchange,
+        200,
+        &[("content-type", "application/json")],
+        &big,
+    );
     assert_eq!(
         h.error(call),
         &CallError::Protocol(ProtocolError::TooLarge { limit: 1024 })
@@ -531,7 +581,10 @@ fn older_revisions_are_accepted_and_echoed() {
         h.respond(
             init.exchange,
             200,
-            &[("content-type", "application/json"), ("mcp-session-id", "x")],
+            &[
+                ("content-type", "application/json"),
+                ("mcp-session-id", "x"),
+            ],
             &body.to_string(),
         );
         let note = h.take("notifications/initialized");

@@ -163,7 +163,13 @@ impl Harness {
         s
     }
 
-    pub fn respond(&mut self, exchange: ExchangeId, status: u16, headers: &[(&str, &str)], body: &str) {
+    pub fn respond(
+        &mut self,
+        exchange: ExchangeId,
+        status: u16,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) {
         self.engine
             .handle_response(exchange, status, headers, body.as_bytes(), self.now);
         self.pump();
@@ -184,7 +190,8 @@ impl Harness {
     }
 
     pub fn rpc_error(&mut self, s: &Sent, code: i64, message: &str) {
-        let body = json!({"jsonrpc":"2.0","id":s.json["id"],"error":{"code":code,"message":message}});
+        let body =
+            json!({"jsonrpc":"2.0","id":s.json["id"],"error":{"code":code,"message":message}});
         self.respond_json(s, body);
     }
 
@@ -200,17 +207,27 @@ impl Harness {
     }
 
     pub fn reset_after_send(&mut self, s: &Sent) {
-        self.fail(s, TransportFailure::after_send(FailureKind::Reset, "connection reset"));
+        self.fail(
+            s,
+            TransportFailure::after_send(FailureKind::Reset, "connection reset"),
+        );
     }
 
     pub fn refused(&mut self, s: &Sent) {
-        self.fail(s, TransportFailure::not_sent(FailureKind::Connect, "connection refused"));
+        self.fail(
+            s,
+            TransportFailure::not_sent(FailureKind::Connect, "connection refused"),
+        );
     }
 
     /// Answers the pending initialize and initialized with session `id`.
     pub fn handshake(&mut self, id: &str) {
         let init = self.take("initialize");
-        assert_eq!(init.session_id(), None, "initialize must not carry a session id");
+        assert_eq!(
+            init.session_id(),
+            None,
+            "initialize must not carry a session id"
+        );
         let body = json!({"jsonrpc":"2.0","id":init.json["id"],
             "result":{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},
                       "serverInfo":{"name":"test","version":"1"}}});
