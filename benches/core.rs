@@ -12,7 +12,7 @@
 
 use criterion::{criterion_group, BatchSize, Criterion, Throughput};
 use mcp_recovery_core::sse::SseParser;
-use mcp_recovery_core::{Action, Config, Engine, ExchangeId, Operation};
+use mcp_recovery_core::{Action, Config, Engine, ExchangeId, Input, Operation};
 use serde_json::json;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -152,7 +152,8 @@ fn report_allocations() {
         d.happy_call(echo());
     }
     const N: u64 = 1000;
-    let (mut start_call, mut answer_in, mut drain_out) = (0, 0, 0);
+    // [start call, head, body chunk, end (parse + complete), drain]
+    let mut phase = [0u64; 5];
     for _ in 0..N {
         let op = echo();
         let a0 = allocations();
@@ -160,28 +161,48 @@ fn report_allocations() {
         let a1 = allocations();
         let ex = d.transmitted(); // frees the request: counted nowhere
         let body = d.answer();
-        let a2 = allocations();
-        d.engine.handle_response(ex, 200, &JSON, &body, d.now);
-        let a3 = allocations();
+        let b0 = allocations();
+        d.engine.handle_input(
+            Input::Head {
+                exchange: ex,
+                status: 200,
+                headers: &JSON,
+            },
+            d.now,
+        );
+        let b1 = allocations();
+        d.engine.handle_input(
+            Input::Body {
+                exchange: ex,
+                bytes: &body,
+            },
+            d.now,
+        );
+        let b2 = allocations();
+        d.engine.handle_input(Input::End { exchange: ex }, d.now);
+        let b3 = allocations();
         while let Some(a) = d.engine.poll_action() {
             black_box(&a);
         }
-        let a4 = allocations();
-        start_call += a1 - a0;
-        answer_in += a3 - a2;
-        drain_out += a4 - a3;
+        let b4 = allocations();
+        for (p, n) in phase
+            .iter_mut()
+            .zip([a1 - a0, b1 - b0, b2 - b1, b3 - b2, b4 - b3])
+        {
+            *p += n;
+        }
     }
     let per = |n: u64| n as f64 / N as f64;
     println!("heap allocations per happy-path tools/call (mean of {N}, after warm-up):");
+    println!("  call(): request body + header list: {:.2}", per(phase[0]));
+    println!("  Input::Head (policy bookkeeping): {:.2}", per(phase[1]));
+    println!("  Input::Body (response buffer): {:.2}", per(phase[2]));
     println!(
-        "  start call + build request (body, header list): {:.2}",
-        per(start_call)
+        "  Input::End (JSON parse of the answer, Complete queued): {:.2}",
+        per(phase[3])
     );
-    println!(
-        "  take JSON answer (body buffer + parsed result): {:.2}",
-        per(answer_in)
-    );
-    println!("  drain the Complete action: {:.2}", per(drain_out));
+    println!("  poll_action drain: {:.2}", per(phase[4]));
+    println!("  total: {:.2}", per(phase.iter().sum()));
 }
 
 fn bench_calls(c: &mut Criterion) {

@@ -53,4 +53,4 @@ echo "$out" | grep -q "session generation 4" || {
 }
 
 step "all green"
-echo "cargo tests: ${passed} passed, ${failed} failed"
+echo "tests: ${passed} passed, ${failed} failed"

@@ -23,35 +23,38 @@
 //! time.
 //!
 //! ```
-//! use mcp_recovery_core::{Action, Config, Engine, Input, Operation};
+//! use mcp_recovery_core::{Action, Config, Engine, Operation};
 //! use serde_json::json;
-//! # #[allow(clippy::disallowed_methods)]
-//! let now = std::time::Instant::now(); // your clock; the core has none
-//! let mut engine = Engine::new(Config::new("http://127.0.0.1:8000/mcp"));
-//! let call = engine.call(Operation::call_tool("echo", json!({"text": "hi"})), now);
-//! // A toy server: answers every request at once.
-//! while let Some(action) = engine.poll_action() {
-//!     match action {
-//!         Action::Transmit { exchange, request, .. } => {
-//!             let req: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
-//!             let (status, body) = match req["method"].as_str() {
-//!                 Some("initialize") => (200, json!({"jsonrpc": "2.0", "id": req["id"],
-//!                     "result": {"protocolVersion": "2025-11-25", "capabilities": {}}})),
-//!                 Some("notifications/initialized") => (202, json!(null)),
-//!                 _ => (200, json!({"jsonrpc": "2.0", "id": req["id"], "result": {"ok": true}})),
-//!             };
-//!             let body = if status == 202 { vec![] } else { body.to_string().into_bytes() };
-//!             let headers = [("content-type", "application/json"), ("mcp-session-id", "s1")];
-//!             engine.handle_response(exchange, status, &headers, &body, now);
+//! use std::time::Instant;
+//!
+//! /// One call against a toy server that answers every request at once.
+//! /// `now` comes from the caller: the core has no clock.
+//! fn one_call(now: Instant) -> serde_json::Value {
+//!     let mut engine = Engine::new(Config::new("http://127.0.0.1:8000/mcp"));
+//!     let call = engine.call(Operation::call_tool("echo", json!({"text": "hi"})), now);
+//!     while let Some(action) = engine.poll_action() {
+//!         match action {
+//!             Action::Transmit { exchange, request, .. } => {
+//!                 let req: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+//!                 let answer = match req["method"].as_str() {
+//!                     Some("initialize") => json!({"jsonrpc": "2.0", "id": req["id"],
+//!                         "result": {"protocolVersion": "2025-11-25", "capabilities": {}}}),
+//!                     Some("notifications/initialized") => {
+//!                         engine.handle_response(exchange, 202, &[], b"", now);
+//!                         continue;
+//!                     }
+//!                     _ => json!({"jsonrpc": "2.0", "id": req["id"], "result": {"ok": true}}),
+//!                 };
+//!                 let headers = [("content-type", "application/json"), ("mcp-session-id", "s1")];
+//!                 let body = answer.to_string();
+//!                 engine.handle_response(exchange, 200, &headers, body.as_bytes(), now);
+//!             }
+//!             Action::Complete { call: c, result } if c == call => return result.unwrap(),
+//!             _ => {}
 //!         }
-//!         Action::Complete { call: c, result } => {
-//!             assert_eq!(c, call);
-//!             assert_eq!(result.unwrap(), json!({"ok": true}));
-//!         }
-//!         _ => {}
 //!     }
+//!     unreachable!("every call ends with Complete or Surface")
 //! }
-//! assert_eq!(engine.session().id(), Some("s1"));
 //! ```
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]

@@ -373,6 +373,23 @@ fn a_server_that_stays_down_opens_the_breaker_through_failed_reconnects() {
 }
 
 #[test]
+fn zero_threshold_disables_the_breaker() {
+    let mut h =
+        Harness::new(Config::new(URL).breaker(BreakerConfig::new(0, Duration::from_secs(60))));
+    h.engine.connect(h.now);
+    h.pump();
+    h.handshake("s1");
+    for _ in 0..10 {
+        unreachable_call(&mut h);
+    }
+    assert_eq!(h.engine.breaker(), BreakerState::Closed { failures: 0 });
+    let c = h.call(Operation::ping());
+    let s = h.take("ping");
+    h.result(&s, json!({}));
+    assert!(h.ok(c).is_object());
+}
+
+#[test]
 fn cancelled_probe_lets_the_next_call_probe() {
     let mut h = breaker_harness();
     for _ in 0..3 {
