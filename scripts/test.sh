@@ -37,6 +37,9 @@ echo "direct dependencies: $direct"
 step "clippy (warnings are errors; core/clippy.toml bans clocks, sleeps, threads, sockets)"
 cargo clippy -j"$JOBS" --workspace --all-targets --all-features -- -D warnings
 
+step "docs (broken links and missing docs are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc -j"$JOBS" --workspace --all-features --no-deps -q
+
 step "tests"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

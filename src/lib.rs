@@ -16,3 +16,8 @@ pub use mcp_recovery_ureq as blocking;
 /// The async client on `smol` (feature `smol`).
 #[cfg(feature = "smol")]
 pub use mcp_recovery_smol as smol;
+
+/// The README's code, compiled as a doctest so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

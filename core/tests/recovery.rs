@@ -619,3 +619,40 @@ fn engine_is_send_and_sync() {
     assert_send_sync::<Engine>();
     assert_send_sync::<Action>();
 }
+
+#[test]
+fn server_requests_on_a_stream_reach_the_caller_and_replies_go_in_the_session() {
+    let mut h = Harness::ready();
+    let call = h.call(Operation::call_tool("asks", json!({})));
+    let s = h.take("tools/call");
+    let stream = format!(
+        "data: {{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"roots/list\"}}\n\n\
+         data: {{\"jsonrpc\":\"2.0\",\"id\":{},\"result\":{{\"ok\":1}}}}\n\n",
+        s.json["id"]
+    );
+    h.respond(
+        s.exchange,
+        200,
+        &[("content-type", "text/event-stream")],
+        &stream,
+    );
+    let asked = h.events.iter().find_map(|a| match a {
+        Action::ServerMessage {
+            call: Some(c),
+            message: mcp_recovery_core::Message::Request { id, method, .. },
+        } if *c == call => Some((id.clone(), method.clone())),
+        _ => None,
+    });
+    let (id, method) = asked.expect("the server's request reaches the caller");
+    assert_eq!(method, "roots/list");
+    h.engine.reply(id, Ok(json!({"roots": []})));
+    h.pump();
+    let r = h.outbox.pop_front().expect("the reply");
+    assert_eq!(
+        r.json,
+        json!({"jsonrpc":"2.0","id":7,"result":{"roots":[]}})
+    );
+    assert_eq!(r.session_id(), Some("s1"));
+    h.respond(r.exchange, 202, &[], "");
+    assert_eq!(h.ok(call), &json!({"ok": 1}));
+}
