@@ -208,23 +208,23 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
 
 /// Encodes a request: `{"jsonrpc":"2.0","id":..,"method":..,"params":..}`.
 pub fn encode_request(id: &RequestId, method: &str, params: Option<&Value>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + method.len() + params.map_or(0, |_| 64));
-    out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
-    write_json(&mut out, &id.to_value());
-    out.extend_from_slice(br#","method":"#);
-    write_str(&mut out, method);
-    if let Some(p) = params {
-        out.extend_from_slice(br#","params":"#);
-        write_json(&mut out, p);
-    }
-    out.push(b'}');
-    out
+    encode_call(Some(id), method, params)
 }
 
 /// Encodes a notification (no id).
 pub fn encode_notification(method: &str, params: Option<&Value>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(48 + method.len());
-    out.extend_from_slice(br#"{"jsonrpc":"2.0","method":"#);
+    encode_call(None, method, params)
+}
+
+fn encode_call(id: Option<&RequestId>, method: &str, params: Option<&Value>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + method.len() + params.map_or(0, |_| 64));
+    out.extend_from_slice(br#"{"jsonrpc":"2.0","#);
+    if let Some(id) = id {
+        out.extend_from_slice(br#""id":"#);
+        write_json(&mut out, &id.to_value());
+        out.push(b',');
+    }
+    out.extend_from_slice(br#""method":"#);
     write_str(&mut out, method);
     if let Some(p) = params {
         out.extend_from_slice(br#","params":"#);

@@ -428,6 +428,29 @@ enum Outcome {
     Protocol(ProtocolError),
 }
 
+impl Outcome {
+    /// The error a failed handshake step reports.
+    fn into_error(self) -> CallError {
+        match self {
+            Outcome::Answer(Err(e)) => CallError::InitializeRejected(e),
+            Outcome::Answer(Ok(_)) | Outcome::Accepted => {
+                CallError::Protocol(ProtocolError::NoResponse)
+            }
+            Outcome::Status { status, body } => CallError::Http {
+                status,
+                message: crate::error::sanitize(&String::from_utf8_lossy(
+                    &body[..body.len().min(4096)],
+                )),
+            },
+            Outcome::Transport(t) => CallError::Transport {
+                kind: t.kind,
+                message: crate::error::sanitize(&t.message),
+            },
+            Outcome::Protocol(p) => CallError::Protocol(p),
+        }
+    }
+}
+
 /// What a call's end tells the breaker.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Verdict {
@@ -684,16 +707,12 @@ impl Engine {
 
     /// Handles every deadline at or before `now`. Spurious calls are no-ops.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let mut expired = std::mem::take(&mut self.scratch);
-        expired.clear();
-        expired.extend(self.calls.iter().filter_map(|(id, c)| match c.state {
-            CallState::AwaitReady { deadline, .. } | CallState::AwaitRefresh { deadline, .. }
-                if deadline <= now =>
-            {
-                Some(*id)
+        let mut expired = self.waiters(|s| match s {
+            CallState::AwaitReady { deadline, .. } | CallState::AwaitRefresh { deadline, .. } => {
+                *deadline <= now
             }
-            _ => None,
-        }));
+            CallState::InFlight { .. } => false,
+        });
         for id in expired.drain(..) {
             let error = match self.calls.get(&id).map(|c| &c.state) {
                 Some(CallState::AwaitReady { since, .. }) => CallError::ReconnectTimeout {
@@ -914,9 +933,6 @@ impl Engine {
                     Err(p) => self.handshake_failed(CallError::Protocol(p), true, now),
                 }
             }
-            Outcome::Answer(Err(e)) => {
-                self.handshake_failed(CallError::InitializeRejected(e), true, now)
-            }
             Outcome::Status { status: 401, .. } => {
                 let token_generation = self
                     .exchanges
@@ -940,32 +956,15 @@ impl Engine {
                     self.resend_initialize();
                 }
             }
-            Outcome::Status { status, body } => {
-                let message =
-                    crate::error::sanitize(&String::from_utf8_lossy(&body[..body.len().min(4096)]));
-                self.handshake_failed(CallError::Http { status, message }, true, now)
+            Outcome::Transport(t)
+                if self.handshake_mut().is_some_and(|h| h.sends < 2)
+                    && t.kind != FailureKind::Cancelled =>
+            {
+                // Initialize may be replayed: at worst the server holds one
+                // orphan session until its idle timeout.
+                self.resend_initialize();
             }
-            Outcome::Transport(t) => {
-                let sends = self.handshake_mut().map_or(0, |h| h.sends);
-                if sends < 2 && t.kind != FailureKind::Cancelled {
-                    // Initialize may be replayed: at worst the server holds
-                    // one orphan session until its idle timeout.
-                    self.resend_initialize();
-                } else {
-                    self.handshake_failed(
-                        CallError::Transport {
-                            kind: t.kind,
-                            message: t.message,
-                        },
-                        true,
-                        now,
-                    );
-                }
-            }
-            Outcome::Protocol(p) => self.handshake_failed(CallError::Protocol(p), true, now),
-            Outcome::Accepted => {
-                self.handshake_failed(CallError::Protocol(ProtocolError::NoResponse), true, now)
-            }
+            failed => self.handshake_failed(failed.into_error(), true, now),
         }
     }
 
@@ -986,20 +985,7 @@ impl Engine {
         }
         match outcome {
             Outcome::Accepted | Outcome::Answer(_) => self.ready(now),
-            Outcome::Status { status, body } => {
-                let message =
-                    crate::error::sanitize(&String::from_utf8_lossy(&body[..body.len().min(4096)]));
-                self.handshake_failed(CallError::Http { status, message }, true, now)
-            }
-            Outcome::Transport(t) => self.handshake_failed(
-                CallError::Transport {
-                    kind: t.kind,
-                    message: t.message,
-                },
-                true,
-                now,
-            ),
-            Outcome::Protocol(p) => self.handshake_failed(CallError::Protocol(p), true, now),
+            failed => self.handshake_failed(failed.into_error(), true, now),
         }
     }
 
@@ -1009,15 +995,7 @@ impl Engine {
         self.actions.push_back(Action::SessionReady {
             generation: self.generation,
         });
-        let mut waiting = std::mem::take(&mut self.scratch);
-        waiting.clear();
-        waiting.extend(
-            self.calls
-                .iter()
-                .filter(|(_, c)| matches!(c.state, CallState::AwaitReady { .. }))
-                .map(|(id, _)| *id),
-        );
-        waiting.sort_unstable();
+        let mut waiting = self.waiters(|s| matches!(s, CallState::AwaitReady { .. }));
         for id in waiting.drain(..) {
             self.attempt(id, now);
         }
@@ -1034,15 +1012,7 @@ impl Engine {
             generation: self.generation,
             error: error.clone(),
         });
-        let mut waiting = std::mem::take(&mut self.scratch);
-        waiting.clear();
-        waiting.extend(
-            self.calls
-                .iter()
-                .filter(|(_, c)| matches!(c.state, CallState::AwaitReady { .. }))
-                .map(|(id, _)| *id),
-        );
-        waiting.sort_unstable();
+        let mut waiting = self.waiters(|s| matches!(s, CallState::AwaitReady { .. }));
         for id in waiting.drain(..) {
             let e = match (&error, self.calls.get(&id).map(|c| &c.state)) {
                 (CallError::ReconnectTimeout { .. }, Some(CallState::AwaitReady { since, .. })) => {
@@ -1119,17 +1089,23 @@ impl Engine {
         self.fail_refresh_waiters(error, now);
     }
 
-    fn refresh_waiters(&mut self) -> Vec<CallId> {
-        let mut waiting = std::mem::take(&mut self.scratch);
-        waiting.clear();
-        waiting.extend(
+    /// The calls in a state, in id order, collected into the reusable
+    /// scratch buffer (give it back with `self.scratch = ...`).
+    fn waiters(&mut self, which: impl Fn(&CallState) -> bool) -> Vec<CallId> {
+        let mut ids = std::mem::take(&mut self.scratch);
+        ids.clear();
+        ids.extend(
             self.calls
                 .iter()
-                .filter(|(_, c)| matches!(c.state, CallState::AwaitRefresh { .. }))
+                .filter(|(_, c)| which(&c.state))
                 .map(|(id, _)| *id),
         );
-        waiting.sort_unstable();
-        waiting
+        ids.sort_unstable();
+        ids
+    }
+
+    fn refresh_waiters(&mut self) -> Vec<CallId> {
+        self.waiters(|s| matches!(s, CallState::AwaitRefresh { .. }))
     }
 
     fn wake_refresh_waiters(&mut self, now: Instant) {

@@ -11,11 +11,8 @@ use serde_json::json;
 use std::time::Duration;
 
 fn ready_with_token(config: Config, token: &str) -> Harness {
-    let mut h = Harness::new(config);
+    let mut h = Harness::ready_with(config);
     h.engine.set_token(Some(Token::bearer(token)), h.now);
-    h.engine.connect(h.now);
-    h.pump();
-    h.handshake("s1");
     h
 }
 
@@ -223,12 +220,7 @@ fn token_is_never_in_debug_output_or_errors() {
 // ----- circuit breaker -----
 
 fn breaker_harness() -> Harness {
-    let mut h =
-        Harness::new(Config::new(URL).breaker(BreakerConfig::new(3, Duration::from_secs(60))));
-    h.engine.connect(h.now);
-    h.pump();
-    h.handshake("s1");
-    h
+    Harness::ready_with(Config::new(URL).breaker(BreakerConfig::new(3, Duration::from_secs(60))))
 }
 
 /// A call whose every attempt fails in transport before sending.
@@ -374,11 +366,9 @@ fn a_server_that_stays_down_opens_the_breaker_through_failed_reconnects() {
 
 #[test]
 fn zero_threshold_disables_the_breaker() {
-    let mut h =
-        Harness::new(Config::new(URL).breaker(BreakerConfig::new(0, Duration::from_secs(60))));
-    h.engine.connect(h.now);
-    h.pump();
-    h.handshake("s1");
+    let mut h = Harness::ready_with(
+        Config::new(URL).breaker(BreakerConfig::new(0, Duration::from_secs(60))),
+    );
     for _ in 0..10 {
         unreachable_call(&mut h);
     }

@@ -207,18 +207,10 @@ impl World {
         };
         let now = self.h.now;
         match r {
-            RefreshReply::NewToken => {
-                self.tokens += 1;
-                let t = Token::bearer(&format!("t{}", self.tokens));
-                self.h.engine.handle_input(
-                    Input::TokenRefreshed {
-                        generation,
-                        token: &t,
-                    },
-                    now,
-                );
-            }
-            RefreshReply::SameToken => {
+            RefreshReply::NewToken | RefreshReply::SameToken => {
+                if matches!(r, RefreshReply::NewToken) {
+                    self.tokens += 1;
+                }
                 let t = Token::bearer(&format!("t{}", self.tokens));
                 self.h.engine.handle_input(
                     Input::TokenRefreshed {

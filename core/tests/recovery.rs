@@ -311,10 +311,7 @@ fn cancel_is_immediate_in_every_state_and_never_counts() {
     h.cancel(call);
     assert_eq!(h.error(call), &CallError::Cancelled);
     // During send: the server is told.
-    let mut h = Harness::new(config());
-    h.engine.connect(h.now);
-    h.pump();
-    h.handshake("s1");
+    let mut h = Harness::ready_with(config());
     let call = h.call(Operation::call_tool("slow", json!({})));
     let s = h.take("tools/call");
     h.cancel(call);
@@ -532,10 +529,7 @@ fn garbage_and_oversize_bodies_are_typed_errors() {
 
     let mut config = Config::new(URL);
     config.max_body_size = 1024;
-    let mut h = Harness::new(config);
-    h.engine.connect(h.now);
-    h.pump();
-    h.handshake("s1");
+    let mut h = Harness::ready_with(config);
     let call = h.call(Operation::list_tools(None));
     let s = h.take("tools/list");
     let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(2048));

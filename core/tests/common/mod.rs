@@ -75,7 +75,12 @@ impl Harness {
 
     /// A harness whose session `s1` is already up.
     pub fn ready() -> Self {
-        let mut h = Self::default();
+        Self::ready_with(Config::new(URL))
+    }
+
+    /// Like [`Harness::ready`], with `config`.
+    pub fn ready_with(config: Config) -> Self {
+        let mut h = Self::new(config);
         h.engine.connect(h.now);
         h.pump();
         h.handshake("s1");
