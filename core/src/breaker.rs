@@ -98,7 +98,7 @@ impl Breaker {
         match self.state {
             BreakerState::Closed { .. } => Admission::Pass,
             BreakerState::Open { until } if now < until => Admission::Reject {
-                retry_in: until - now,
+                retry_in: until.saturating_duration_since(now),
             },
             BreakerState::Open { .. } | BreakerState::HalfOpen { probing: false } => {
                 self.state = BreakerState::HalfOpen { probing: true };
@@ -130,7 +130,7 @@ impl Breaker {
             }
             // Threshold reached, or the probe failed: (re-)arm.
             BreakerState::Closed { .. } | BreakerState::HalfOpen { .. } => BreakerState::Open {
-                until: now + self.config.cooldown,
+                until: crate::policy::later(now, self.config.cooldown),
             },
             // Stragglers that started before it opened do not extend it.
             open @ BreakerState::Open { .. } => open,

@@ -21,6 +21,14 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
 
+/// `now + d`, saturating: a huge configured duration must not panic. Past
+/// the representable range the deadline is a century away, which is never.
+pub(crate) fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
+}
+
 /// A call never sends its request more than this many times.
 pub const MAX_ATTEMPTS: u8 = 3;
 
@@ -173,7 +181,9 @@ pub enum Recovery {
 pub enum Action {
     /// Perform this HTTP request and feed its response back under
     /// `exchange`. `call` is the call it belongs to, if any (initialize,
-    /// notifications and replies belong to none).
+    /// notifications and replies belong to none). Report every exchange's
+    /// end (`End` or `Failed`), fire-and-forget notifications included: the
+    /// core keeps an exchange until it hears how it ended or aborts it.
     Transmit {
         /// The exchange to report under.
         exchange: ExchangeId,
@@ -626,10 +636,11 @@ impl Engine {
     /// and the server gets a DELETE if there is a session to end (a 405
     /// answer is fine). Later calls surface `Closed` at once.
     pub fn close(&mut self, now: Instant) {
-        let ids: Vec<CallId> = self.calls.keys().copied().collect();
-        for id in ids {
+        let mut ids = self.waiters(|_| true);
+        for id in ids.drain(..) {
             self.end(id, Err(CallError::Closed), Verdict::Neutral, now);
         }
+        self.scratch = ids;
         if let Phase::Initializing(h) = &self.phase {
             let exchange = h.exchange;
             self.abort(exchange);
@@ -716,10 +727,10 @@ impl Engine {
         for id in expired.drain(..) {
             let error = match self.calls.get(&id).map(|c| &c.state) {
                 Some(CallState::AwaitReady { since, .. }) => CallError::ReconnectTimeout {
-                    waited: now - *since,
+                    waited: now.saturating_duration_since(*since),
                 },
                 Some(CallState::AwaitRefresh { since, .. }) => CallError::RefreshTimeout {
-                    waited: now - *since,
+                    waited: now.saturating_duration_since(*since),
                 },
                 _ => continue,
             };
@@ -728,7 +739,7 @@ impl Engine {
         self.scratch = expired;
         if let Phase::Initializing(h) = &self.phase {
             if h.deadline <= now {
-                let (exchange, waited) = (h.exchange, now - h.since);
+                let (exchange, waited) = (h.exchange, now.saturating_duration_since(h.since));
                 self.abort(exchange);
                 self.handshake_failed(CallError::ReconnectTimeout { waited }, true, now);
             }
@@ -825,7 +836,7 @@ impl Engine {
             if matches!(self.phase, Phase::Idle) {
                 self.start_handshake(now);
             }
-            let deadline = now + self.config.await_ready;
+            let deadline = later(now, self.config.await_ready);
             if let Some(c) = self.calls.get_mut(&id) {
                 c.state = CallState::AwaitReady {
                     since: now,
@@ -885,7 +896,7 @@ impl Engine {
             exchange,
             step: Step::Initialize,
             since: now,
-            deadline: now + self.config.handshake_timeout,
+            deadline: later(now, self.config.handshake_timeout),
             sends: 1,
             auth_retried: false,
             awaiting_refresh: false,
@@ -1017,7 +1028,7 @@ impl Engine {
             let e = match (&error, self.calls.get(&id).map(|c| &c.state)) {
                 (CallError::ReconnectTimeout { .. }, Some(CallState::AwaitReady { since, .. })) => {
                     CallError::ReconnectTimeout {
-                        waited: now - *since,
+                        waited: now.saturating_duration_since(*since),
                     }
                 }
                 (CallError::NeedsReauth { .. }, _) => error.clone(),
@@ -1042,7 +1053,7 @@ impl Engine {
             return true;
         }
         if self.auth.flight.is_none() {
-            self.auth.flight = Some(now + self.config.refresh_timeout);
+            self.auth.flight = Some(later(now, self.config.refresh_timeout));
             self.actions.push_back(Action::Refresh401 {
                 generation: self.auth.generation,
                 challenge,
@@ -1223,7 +1234,7 @@ impl Engine {
         } else if let Some(c) = self.calls.get_mut(&id) {
             c.state = CallState::AwaitRefresh {
                 since: now,
-                deadline: now + self.config.refresh_timeout,
+                deadline: later(now, self.config.refresh_timeout),
             };
         }
     }

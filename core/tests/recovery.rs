@@ -650,3 +650,49 @@ fn server_requests_on_a_stream_reach_the_caller_and_replies_go_in_the_session() 
     h.respond(r.exchange, 202, &[], "");
     assert_eq!(h.ok(call), &json!({"ok": 1}));
 }
+
+#[test]
+fn time_going_backwards_or_huge_durations_never_panic() {
+    // Threads of an adapter may read the clock before taking the lock, so
+    // `now` can arrive slightly out of order.
+    let mut config = Config::new(URL).breaker(BreakerConfig::new(1, Duration::MAX));
+    config.await_ready = Duration::MAX;
+    config.handshake_timeout = Duration::MAX;
+    config.refresh_timeout = Duration::MAX;
+    let mut h = Harness::new(config);
+    h.now += Duration::from_secs(100);
+    let call = h.call(Operation::ping());
+    let init = h.take("initialize");
+    h.now -= Duration::from_secs(50);
+    h.engine.handle_timeout(h.now);
+    h.pump();
+    h.refused(&init);
+    let init = h.take("initialize");
+    h.refused(&init);
+    assert!(matches!(h.error(call), CallError::InitializeFailed(_)));
+    let rejected = h.call(Operation::ping());
+    assert!(matches!(h.error(rejected), CallError::CircuitOpen { .. }));
+    h.advance(Duration::from_secs(1));
+    if let Some((deadline, _)) = h.engine.poll_timeout() {
+        assert!(deadline > h.now);
+    }
+}
+
+#[test]
+fn handshake_timeout_with_waiters_from_the_future_does_not_panic() {
+    let mut h = Harness::new(Config::new(URL).await_ready(Duration::from_secs(60)));
+    let first = h.call(Operation::ping());
+    let _init = h.take("initialize");
+    // A second caller read a later clock.
+    h.now += Duration::from_secs(40);
+    let second = h.call(Operation::ping());
+    h.now -= Duration::from_secs(10);
+    h.advance(Duration::ZERO); // 30 s after the handshake started: abandoned
+    assert!(matches!(h.error(first), CallError::ReconnectTimeout { .. }));
+    assert_eq!(
+        h.error(second),
+        &CallError::ReconnectTimeout {
+            waited: Duration::ZERO
+        }
+    );
+}
