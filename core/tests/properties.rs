@@ -310,3 +310,61 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Whatever a server sends back (any status, content type, bytes, cut
+    /// anywhere), the engine neither panics nor leaves the call hanging.
+    #[test]
+    fn hostile_answers_end_the_call_without_panic(
+        status in prop_oneof![Just(200u16), Just(202), Just(400), Just(401), Just(404), Just(500), 100u16..600],
+        content_type in prop_oneof![
+            Just("application/json"), Just("text/event-stream"), Just("text/html"),
+            Just("application/json; charset=utf-8"), Just(""),
+        ],
+        session_header in prop_oneof![Just(None), Just(Some("ok-id")), Just(Some("bad id\u{7f}"))],
+        body in prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..512),
+            Just(b"data: {\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{}}\n\n".to_vec()),
+            Just(b"{\"jsonrpc\":\"2.0\",\"id\":2,\"error\":{\"code\":-32600,\"message\":\"Session not found\"}}".to_vec()),
+            Just(b"\xEF\xBB\xBFid:\0\r\nretry: 99999999999999999999\r\ndata: [\r\n\r\n".to_vec()),
+        ],
+        cut in 1usize..64,
+        during_handshake in any::<bool>(),
+    ) {
+        let mut h = if during_handshake { Harness::default() } else { Harness::ready() };
+        let call = h.call(Operation::call_tool("x", json!({})));
+        // Answer whatever is pending (initialize or the call) with the junk,
+        // then everything else well, until the call ends.
+        for round in 0..20 {
+            if h.ended.contains_key(&call) {
+                break;
+            }
+            let Some(s) = h.outbox.pop_front() else {
+                h.advance(Duration::from_secs(61));
+                continue;
+            };
+            if round == 0 {
+                let mut headers = vec![("content-type", content_type)];
+                if let Some(id) = session_header {
+                    headers.push(("mcp-session-id", id));
+                }
+                h.engine.handle_input(Input::Head { exchange: s.exchange, status, headers: &headers }, h.now);
+                for chunk in body.chunks(cut) {
+                    h.engine.handle_input(Input::Body { exchange: s.exchange, bytes: chunk }, h.now);
+                }
+                h.engine.handle_input(Input::End { exchange: s.exchange }, h.now);
+                h.pump();
+            } else if s.json.get("id").is_none() {
+                h.respond(s.exchange, 202, &[], "");
+            } else {
+                let ok = json!({"jsonrpc":"2.0","id":s.json["id"],
+                    "result":{"protocolVersion":"2025-11-25","capabilities":{}}});
+                h.respond(s.exchange, 200, &[("content-type", "application/json"), ("mcp-session-id", "s9")], &ok.to_string());
+            }
+        }
+        prop_assert!(h.ended.contains_key(&call), "the call never ended");
+        prop_assert!(h.sent.iter().filter(|s| s.call == Some(call)).count() <= MAX_ATTEMPTS as usize);
+    }
+}
