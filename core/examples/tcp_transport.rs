@@ -6,13 +6,16 @@
 //! ```text
 //! cargo run -p mcp-recovery-core --example tcp_transport                  # embedded demo server
 //! cargo run -p mcp-recovery-core --example tcp_transport -- http://127.0.0.1:8000/mcp
+//! cargo run -p mcp-recovery-core --example tcp_transport -- http://127.0.0.1:8000/mcp 3
 //! ```
 //!
 //! Without a URL it starts a small DEMO server on 127.0.0.1 (not a real MCP
 //! server: just enough of the protocol to show recovery) that forgets every
 //! session after three requests, the way a server with an idle timeout or a
 //! restart does. With a URL it runs the same script against your server
-//! (plain `http://` only; it calls `tools/list`, then `echo` if listed).
+//! (plain `http://` only; it calls `tools/list`, then `echo` if listed). A
+//! second argument pauses that many seconds between calls, so a server with
+//! a shorter idle timeout forgets the session in between.
 // This is the I/O side: clock, sockets and threads are its job.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
@@ -29,6 +32,10 @@ fn main() {
         None => demo_server::start(),
     };
     println!("MCP endpoint: {url}");
+    let pause = std::env::args()
+        .nth(2)
+        .and_then(|s| s.parse::<f64>().ok())
+        .map(Duration::from_secs_f64);
     let mut engine = Engine::new(Config::new(url.as_str()));
     let started = Instant::now();
 
@@ -40,6 +47,9 @@ fn main() {
     println!("tools: {names:?}");
     if names.contains(&"echo") {
         for i in 1..=6 {
+            if let Some(p) = pause {
+                std::thread::sleep(p);
+            }
             let text = format!("message {i}");
             let r = run(
                 &mut engine,

@@ -79,6 +79,10 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// How long a call waits for a token refresh (default 30 s).
     pub refresh_timeout: Duration,
+    /// After a connect failure (nothing listening: a server restarting, a
+    /// pod being replaced) the one retry, of a call or of initialize, waits
+    /// this long first, so it is not spent inside the restart (default 1 s).
+    pub connect_retry_delay: Duration,
     /// Whether a 401 asks for a refresh ([`Action::Refresh401`]). Turn off
     /// for static tokens: a 401 then surfaces [`CallError::NeedsReauth`].
     pub refresh_on_401: bool,
@@ -111,6 +115,7 @@ impl fmt::Debug for Config {
             .field("await_ready", &self.await_ready)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("refresh_timeout", &self.refresh_timeout)
+            .field("connect_retry_delay", &self.connect_retry_delay)
             .field("refresh_on_401", &self.refresh_on_401)
             .field("breaker", &self.breaker)
             .field("max_body_size", &self.max_body_size)
@@ -130,6 +135,7 @@ impl Config {
             await_ready: Duration::from_secs(15),
             handshake_timeout: Duration::from_secs(30),
             refresh_timeout: Duration::from_secs(30),
+            connect_retry_delay: Duration::from_secs(1),
             refresh_on_401: true,
             breaker: BreakerConfig::default(),
             session_patterns: SessionPatterns::default(),
@@ -278,6 +284,10 @@ pub enum Timer {
     Handshake(u64),
     /// The refresh of this token generation may be asked for again then.
     Refresh(u64),
+    /// A call's retry after a connect failure goes out then.
+    RetryAfterConnectFailure(CallId),
+    /// The initialize of this generation is sent again then.
+    HandshakeRetry(u64),
 }
 
 /// An event from the outside world. Responses come in pieces, as they
@@ -354,6 +364,10 @@ enum CallState {
         since: Instant,
         deadline: Instant,
     },
+    /// Waiting out `connect_retry_delay` before the one transport retry.
+    Backoff {
+        until: Instant,
+    },
     InFlight {
         exchange: ExchangeId,
         rpc_id: i64,
@@ -388,6 +402,8 @@ struct Handshake {
     sends: u8,
     auth_retried: bool,
     awaiting_refresh: bool,
+    /// The replay of initialize after a connect failure goes out then.
+    retry_at: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -722,7 +738,7 @@ impl Engine {
             CallState::AwaitReady { deadline, .. } | CallState::AwaitRefresh { deadline, .. } => {
                 *deadline <= now
             }
-            CallState::InFlight { .. } => false,
+            CallState::Backoff { .. } | CallState::InFlight { .. } => false,
         });
         for id in expired.drain(..) {
             let error = match self.calls.get(&id).map(|c| &c.state) {
@@ -736,7 +752,17 @@ impl Engine {
             };
             self.end(id, Err(error), Verdict::Neutral, now);
         }
-        self.scratch = expired;
+        let mut due = self.waiters(|s| matches!(s, CallState::Backoff { until } if *until <= now));
+        for id in due.drain(..) {
+            self.attempt(id, now);
+        }
+        self.scratch = due;
+        if let Some(h) = self.handshake_mut() {
+            if h.retry_at.is_some_and(|t| t <= now) {
+                h.retry_at = None;
+                self.resend_initialize();
+            }
+        }
         if let Phase::Initializing(h) = &self.phase {
             if h.deadline <= now {
                 let (exchange, waited) = (h.exchange, now.saturating_duration_since(h.since));
@@ -758,11 +784,16 @@ impl Engine {
         let calls = self.calls.iter().filter_map(|(id, c)| match c.state {
             CallState::AwaitReady { deadline, .. } => Some((deadline, Timer::AwaitReady(*id))),
             CallState::AwaitRefresh { deadline, .. } => Some((deadline, Timer::AwaitRefresh(*id))),
+            CallState::Backoff { until } => Some((until, Timer::RetryAfterConnectFailure(*id))),
             CallState::InFlight { .. } => None,
         });
-        let handshake = match &self.phase {
-            Phase::Initializing(h) => Some((h.deadline, Timer::Handshake(self.generation))),
-            _ => None,
+        let (handshake, handshake_retry) = match &self.phase {
+            Phase::Initializing(h) => (
+                Some((h.deadline, Timer::Handshake(self.generation))),
+                h.retry_at
+                    .map(|t| (t, Timer::HandshakeRetry(self.generation))),
+            ),
+            _ => (None, None),
         };
         let refresh = self
             .auth
@@ -770,6 +801,7 @@ impl Engine {
             .map(|d| (d, Timer::Refresh(self.auth.generation)));
         calls
             .chain(handshake)
+            .chain(handshake_retry)
             .chain(refresh)
             .min_by_key(|(deadline, _)| *deadline)
     }
@@ -900,6 +932,7 @@ impl Engine {
             sends: 1,
             auth_retried: false,
             awaiting_refresh: false,
+            retry_at: None,
         });
     }
 
@@ -972,8 +1005,15 @@ impl Engine {
                     && t.kind != FailureKind::Cancelled =>
             {
                 // Initialize may be replayed: at worst the server holds one
-                // orphan session until its idle timeout.
-                self.resend_initialize();
+                // orphan session until its idle timeout. Nothing listening
+                // means a restart in progress: give it a moment first.
+                let delay = self.config.connect_retry_delay;
+                match self.handshake_mut() {
+                    Some(h) if t.kind == FailureKind::Connect && !delay.is_zero() => {
+                        h.retry_at = Some(later(now, delay));
+                    }
+                    _ => self.resend_initialize(),
+                }
             }
             failed => self.handshake_failed(failed.into_error(), true, now),
         }
@@ -1301,10 +1341,21 @@ impl Engine {
             };
             return self.end(id, Err(error), Verdict::Failure, now);
         }
-        if let Some(c) = self.calls.get_mut(&id) {
-            c.used.transport = true;
+        let delay = self.config.connect_retry_delay;
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        c.used.transport = true;
+        if failure.kind == FailureKind::Connect && !delay.is_zero() {
+            // Nothing listens right now (a restart, a pod being replaced):
+            // the one retry waits a moment instead of failing the same way.
+            c.pending = Some(Recovery::Transport);
+            c.state = CallState::Backoff {
+                until: later(now, delay),
+            };
+        } else {
+            self.retry(id, Recovery::Transport, now);
         }
-        self.retry(id, Recovery::Transport, now);
     }
 
     fn cancel(&mut self, id: CallId, now: Instant) {

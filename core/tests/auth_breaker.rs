@@ -227,7 +227,7 @@ fn breaker_harness() -> Harness {
 fn unreachable_call(h: &mut Harness) -> mcp_recovery_core::CallId {
     let c = h.call(Operation::ping());
     let s = h.take("ping");
-    h.refused(&s);
+    h.refused_then_wait(&s);
     let r = h.take("ping");
     h.refused(&r);
     c
@@ -269,7 +269,7 @@ fn half_open_lets_exactly_one_probe_and_a_failed_probe_rearms() {
     );
     let s = h.take("ping");
     assert!(h.outbox.is_empty());
-    h.refused(&s);
+    h.refused_then_wait(&s);
     let r = h.take("ping");
     h.refused(&r);
     assert!(matches!(h.error(probe), CallError::Transport { .. }));
@@ -345,7 +345,7 @@ fn a_server_that_stays_down_opens_the_breaker_through_failed_reconnects() {
         // initialize is allowed). Later calls start with initialize, since
         // there is no session to send them in.
         let init = h.take("initialize");
-        h.refused(&init);
+        h.refused_then_wait(&init);
         let init = h.take("initialize");
         h.refused(&init);
         assert!(matches!(h.error(c), CallError::InitializeFailed(_)));

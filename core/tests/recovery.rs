@@ -395,6 +395,18 @@ fn failure_before_sending_is_replayed_even_for_side_effects() {
     let call = h.call(Operation::call_tool("counter_increment", json!({})));
     let s = h.take("tools/call");
     h.refused(&s);
+    // Nothing listens: the one retry waits out the restart window first.
+    assert!(h.outbox.is_empty());
+    assert_eq!(
+        h.engine.poll_timeout(),
+        Some((
+            h.now + Duration::from_secs(1),
+            Timer::RetryAfterConnectFailure(call)
+        ))
+    );
+    h.advance(Duration::from_millis(999));
+    assert!(h.outbox.is_empty());
+    h.advance(Duration::from_millis(1));
     let r = h.take("tools/call");
     h.result(&r, json!({"count": 1}));
     assert_eq!(h.ok(call), &json!({"count": 1}));
@@ -666,7 +678,7 @@ fn time_going_backwards_or_huge_durations_never_panic() {
     h.now -= Duration::from_secs(50);
     h.engine.handle_timeout(h.now);
     h.pump();
-    h.refused(&init);
+    h.refused_then_wait(&init);
     let init = h.take("initialize");
     h.refused(&init);
     assert!(matches!(h.error(call), CallError::InitializeFailed(_)));

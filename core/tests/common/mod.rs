@@ -225,6 +225,12 @@ impl Harness {
         );
     }
 
+    /// Connection refused, then the engine's connect-retry delay passes.
+    pub fn refused_then_wait(&mut self, s: &Sent) {
+        self.refused(s);
+        self.advance(Duration::from_secs(1));
+    }
+
     /// Answers the pending initialize and initialized with session `id`.
     pub fn handshake(&mut self, id: &str) {
         let init = self.take("initialize");
