@@ -395,3 +395,23 @@ fn cancelled_probe_lets_the_next_call_probe() {
     h.result(&s, json!({}));
     assert!(h.ok(next).is_object());
 }
+
+#[test]
+fn a_token_set_by_the_user_wakes_calls_waiting_for_a_refresh() {
+    let mut h = ready_with_token(Config::new(URL), "old");
+    let call = h.call(Operation::ping());
+    let s = h.take("ping");
+    h.respond(s.exchange, 401, &[], "");
+    // The person logged in again while the refresh was pending.
+    h.engine.set_token(Some(Token::bearer("fresh")), h.now);
+    h.pump();
+    let r = h.take("ping");
+    assert_eq!(r.bearer(), Some("Bearer fresh"));
+    h.result(&r, json!({}));
+    assert!(h.ok(call).is_object());
+    // The stale refresh answer changes nothing.
+    h.refreshed(1, "late");
+    let next = h.call(Operation::ping());
+    assert_eq!(h.take("ping").bearer(), Some("Bearer fresh"));
+    assert!(!h.ended.contains_key(&next));
+}

@@ -708,3 +708,37 @@ fn handshake_timeout_with_waiters_from_the_future_does_not_panic() {
         }
     );
 }
+
+#[test]
+fn initialize_answered_as_an_event_stream_like_python_does() {
+    let mut h = Harness::default();
+    let call = h.call(Operation::ping());
+    let init = h.take("initialize");
+    let stream = format!(
+        "event: message\r\ndata: {{\"jsonrpc\":\"2.0\",\"id\":{},\"result\":{{\"protocolVersion\":\"2025-06-18\",\"capabilities\":{{}},\"serverInfo\":{{\"name\":\"py\",\"version\":\"2.3.0\"}}}}}}\r\n\r\n",
+        init.json["id"]
+    );
+    h.respond(
+        init.exchange,
+        200,
+        &[
+            ("content-type", "text/event-stream"),
+            ("mcp-session-id", "0f6c1d2e"),
+        ],
+        &stream,
+    );
+    let note = h.take("notifications/initialized");
+    assert_eq!(note.session_id(), Some("0f6c1d2e"));
+    assert_eq!(
+        note.request.header("mcp-protocol-version"),
+        Some("2025-06-18")
+    );
+    h.respond(note.exchange, 202, &[], "");
+    let p = h.take("ping");
+    h.result(&p, json!({}));
+    assert!(h.ok(call).is_object());
+    assert_eq!(
+        h.engine.session().server().unwrap()["serverInfo"]["name"],
+        "py"
+    );
+}
