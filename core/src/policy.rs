@@ -429,8 +429,6 @@ enum Reader {
     Json(Vec<u8>),
     Sse(Box<SseParser>),
     Error(Vec<u8>),
-    /// Resolved; whatever else arrives is ignored.
-    Done,
 }
 
 #[derive(Debug)]
@@ -727,9 +725,7 @@ impl Engine {
     /// Whether the core still wants input for `exchange`. An adapter may
     /// stop reading a stream once this turns false.
     pub fn exchange_open(&self, exchange: ExchangeId) -> bool {
-        self.exchanges
-            .get(&exchange)
-            .is_some_and(|e| !matches!(e.reader, Reader::Done))
+        self.exchanges.contains_key(&exchange)
     }
 
     /// Handles every deadline at or before `now`. Spurious calls are no-ops.
@@ -951,19 +947,21 @@ impl Engine {
         }
     }
 
-    fn on_initialize(&mut self, exchange: ExchangeId, outcome: Outcome, now: Instant) {
+    fn on_initialize(
+        &mut self,
+        exchange: ExchangeId,
+        ex: Exchange,
+        outcome: Outcome,
+        now: Instant,
+    ) {
         if self.handshake_mut().map(|h| h.exchange) != Some(exchange) {
             return;
         }
-        let session_header = self
-            .exchanges
-            .get(&exchange)
-            .and_then(|e| e.session_header.clone());
         match outcome {
             Outcome::Answer(Ok(result)) => {
                 match self
                     .session
-                    .accept_initialize(session_header.as_deref(), result)
+                    .accept_initialize(ex.session_header.as_deref(), result)
                 {
                     Ok(()) => {
                         let request = self.session.initialized(self.auth.token.as_ref());
@@ -978,14 +976,6 @@ impl Engine {
                 }
             }
             Outcome::Status { status: 401, .. } => {
-                let token_generation = self
-                    .exchanges
-                    .get(&exchange)
-                    .map_or(0, |e| e.token_generation);
-                let challenge = self
-                    .exchanges
-                    .get(&exchange)
-                    .and_then(|e| e.challenge.clone());
                 let retried = self.handshake_mut().is_some_and(|h| h.auth_retried);
                 if retried || !self.config.refresh_on_401 {
                     let url = self.config.url.clone();
@@ -996,7 +986,7 @@ impl Engine {
                     h.auth_retried = true;
                     h.awaiting_refresh = true;
                 }
-                if self.request_refresh(token_generation, challenge, now) {
+                if self.request_refresh(ex.token_generation, ex.challenge, now) {
                     self.resend_initialize();
                 }
             }
@@ -1183,8 +1173,8 @@ impl Engine {
 
     // ----- a call's outcome -----
 
-    fn on_call(&mut self, id: CallId, ctx: Context, outcome: Outcome, now: Instant) {
-        let token_generation = self.current_token_generation_of(id);
+    fn on_call(&mut self, id: CallId, ex: Exchange, outcome: Outcome, now: Instant) {
+        let ctx = ex.ctx;
         let class = match outcome {
             Outcome::Answer(Ok(v)) => return self.end(id, Ok(Ok(v)), Verdict::Reachable, now),
             Outcome::Answer(Err(e)) => {
@@ -1228,20 +1218,10 @@ impl Engine {
                 };
                 self.end(id, Err(CallError::Http { status, message }), verdict, now)
             }
-            Class::Auth => self.on_unauthorized(id, token_generation, now),
+            Class::Auth => self.on_unauthorized(id, ex.token_generation, ex.challenge, now),
             Class::SessionExpired => self.on_session_expired(id, now),
             // Handled above; classify returns it only for transport failures.
             Class::Transport { .. } => {}
-        }
-    }
-
-    fn current_token_generation_of(&self, id: CallId) -> u64 {
-        match self.calls.get(&id).map(|c| &c.state) {
-            Some(CallState::InFlight { exchange, .. }) => self
-                .exchanges
-                .get(exchange)
-                .map_or(0, |e| e.token_generation),
-            _ => self.auth.generation,
         }
     }
 
@@ -1249,7 +1229,13 @@ impl Engine {
         self.calls.get(&id).map(|c| (c.used, c.attempts))
     }
 
-    fn on_unauthorized(&mut self, id: CallId, token_generation: u64, now: Instant) {
+    fn on_unauthorized(
+        &mut self,
+        id: CallId,
+        token_generation: u64,
+        challenge: Option<String>,
+        now: Instant,
+    ) {
         let Some((used, attempts)) = self.spent(id) else {
             return;
         };
@@ -1265,7 +1251,6 @@ impl Engine {
         if used.auth || attempts >= MAX_ATTEMPTS {
             return self.end(id, Err(CallError::Unauthorized), Verdict::Neutral, now);
         }
-        let challenge = self.challenge_of(id);
         if let Some(c) = self.calls.get_mut(&id) {
             c.used.auth = true;
         }
@@ -1276,16 +1261,6 @@ impl Engine {
                 since: now,
                 deadline: later(now, self.config.refresh_timeout),
             };
-        }
-    }
-
-    fn challenge_of(&self, id: CallId) -> Option<String> {
-        match self.calls.get(&id).map(|c| &c.state) {
-            Some(CallState::InFlight { exchange, .. }) => self
-                .exchanges
-                .get(exchange)
-                .and_then(|e| e.challenge.clone()),
-            _ => None,
         }
     }
 
@@ -1395,11 +1370,8 @@ impl Engine {
             return;
         };
         if let CallState::InFlight { exchange, .. } = call.state {
-            if self.exchange_open(exchange) {
-                self.abort(exchange);
-            } else {
-                self.exchanges.remove(&exchange);
-            }
+            // Still in the table means still unanswered: tell the adapter.
+            self.abort(exchange);
         }
         match (verdict, call.probe) {
             (Verdict::Reachable, _) => self.breaker.success(),
@@ -1488,7 +1460,7 @@ impl Engine {
                 }
                 self.drain_events(exchange, now);
             }
-            Reader::AwaitHead | Reader::Done => {}
+            Reader::AwaitHead => {}
         }
     }
 
@@ -1562,7 +1534,6 @@ impl Engine {
             return;
         };
         let ended = match &mut ex.reader {
-            Reader::Done => return,
             Reader::AwaitHead => Ended::Early,
             Reader::Error(body) => Ended::Error(ex.status, std::mem::take(body)),
             Reader::Json(body) => Ended::Json(std::mem::take(body)),
@@ -1600,31 +1571,25 @@ impl Engine {
         self.resolve(exchange, outcome, now);
     }
 
-    /// An exchange has its outcome: hand it to whoever sent it, once.
+    /// An exchange has its outcome: it leaves the table (so it resolves
+    /// once, and later input for it is ignored) and goes to its sender.
     fn resolve(&mut self, exchange: ExchangeId, outcome: Outcome, now: Instant) {
-        let Some(ex) = self.exchanges.get_mut(&exchange) else {
+        let Some(ex) = self.exchanges.remove(&exchange) else {
             return;
         };
-        if matches!(ex.reader, Reader::Done) {
-            return;
-        }
-        ex.reader = Reader::Done;
-        let (purpose, ctx) = (ex.purpose, ex.ctx);
-        match purpose {
+        match ex.purpose {
             Purpose::Call(id) => {
                 let current = matches!(
                     self.calls.get(&id).map(|c| &c.state),
                     Some(CallState::InFlight { exchange: e, .. }) if *e == exchange
                 );
                 if current {
-                    self.on_call(id, ctx, outcome, now);
+                    self.on_call(id, ex, outcome, now);
                 }
             }
-            Purpose::Initialize => self.on_initialize(exchange, outcome, now),
+            Purpose::Initialize => self.on_initialize(exchange, ex, outcome, now),
             Purpose::Initialized => self.on_initialized(exchange, outcome, now),
             Purpose::Notify => {}
         }
-        // The handlers above read what they need; nothing else will.
-        self.exchanges.remove(&exchange);
     }
 }
