@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the pinned real-server peers the integration tests start:
+#   tests/peers/.venv         official Python SDK (mcp==2.3.0) + uvicorn
+#   tests/peers/node_modules  official TypeScript SDK (@modelcontextprotocol/sdk 1.32.2) + express
+# Idempotent: a peer already at its pinned version is left alone.
+set -euo pipefail
+cd "$(dirname "$0")/../tests/peers"
+
+PY_PINS=(mcp==2.3.0 uvicorn==0.54.0)
+python=${PYTHON:-python3}
+if ! .venv/bin/python -c 'import importlib.metadata as m; assert m.version("mcp") == "2.3.0"' 2>/dev/null; then
+  rm -rf .venv
+  "$python" -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check "${PY_PINS[@]}"
+fi
+echo "python peer: $(.venv/bin/python --version), mcp $(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("mcp"))')"
+
+if ! node -e 'const p=require("./node_modules/@modelcontextprotocol/sdk/package.json"); if (p.version!=="1.32.2") process.exit(1)' 2>/dev/null; then
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+echo "typescript peer: node $(node --version), sdk $(node -p 'require("./node_modules/@modelcontextprotocol/sdk/package.json").version')"

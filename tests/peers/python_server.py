@@ -1,0 +1,174 @@
+"""Test peer: an MCP server on the official Python SDK (mcp==2.3.0).
+
+Started by the Rust integration tests, never by hand in CI. It binds
+127.0.0.1 (port 0 = any free port), prints `READY <port>` once the socket
+listens, and keeps its counters in files under --state so they survive a
+kill + restart: `initialize` (initialize requests handled) and `counter`
+(executions of the side-effecting tool).
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import sys
+import warnings
+
+warnings.simplefilter("ignore")  # the SDK warns about features the tests use on purpose
+
+import uvicorn
+from pydantic import BaseModel
+from starlette.responses import JSONResponse
+from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
+from mcp.types import ToolAnnotations
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--port", type=int, default=0)
+parser.add_argument("--state", required=True)
+parser.add_argument("--mode", choices=["sse", "json", "stateless"], default="sse")
+parser.add_argument("--idle-timeout", type=float, default=None)
+args = parser.parse_args()
+
+
+def bump(name: str) -> int:
+    """Adds one to a counter file, atomically (write + rename)."""
+    path = os.path.join(args.state, name)
+    try:
+        with open(path) as f:
+            n = int(f.read() or "0")
+    except FileNotFoundError:
+        n = 0
+    n += 1
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(str(n))
+    os.replace(tmp, path)
+    return n
+
+
+def read(name: str) -> int:
+    try:
+        with open(os.path.join(args.state, name)) as f:
+            return int(f.read() or "0")
+    except FileNotFoundError:
+        return 0
+
+
+app = MCPServer("python-peer", log_level="WARNING")
+
+
+@app.tool(annotations=ToolAnnotations(readOnlyHint=True))
+def echo(text: str) -> str:
+    """Returns its argument."""
+    return text
+
+
+@app.tool(annotations=ToolAnnotations(readOnlyHint=True))
+def add(a: int, b: int) -> int:
+    """Adds two integers."""
+    return a + b
+
+
+@app.tool(annotations=ToolAnnotations(readOnlyHint=False, idempotentHint=False))
+async def counter_increment(delay_ms: int = 0) -> int:
+    """Adds one to the persistent counter, then waits delay_ms before answering."""
+    n = bump("counter")
+    if delay_ms:
+        await asyncio.sleep(delay_ms / 1000)
+    return n
+
+
+@app.tool(annotations=ToolAnnotations(readOnlyHint=True))
+def counter_get() -> int:
+    """The persistent counter."""
+    return read("counter")
+
+
+@app.tool(annotations=ToolAnnotations(readOnlyHint=True))
+async def slow(steps: int, ctx: Context) -> str:
+    """Reports `steps` progress notifications, 20 ms apart."""
+    for i in range(steps):
+        await ctx.report_progress(i + 1, steps, f"step {i + 1}")
+        await ctx.info(f"step {i + 1} of {steps}")
+        await asyncio.sleep(0.02)
+    return f"done after {steps} steps"
+
+
+class Answer(BaseModel):
+    ok: bool
+
+
+@app.tool()
+async def confirm(question: str, ctx: Context) -> str:
+    """Asks the client (elicitation) and reports its answer."""
+    answer = await ctx.elicit(question, Answer)
+    data = getattr(answer, "data", None)
+    return f"{answer.action}:{data.ok if data is not None else None}"
+
+
+@app.custom_route("/stats", methods=["GET"])
+async def stats(request):
+    """Live sessions (SDK internals, test peer only) and the counters."""
+    live = len(app.session_manager._server_instances)
+    return JSONResponse({"sessions": live, "initialize": read("initialize"), "counter": read("counter")})
+
+
+@app.resource("counter://total")
+def counter_total() -> str:
+    """The persistent counter, as a resource."""
+    return str(read("counter"))
+
+
+@app.prompt()
+def greet(name: str) -> str:
+    """A greeting prompt."""
+    return f"Say hello to {name}."
+
+
+class CountInitialize:
+    """ASGI middleware counting JSON-RPC initialize requests in POST bodies."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await self.inner(scope, receive, send)
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message)
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
+        body = b"".join(m.get("body", b"") for m in chunks)
+        try:
+            parsed = json.loads(body)
+            items = parsed if isinstance(parsed, list) else [parsed]
+            if any(isinstance(m, dict) and m.get("method") == "initialize" for m in items):
+                bump("initialize")
+        except ValueError:
+            pass
+        pending = list(chunks)
+
+        async def replay():
+            return pending.pop(0) if pending else await receive()
+
+        return await self.inner(scope, replay, send)
+
+
+starlette_app = app.streamable_http_app(
+    json_response=args.mode == "json",
+    stateless_http=args.mode == "stateless",
+    session_idle_timeout=args.idle_timeout,
+)
+
+sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+sock.bind(("127.0.0.1", args.port))
+sock.listen(128)
+os.makedirs(args.state, exist_ok=True)
+print(f"READY {sock.getsockname()[1]}", flush=True)
+config = uvicorn.Config(CountInitialize(starlette_app), log_level="warning", lifespan="on")
+asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))
