@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command: everything the tests need, then every check.
 # Runs from a fresh clone on a machine with only the Rust toolchain,
-# Python 3.11 and Node 20. Later suites (real Python/TypeScript peers)
-# install their pinned packages here too.
+# Python 3.11 and Node 20: it installs the pinned real-server peers (the
+# official Python and TypeScript SDKs) that the integration tests start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -40,9 +40,18 @@ cargo clippy -j"$JOBS" --workspace --all-targets --all-features -- -D warnings
 step "docs (broken links and missing docs are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc -j"$JOBS" --workspace --all-features --no-deps -q
 
+step "real-server peers (pinned: mcp==2.3.0, @modelcontextprotocol/sdk@1.32.2)"
+bash scripts/peers.sh
+
 step "tests"
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+scratch=$(mktemp -d)
+peer=""
+cleanup() {
+  if [ -n "$peer" ]; then kill "$peer" 2>/dev/null || true; fi
+  rm -rf "$log" "$scratch"
+}
+trap cleanup EXIT
 cargo test -j"$JOBS" --workspace --all-features 2>&1 | tee "$log"
 passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
@@ -52,6 +61,20 @@ out=$(cargo run -q -j"$JOBS" -p mcp-recovery-core --example tcp_transport)
 echo "$out"
 echo "$out" | grep -q "session generation 4" || {
   echo "the demo did not recover its three lost sessions" >&2
+  exit 1
+}
+
+step "blocking example against the real Python peer"
+tests/peers/.venv/bin/python tests/peers/python_server.py --state "$scratch" --port 0 >"$scratch/out" &
+peer=$!
+for _ in $(seq 300); do grep -q '^READY' "$scratch/out" && break; sleep 0.1; done
+port=$(awk '/^READY/ {print $2}' "$scratch/out")
+[ -n "$port" ] || { echo "the Python peer did not start" >&2; exit 1; }
+out=$(cargo run -q -j"$JOBS" --features ureq --example blocking -- \
+  "http://127.0.0.1:${port}/mcp" echo '{"text":"hello from the example"}')
+echo "$out"
+echo "$out" | grep -q "^echo: hello from the example$" || {
+  echo "the blocking example did not call the tool" >&2
   exit 1
 }
 

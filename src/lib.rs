@@ -17,7 +17,8 @@ pub use mcp_recovery_ureq as blocking;
 #[cfg(feature = "smol")]
 pub use mcp_recovery_smol as smol;
 
-/// The README's code, compiled as a doctest so it cannot rot.
-#[cfg(doctest)]
+/// The README's code, compiled as a doctest so it cannot rot (it uses the
+/// blocking client, hence the feature).
+#[cfg(all(doctest, feature = "ureq"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

@@ -1,0 +1,244 @@
+//! Typed MCP results. Every type keeps the fields it does not name in
+//! `extra`, and every client method has a raw twin ([`crate::Client::request`]),
+//! so nothing the server sends is out of reach.
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// Fields a type does not name.
+pub type Extra = Map<String, Value>;
+
+/// A tool offered by the server.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct Tool {
+    /// Its name, for [`crate::Client::call_tool`].
+    pub name: String,
+    /// Human-readable title.
+    pub title: Option<String>,
+    /// What it does.
+    pub description: Option<String>,
+    /// JSON Schema of its arguments.
+    #[serde(default)]
+    pub input_schema: Value,
+    /// Behaviour hints.
+    #[serde(default)]
+    pub annotations: ToolAnnotations,
+    /// Everything else.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// A tool's behaviour hints (untrusted: they come from the server).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ToolAnnotations {
+    /// The tool does not change anything.
+    pub read_only_hint: Option<bool>,
+    /// Calling it again with the same arguments has no further effect.
+    pub idempotent_hint: Option<bool>,
+    /// It may destroy something.
+    pub destructive_hint: Option<bool>,
+    /// It talks to the outside world.
+    pub open_world_hint: Option<bool>,
+}
+
+impl Tool {
+    /// Whether a call may be replayed after an ambiguous transport failure:
+    /// the server says it is read-only or idempotent.
+    pub fn replay_safe(&self) -> bool {
+        let a = &self.annotations;
+        a.read_only_hint == Some(true) || a.idempotent_hint == Some(true)
+    }
+}
+
+/// One page of `tools/list`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ToolList {
+    /// The tools.
+    pub tools: Vec<Tool>,
+    /// Pass to the next `list_tools` for the next page.
+    pub next_cursor: Option<String>,
+}
+
+/// One piece of content in a tool result or prompt message.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[non_exhaustive]
+pub struct Content {
+    /// `text`, `image`, `audio`, `resource_link`, `resource`...
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The text, for `text` content.
+    pub text: Option<String>,
+    /// Everything else (data, mimeType, resource...).
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// The result of `tools/call`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ToolResult {
+    /// What the tool returned.
+    #[serde(default)]
+    pub content: Vec<Content>,
+    /// Structured output, if the tool declares an output schema.
+    pub structured_content: Option<Value>,
+    /// The tool itself failed (its error is in `content`).
+    #[serde(default)]
+    pub is_error: bool,
+    /// Everything else.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+impl ToolResult {
+    /// The text blocks, joined by newlines.
+    pub fn text(&self) -> String {
+        let texts: Vec<&str> = self
+            .content
+            .iter()
+            .filter_map(|c| c.text.as_deref())
+            .collect();
+        texts.join("\n")
+    }
+}
+
+/// A resource offered by the server.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct Resource {
+    /// Its URI, for [`crate::Client::read_resource`].
+    pub uri: String,
+    /// Its name.
+    pub name: String,
+    /// What it is.
+    pub description: Option<String>,
+    /// Its MIME type.
+    pub mime_type: Option<String>,
+    /// Everything else.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// One page of `resources/list`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ResourceList {
+    /// The resources.
+    pub resources: Vec<Resource>,
+    /// Pass to the next `list_resources` for the next page.
+    pub next_cursor: Option<String>,
+}
+
+/// One item of a `resources/read` result.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ResourceContents {
+    /// The URI it came from.
+    pub uri: String,
+    /// Its MIME type.
+    pub mime_type: Option<String>,
+    /// Text contents.
+    pub text: Option<String>,
+    /// Binary contents, base64.
+    pub blob: Option<String>,
+}
+
+/// The result of `resources/read`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[non_exhaustive]
+pub struct ResourceRead {
+    /// The contents.
+    pub contents: Vec<ResourceContents>,
+}
+
+/// A prompt offered by the server.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[non_exhaustive]
+pub struct Prompt {
+    /// Its name, for [`crate::Client::get_prompt`].
+    pub name: String,
+    /// What it is for.
+    pub description: Option<String>,
+    /// Its arguments.
+    #[serde(default)]
+    pub arguments: Vec<PromptArgument>,
+}
+
+/// An argument of a prompt.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[non_exhaustive]
+pub struct PromptArgument {
+    /// Its name.
+    pub name: String,
+    /// What it means.
+    pub description: Option<String>,
+    /// Whether it must be given.
+    #[serde(default)]
+    pub required: bool,
+}
+
+/// One page of `prompts/list`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct PromptList {
+    /// The prompts.
+    pub prompts: Vec<Prompt>,
+    /// Pass to the next `list_prompts` for the next page.
+    pub next_cursor: Option<String>,
+}
+
+/// A message of a prompt.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[non_exhaustive]
+pub struct PromptMessage {
+    /// `user` or `assistant`.
+    pub role: String,
+    /// What it says.
+    pub content: Content,
+}
+
+/// The result of `prompts/get`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[non_exhaustive]
+pub struct PromptResult {
+    /// What the prompt is for.
+    pub description: Option<String>,
+    /// Its messages.
+    pub messages: Vec<PromptMessage>,
+}
+
+/// A progress notification for a call.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Progress {
+    /// Progress so far (grows with every notification).
+    pub progress: f64,
+    /// The total, if known.
+    pub total: Option<f64>,
+    /// A description, if any.
+    pub message: Option<String>,
+}
+
+impl Progress {
+    pub(crate) fn from_params(params: &Value) -> Option<Progress> {
+        Some(Progress {
+            progress: params.get("progress")?.as_f64()?,
+            total: params.get("total").and_then(Value::as_f64),
+            message: params
+                .get("message")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        })
+    }
+}

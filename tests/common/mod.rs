@@ -1,0 +1,212 @@
+//! Real MCP servers for the integration tests: the official Python SDK and
+//! the official TypeScript SDK, installed pinned by `scripts/peers.sh` (the
+//! README's test command runs it). A missing peer fails the test loudly.
+#![allow(dead_code)] // each test binary uses its own part of this
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Which server, in which mode.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Kind {
+    /// `mcp==2.3.0` MCPServer; `idle` = `session_idle_timeout` seconds.
+    Python { mode: Mode, idle: Option<f64> },
+    /// `@modelcontextprotocol/sdk@1.32.2` with express.
+    Ts { mode: Mode },
+}
+
+/// How the server answers POSTs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `text/event-stream` responses.
+    Sse,
+    /// `application/json` responses.
+    Json,
+    /// No sessions at all.
+    Stateless,
+}
+
+impl Mode {
+    fn arg(self) -> &'static str {
+        match self {
+            Mode::Sse => "sse",
+            Mode::Json => "json",
+            Mode::Stateless => "stateless",
+        }
+    }
+}
+
+fn peers_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers")
+}
+
+/// A running peer; killed when dropped.
+pub struct Peer {
+    pub kind: Kind,
+    pub port: u16,
+    state: PathBuf,
+    child: Option<Child>,
+}
+
+impl Peer {
+    /// Starts `kind` on a free loopback port.
+    pub fn start(kind: Kind) -> Peer {
+        let state = std::env::temp_dir().join(format!(
+            "mcp-recovery-peer-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&state);
+        std::fs::create_dir_all(&state).expect("state dir");
+        let mut peer = Peer {
+            kind,
+            port: 0,
+            state,
+            child: None,
+        };
+        peer.spawn();
+        peer
+    }
+
+    fn spawn(&mut self) {
+        let dir = peers_dir();
+        let mut cmd = match self.kind {
+            Kind::Python { mode, idle } => {
+                let python = dir.join(".venv/bin/python");
+                assert!(
+                    python.exists(),
+                    "Python peer not installed ({}): run `bash scripts/peers.sh` \
+                     (the README's test command does)",
+                    python.display()
+                );
+                let mut c = Command::new(python);
+                c.arg(dir.join("python_server.py"))
+                    .args(["--mode", mode.arg()]);
+                if let Some(s) = idle {
+                    c.args(["--idle-timeout", &s.to_string()]);
+                }
+                c
+            }
+            Kind::Ts { mode } => {
+                assert!(
+                    dir.join("node_modules/@modelcontextprotocol/sdk").exists(),
+                    "TypeScript peer not installed: run `bash scripts/peers.sh` \
+                     (the README's test command does)"
+                );
+                let mut c = Command::new("node");
+                c.arg(dir.join("ts_server.mjs"))
+                    .args(["--mode", mode.arg()]);
+                c
+            }
+        };
+        cmd.arg("--state")
+            .arg(&self.state)
+            .args(["--port", &self.port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("start peer");
+        let stdout = child.stdout.take().expect("peer stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(port) = line.strip_prefix("READY ") {
+                    let _ = tx.send(port.trim().parse::<u16>().expect("READY <port>"));
+                }
+            }
+        });
+        // The peer prints READY once its socket listens; a second of Python
+        // imports is normal, half a minute is a broken install.
+        let port = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("{:?} did not start within 30 s", self.kind));
+        self.port = port;
+        self.child = Some(child);
+    }
+
+    /// The MCP endpoint.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+
+    /// Kills the server (SIGKILL: no goodbye to anyone).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Kill + start on the same port: every session is gone.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Starts it again after [`Peer::kill`], on the same port.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none());
+        self.spawn();
+    }
+
+    fn count(&self, name: &str) -> u64 {
+        std::fs::read_to_string(self.state.join(name))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// `initialize` requests the server handled, across restarts.
+    pub fn initializes(&self) -> u64 {
+        self.count("initialize")
+    }
+
+    /// Executions of `counter_increment`, across restarts.
+    pub fn counter(&self) -> u64 {
+        self.count("counter")
+    }
+
+    /// Sessions the server holds right now.
+    pub fn live_sessions(&self) -> u64 {
+        let url = format!("http://127.0.0.1:{}/stats", self.port);
+        let body = ureq::get(&url)
+            .call()
+            .expect("stats")
+            .body_mut()
+            .read_to_string()
+            .expect("stats body");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("stats json");
+        v["sessions"].as_u64().expect("sessions")
+    }
+
+    /// Waits until the server has dropped every session (idle timeout).
+    pub fn await_no_sessions(&self, within: Duration) {
+        wait_for(within, "sessions to expire", || self.live_sessions() == 0);
+    }
+
+    /// Waits until `counter_increment` has run `n` times.
+    pub fn await_counter(&self, n: u64, within: Duration) {
+        wait_for(within, "the counter", || self.counter() >= n);
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds; panics after `within`.
+pub fn wait_for(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + within;
+    while !cond() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.state);
+    }
+}
