@@ -61,6 +61,7 @@
 
 pub mod breaker;
 pub mod classify;
+pub mod dispatch;
 pub mod error;
 pub mod http;
 pub mod jsonrpc;
@@ -72,6 +73,7 @@ pub mod token;
 
 pub use breaker::{BreakerConfig, BreakerState};
 pub use classify::SessionPatterns;
+pub use dispatch::{CallEnd, Dispatcher, Job, Mail};
 pub use error::{CallError, ProtocolError};
 pub use http::{FailureKind, HttpRequest, Method, TransportFailure};
 pub use jsonrpc::{Message, RequestId, RpcError};

@@ -1,5 +1,5 @@
 //! Typed MCP results. Every type keeps the fields it does not name in
-//! `extra`, and every client method has a raw twin ([`crate::Client::request`]),
+//! `extra`, and every client has a raw `request` method,
 //! so nothing the server sends is out of reach.
 
 use serde::Deserialize;
@@ -13,7 +13,7 @@ pub type Extra = Map<String, Value>;
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct Tool {
-    /// Its name, for [`crate::Client::call_tool`].
+    /// Its name, for `call_tool`.
     pub name: String,
     /// Human-readable title.
     pub title: Option<String>,
@@ -114,7 +114,7 @@ impl ToolResult {
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct Resource {
-    /// Its URI, for [`crate::Client::read_resource`].
+    /// Its URI, for `read_resource`.
     pub uri: String,
     /// Its name.
     pub name: String,
@@ -165,7 +165,7 @@ pub struct ResourceRead {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[non_exhaustive]
 pub struct Prompt {
-    /// Its name, for [`crate::Client::get_prompt`].
+    /// Its name, for `get_prompt`.
     pub name: String,
     /// What it is for.
     pub description: Option<String>,
@@ -231,7 +231,8 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub(crate) fn from_params(params: &Value) -> Option<Progress> {
+    /// Reads the params of a `notifications/progress`.
+    pub fn from_params(params: &Value) -> Option<Progress> {
         Some(Progress {
             progress: params.get("progress")?.as_f64()?,
             total: params.get("total").and_then(Value::as_f64),

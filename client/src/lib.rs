@@ -1,0 +1,543 @@
+//! The client surface the `mcp-recovery` adapters share, so the blocking
+//! (`mcp-recovery-ureq`) and async (`mcp-recovery-smol`) clients take the
+//! same settings, return the same types and fail with the same errors.
+//!
+//! Nothing here does I/O or decides anything about recovery (that is
+//! [`mcp_recovery_core`]'s); it turns client methods into core
+//! [`Operation`]s and core outcomes into typed results.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod types;
+
+pub use mcp_recovery_core as core;
+pub use types::*;
+
+use mcp_recovery_core::{
+    Action, BreakerConfig, CallEnd, CallError, Config, Operation, Protocol, RpcError, Token,
+};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Map, Value};
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// Why a client call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The core gave up on the call (see [`CallError`] for each reason).
+    #[error(transparent)]
+    Call(#[from] CallError),
+    /// The server answered with a JSON-RPC error.
+    #[error("server error {}: {}", .0.code, .0.message)]
+    Rpc(RpcError),
+    /// The call's own timeout passed; it was cancelled.
+    #[error("call timed out")]
+    Timeout,
+    /// The result did not have the shape MCP gives it.
+    #[error("unexpected result: {0}")]
+    Decode(String),
+    /// The client was set up wrong.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// Why a token refresh failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RefreshError {
+    /// A person must authorize again (`invalid_grant`, nothing to refresh).
+    #[error("re-authorization needed: {0}")]
+    NeedsReauth(String),
+    /// Anything else (token endpoint down...). Must not contain secrets.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Where bearer tokens come from.
+pub trait TokenSource: Send + Sync {
+    /// The token to start with.
+    fn token(&self) -> Option<Token>;
+    /// Whether [`TokenSource::refresh`] can produce a new token. When not,
+    /// a 401 surfaces [`CallError::NeedsReauth`] at once.
+    fn can_refresh(&self) -> bool {
+        false
+    }
+    /// Produces a new token after the server refused the one of
+    /// `generation`. Called once for all callers that failed on it (the
+    /// async client runs it on a blocking-capable thread).
+    fn refresh(&self, generation: u64, challenge: Option<&str>) -> Result<Token, RefreshError> {
+        let _ = (generation, challenge);
+        Err(RefreshError::NeedsReauth("static token".into()))
+    }
+}
+
+/// A fixed bearer token.
+pub struct StaticToken(Token);
+
+impl StaticToken {
+    /// `Authorization: Bearer <token>`.
+    pub fn bearer(token: &str) -> Self {
+        StaticToken(Token::bearer(token))
+    }
+}
+
+impl TokenSource for StaticToken {
+    fn token(&self) -> Option<Token> {
+        Some(self.0.clone())
+    }
+}
+
+/// Answers what the server sends on its own: requests (sampling,
+/// elicitation, roots...) and notifications (logging, list changed...).
+/// Called while the response that carried the message is being read, never
+/// under a lock. Progress of a call goes to that call's callback instead.
+pub trait ServerHandler: Send + Sync {
+    /// A server request. The default refuses with "method not found".
+    fn request(&self, method: &str, params: Option<Value>) -> Result<Value, RpcError> {
+        let _ = params;
+        Err(RpcError::new(-32601, format!("method not found: {method}")))
+    }
+    /// A server notification.
+    fn notification(&self, method: &str, params: Option<Value>) {
+        let _ = (method, params);
+    }
+}
+
+/// The answer to a server request when no [`ServerHandler`] is set, or the
+/// handler's.
+pub fn answer(
+    handler: Option<&dyn ServerHandler>,
+    method: &str,
+    params: Option<Value>,
+) -> Result<Value, RpcError> {
+    match handler {
+        Some(h) => h.request(method, params),
+        None => Err(RpcError::new(-32601, format!("method not found: {method}"))),
+    }
+}
+
+/// Cancels one call from anywhere: the call returns
+/// [`CallError::Cancelled`] and, if its request reached the server, the
+/// server gets `notifications/cancelled`. Get one from the client's
+/// `cancel_handle`.
+#[derive(Clone)]
+pub struct CancelHandle {
+    flag: Arc<AtomicBool>,
+    wake: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl CancelHandle {
+    /// A handle that runs `wake` (wakes the waiting call) when cancelled.
+    pub fn new(wake: Arc<dyn Fn() + Send + Sync>) -> Self {
+        CancelHandle {
+            flag: Arc::new(AtomicBool::new(false)),
+            wake,
+        }
+    }
+
+    /// Cancels the call. Idempotent.
+    pub fn cancel(&self) {
+        self.flag.store(true, Ordering::Release);
+        (self.wake)();
+    }
+
+    /// Whether [`CancelHandle::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
+    }
+}
+
+impl fmt::Debug for CancelHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CancelHandle")
+            .field("cancelled", &self.is_cancelled())
+            .finish()
+    }
+}
+
+/// A call's progress callback.
+pub type ProgressFn<'a> = dyn FnMut(Progress) + Send + 'a;
+
+/// Per-call options for `call_tool_with`.
+#[derive(Default)]
+#[non_exhaustive]
+pub struct CallOptions<'a> {
+    /// Replay-safe or not, overriding the tool's annotations.
+    pub idempotent: Option<bool>,
+    /// Ends the call with [`Error::Timeout`] after this long (overrides the
+    /// client's call timeout).
+    pub timeout: Option<Duration>,
+    /// Lets another thread or task cancel the call.
+    pub cancel: Option<CancelHandle>,
+    /// Receives the server's progress notifications for this call.
+    pub progress: Option<Box<ProgressFn<'a>>>,
+}
+
+impl<'a> CallOptions<'a> {
+    /// No options: the client's defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Declares the call replay-safe (or not), whatever the tool says.
+    pub fn idempotent(mut self, yes: bool) -> Self {
+        self.idempotent = Some(yes);
+        self
+    }
+    /// Gives up (and cancels) after `d`.
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = Some(d);
+        self
+    }
+    /// Lets `handle` cancel the call.
+    pub fn cancel(mut self, handle: CancelHandle) -> Self {
+        self.cancel = Some(handle);
+        self
+    }
+    /// Asks the server for progress notifications and passes them to `f`.
+    pub fn progress(mut self, f: impl FnMut(Progress) + Send + 'a) -> Self {
+        self.progress = Some(Box::new(f));
+        self
+    }
+}
+
+/// Watches the core's recovery steps.
+pub type Observer = dyn Fn(&Action) + Send + Sync;
+
+/// Everything a client is built from. Filled by [`ClientBuilder`].
+#[non_exhaustive]
+pub struct Settings {
+    /// The core's settings (URL, headers, deadlines, breaker...).
+    pub config: Config,
+    /// TCP connect timeout (default 10 s).
+    pub connect_timeout: Duration,
+    /// Longest silence while reading a response or event stream (default 60 s).
+    pub read_timeout: Duration,
+    /// Default limit on a whole call, recovery included (default none).
+    pub call_timeout: Option<Duration>,
+    /// Where tokens come from.
+    pub tokens: Option<Arc<dyn TokenSource>>,
+    /// Who answers server requests and notifications.
+    pub handler: Option<Arc<dyn ServerHandler>>,
+    /// Who watches recovery steps.
+    pub observer: Option<Arc<Observer>>,
+}
+
+impl Settings {
+    /// Checks what every adapter needs and fixes up the core config:
+    /// an http(s) URL with a host, no credential in plain headers, and a
+    /// 401 asks for a refresh only when the token source can refresh.
+    pub fn validate(&mut self) -> Result<(), Error> {
+        let url = self.config.url.as_str();
+        let rest = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
+            .ok_or_else(|| Error::Config(format!("not an http(s) URL: {url:?}")))?;
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let host = authority.rsplit('@').next().unwrap_or("");
+        if host.is_empty() || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(Error::Config(format!("bad URL {url:?}")));
+        }
+        if self
+            .config
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        {
+            return Err(Error::Config(
+                "set credentials with bearer() or token_source()".into(),
+            ));
+        }
+        self.config.refresh_on_401 = self.tokens.as_ref().is_some_and(|t| t.can_refresh());
+        Ok(())
+    }
+
+    /// The token to start with.
+    pub fn initial_token(&self) -> Option<Token> {
+        self.tokens.as_ref().and_then(|t| t.token())
+    }
+}
+
+/// Builds a client of type `C` (`mcp_recovery_ureq::Client`,
+/// `mcp_recovery_smol::Client`).
+#[must_use]
+pub struct ClientBuilder<C> {
+    settings: Settings,
+    client: PhantomData<fn() -> C>,
+}
+
+/// A client that can be built from [`Settings`].
+pub trait Build: Sized {
+    /// Builds it.
+    fn build(settings: Settings) -> Result<Self, Error>;
+}
+
+impl<C: Build> ClientBuilder<C> {
+    /// Defaults for the MCP endpoint at `url`.
+    pub fn new(url: &str) -> Self {
+        ClientBuilder {
+            settings: Settings {
+                config: Config::new(url),
+                connect_timeout: Duration::from_secs(10),
+                read_timeout: Duration::from_secs(60),
+                call_timeout: None,
+                tokens: None,
+                handler: None,
+                observer: None,
+            },
+            client: PhantomData,
+        }
+    }
+    /// Adds a header to every request (not `Authorization`: use a token).
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.settings.config = self.settings.config.header(name, value);
+        self
+    }
+    /// Uses a fixed bearer token.
+    pub fn bearer(self, token: &str) -> Self {
+        self.token_source(StaticToken::bearer(token))
+    }
+    /// Uses a token source (refreshing ones plug in here).
+    pub fn token_source(mut self, source: impl TokenSource + 'static) -> Self {
+        self.settings.tokens = Some(Arc::new(source));
+        self
+    }
+    /// TCP connect timeout (default 10 s).
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.settings.connect_timeout = d;
+        self
+    }
+    /// Longest silence while reading a response or an event stream
+    /// (default 60 s).
+    pub fn read_timeout(mut self, d: Duration) -> Self {
+        self.settings.read_timeout = d;
+        self
+    }
+    /// Default limit on a whole call, recovery included (default none).
+    pub fn call_timeout(mut self, d: Duration) -> Self {
+        self.settings.call_timeout = Some(d);
+        self
+    }
+    /// How long a call waits for a lost session to come back (default 15 s).
+    pub fn await_ready(mut self, d: Duration) -> Self {
+        self.settings.config = self.settings.config.await_ready(d);
+        self
+    }
+    /// Circuit breaker settings.
+    pub fn breaker(mut self, b: BreakerConfig) -> Self {
+        self.settings.config = self.settings.config.breaker(b);
+        self
+    }
+    /// Largest response body or SSE event (default 16 MiB).
+    pub fn max_body_size(mut self, bytes: usize) -> Self {
+        self.settings.config.max_body_size = bytes;
+        self
+    }
+    /// Protocol era (default: the 2025 session protocol).
+    pub fn protocol(mut self, p: Protocol) -> Self {
+        self.settings.config = self.settings.config.protocol(p);
+        self
+    }
+    /// Any other core setting.
+    pub fn configure(mut self, f: impl FnOnce(&mut Config)) -> Self {
+        f(&mut self.settings.config);
+        self
+    }
+    /// Who answers server requests and notifications.
+    pub fn handler(mut self, h: impl ServerHandler + 'static) -> Self {
+        self.settings.handler = Some(Arc::new(h));
+        self
+    }
+    /// Watches the core's recovery actions (`SignalReconnect`,
+    /// `AwaitReady`, `RetryOnce`, `SessionReady`, `SessionFailed`), e.g. to
+    /// log them. Runs outside any lock.
+    pub fn on_recovery(mut self, f: impl Fn(&Action) + Send + Sync + 'static) -> Self {
+        self.settings.observer = Some(Arc::new(f));
+        self
+    }
+    /// Builds the client. Nothing is sent until the first call.
+    pub fn build(self) -> Result<C, Error> {
+        C::build(self.settings)
+    }
+}
+
+/// What a call's driver watches: its cancel handle and its deadline.
+pub struct Watch {
+    /// The call's cancel handle, if any.
+    pub cancel: Option<CancelHandle>,
+    /// When the call gives up with [`Error::Timeout`].
+    pub deadline: Option<Instant>,
+}
+
+impl Watch {
+    /// Whether the caller gave up (cancelled, or past its deadline).
+    pub fn gave_up(&self, now: Instant) -> bool {
+        self.cancelled() || self.deadline.is_some_and(|d| d <= now)
+    }
+
+    /// Whether the cancel handle fired (as opposed to the deadline).
+    pub fn cancelled(&self) -> bool {
+        self.cancel.as_ref().is_some_and(CancelHandle::is_cancelled)
+    }
+
+    /// The read timeout for an exchange of this call: the client's, cut to
+    /// the time the call has left, so a silent server cannot hold it past
+    /// its deadline.
+    pub fn read_timeout(&self, configured: Duration, now: Instant) -> Duration {
+        match self.deadline {
+            Some(d) => {
+                let left = d.saturating_duration_since(now);
+                configured.min(left.max(Duration::from_millis(1)))
+            }
+            None => configured,
+        }
+    }
+
+    /// The call's result: a cancel caused by the deadline reads as
+    /// [`Error::Timeout`].
+    pub fn finish(&self, end: CallEnd) -> Result<Value, Error> {
+        match end {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(Error::Rpc(e)),
+            Err(CallError::Cancelled) if !self.cancelled() && self.deadline.is_some() => {
+                Err(Error::Timeout)
+            }
+            Err(e) => Err(Error::Call(e)),
+        }
+    }
+}
+
+/// What the clients remember between calls, apart from the session: which
+/// tools said they are replay-safe, and the next progress token.
+#[derive(Default)]
+pub struct Memory {
+    replay_safe: Mutex<HashMap<String, bool>>,
+    progress_tokens: AtomicU64,
+}
+
+impl Memory {
+    /// Remembers the annotations of a `tools/list` page.
+    pub fn remember(&self, list: &ToolList) {
+        let mut safe = self
+            .replay_safe
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        safe.extend(list.tools.iter().map(|t| (t.name.clone(), t.replay_safe())));
+    }
+
+    /// The `tools/call` operation: replay-safe when the caller says so, or
+    /// else when the tool's annotations did; with a progress token when the
+    /// caller wants progress.
+    pub fn tools_call(&self, name: &str, arguments: Value, opts: &CallOptions<'_>) -> Operation {
+        let known = self
+            .replay_safe
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .copied();
+        let mut params = Map::new();
+        params.insert("name".into(), name.into());
+        params.insert("arguments".into(), arguments);
+        if opts.progress.is_some() {
+            let token = self.progress_tokens.fetch_add(1, Ordering::Relaxed);
+            params.insert("_meta".into(), json!({ "progressToken": token }));
+        }
+        Operation::new("tools/call", Some(Value::Object(params)))
+            .idempotent(opts.idempotent.or(known).unwrap_or(false))
+    }
+
+    /// The watch for a call with `opts`, given the client's default timeout.
+    pub fn watch(opts: &CallOptions<'_>, call_timeout: Option<Duration>, now: Instant) -> Watch {
+        Watch {
+            cancel: opts.cancel.clone(),
+            deadline: opts
+                .timeout
+                .or(call_timeout)
+                .and_then(|t| now.checked_add(t)),
+        }
+    }
+}
+
+/// Decodes a result into its MCP type.
+pub fn decode<T: DeserializeOwned>(v: Value) -> Result<T, Error> {
+    serde_json::from_value(v).map_err(|e| Error::Decode(e.to_string()))
+}
+
+/// Tells whether a pagination cursor is new; a cursor seen twice ends the
+/// listing, so a server that loops cannot loop us.
+#[derive(Default)]
+pub struct Cursors(HashSet<String>);
+
+impl Cursors {
+    /// The cursor to ask for next, if any.
+    pub fn next(&mut self, cursor: Option<String>) -> Option<String> {
+        cursor.filter(|c| self.0.insert(c.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Dummy;
+    impl Build for Dummy {
+        fn build(mut s: Settings) -> Result<Self, Error> {
+            s.validate().map(|_| Dummy)
+        }
+    }
+
+    #[test]
+    fn bad_settings_are_typed_errors() {
+        for url in [
+            "ftp://x/mcp",
+            "not a url",
+            "http:///mcp",
+            "http://a b/mcp",
+            "",
+        ] {
+            let r = ClientBuilder::<Dummy>::new(url).build();
+            assert!(matches!(r, Err(Error::Config(_))), "{url}");
+        }
+        let r = ClientBuilder::<Dummy>::new("http://127.0.0.1:1/mcp")
+            .header("Authorization", "Bearer x")
+            .build();
+        assert!(matches!(r, Err(Error::Config(_))));
+        assert!(ClientBuilder::<Dummy>::new("https://h.example/mcp")
+            .build()
+            .is_ok());
+    }
+
+    #[test]
+    fn looping_cursors_end() {
+        let mut c = Cursors::default();
+        assert_eq!(c.next(Some("a".into())), Some("a".into()));
+        assert_eq!(c.next(Some("a".into())), None);
+        assert_eq!(c.next(None), None);
+    }
+
+    #[test]
+    fn deadline_cancel_reads_as_timeout() {
+        let now = Instant::now();
+        let w = Memory::watch(
+            &CallOptions::new().timeout(Duration::from_secs(1)),
+            None,
+            now,
+        );
+        assert!(matches!(
+            w.finish(Err(CallError::Cancelled)),
+            Err(Error::Timeout)
+        ));
+        let handle = CancelHandle::new(Arc::new(|| {}));
+        handle.cancel();
+        let w = Memory::watch(&CallOptions::new().cancel(handle), None, now);
+        assert!(w.gave_up(now));
+        assert!(matches!(
+            w.finish(Err(CallError::Cancelled)),
+            Err(Error::Call(CallError::Cancelled))
+        ));
+    }
+}
