@@ -34,6 +34,17 @@ if [ "$direct" != "serde_json thiserror " ]; then
 fi
 echo "direct dependencies: $direct"
 
+step "no tokio runtime under the smol client (hyper's tokio/sync only)"
+features=$(cargo tree -p mcp-recovery-smol -e features -i tokio 2>/dev/null \
+  | grep -oE 'tokio feature "[^"]+"' | sort -u | sed 's/tokio feature //' | tr -d '"' | tr '\n' ' ')
+echo "tokio features in the smol client's tree: ${features:-none}"
+for f in $features; do
+  case "$f" in
+    default | sync) ;;
+    *) echo "the smol client pulls tokio feature \"$f\": no tokio runtime allowed" >&2; exit 1 ;;
+  esac
+done
+
 step "clippy (warnings are errors; core/clippy.toml bans clocks, sleeps, threads, sockets)"
 cargo clippy -j"$JOBS" --workspace --all-targets --all-features -- -D warnings
 
@@ -64,7 +75,7 @@ echo "$out" | grep -q "session generation 4" || {
   exit 1
 }
 
-step "blocking example against the real Python peer"
+step "blocking and smol examples against the real Python peer"
 tests/peers/.venv/bin/python tests/peers/python_server.py --state "$scratch" --port 0 >"$scratch/out" &
 peer=$!
 for _ in $(seq 300); do grep -q '^READY' "$scratch/out" && break; sleep 0.1; done
@@ -75,6 +86,14 @@ out=$(cargo run -q -j"$JOBS" --features ureq --example blocking -- \
 echo "$out"
 echo "$out" | grep -q "^echo: hello from the example$" || {
   echo "the blocking example did not call the tool" >&2
+  exit 1
+}
+
+out=$(cargo run -q -j"$JOBS" --features smol --example smol -- \
+  "http://127.0.0.1:${port}/mcp" echo '{"text":"hello from smol"}')
+echo "$out"
+echo "$out" | grep -q "^echo: hello from smol$" || {
+  echo "the smol example did not call the tool" >&2
   exit 1
 }
 

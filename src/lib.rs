@@ -9,6 +9,9 @@
 
 pub use mcp_recovery_core as core;
 
+/// What both clients share: settings, typed results, errors, options.
+pub use mcp_recovery_client as client;
+
 /// The blocking client over `ureq` (feature `ureq`).
 #[cfg(feature = "ureq")]
 pub use mcp_recovery_ureq as blocking;
@@ -18,7 +21,7 @@ pub use mcp_recovery_ureq as blocking;
 pub use mcp_recovery_smol as smol;
 
 /// The README's code, compiled as a doctest so it cannot rot (it uses the
-/// blocking client, hence the feature).
-#[cfg(all(doctest, feature = "ureq"))]
+/// clients, hence the features).
+#[cfg(all(doctest, feature = "ureq", feature = "smol"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

@@ -3,6 +3,8 @@
 //! README's test command runs it). A missing peer fails the test loudly.
 #![allow(dead_code)] // each test binary uses its own part of this
 
+pub mod scenarios;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -167,6 +169,17 @@ impl Peer {
     /// Executions of `counter_increment`, across restarts.
     pub fn counter(&self) -> u64 {
         self.count("counter")
+    }
+
+    /// Runs of the `slow` tool the server stopped before their end
+    /// (Python peer: the client cancelled them).
+    pub fn cancelled(&self) -> u64 {
+        self.count("cancelled")
+    }
+
+    /// Waits until the server stopped `n` runs of `slow` early.
+    pub fn await_cancelled(&self, n: u64, within: Duration) {
+        wait_for(within, "a cancelled run", || self.cancelled() >= n);
     }
 
     /// Sessions the server holds right now.

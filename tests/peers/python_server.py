@@ -88,12 +88,19 @@ def counter_get() -> int:
 
 @app.tool(annotations=ToolAnnotations(readOnlyHint=True))
 async def slow(steps: int, ctx: Context) -> str:
-    """Reports `steps` progress notifications, 20 ms apart."""
-    for i in range(steps):
-        await ctx.report_progress(i + 1, steps, f"step {i + 1}")
-        await ctx.info(f"step {i + 1} of {steps}")
-        await asyncio.sleep(0.02)
-    return f"done after {steps} steps"
+    """Reports `steps` progress notifications, 20 ms apart. A run stopped
+    before its end (the client cancelled) counts in the `cancelled` file."""
+    finished = False
+    try:
+        for i in range(steps):
+            await ctx.report_progress(i + 1, steps, f"step {i + 1}")
+            await ctx.info(f"step {i + 1} of {steps}")
+            await asyncio.sleep(0.02)
+        finished = True
+        return f"done after {steps} steps"
+    finally:
+        if not finished:
+            bump("cancelled")
 
 
 class Answer(BaseModel):

@@ -1,0 +1,279 @@
+//! HTTP/1.1 over hyper's connection API, on smol's sockets: a small pool of
+//! keep-alive connections per origin, TLS by rustls (ring provider, the
+//! webpki roots), no redirects, a timeout on every read.
+//!
+//! Why hyper's `client::conn` and not a full client: it is runtime-agnostic
+//! (smol-hyper adapts smol's I/O to it) and leaves pooling, timeouts and
+//! redirects to us, which is where the recovery rules live anyway. The only
+//! piece of tokio in the tree is the `sync` crate hyper itself needs.
+
+use async_io::Timer;
+use futures_lite::future;
+use futures_lite::{AsyncRead, AsyncWrite};
+use futures_rustls::rustls::pki_types::ServerName;
+use futures_rustls::rustls::{self, ClientConfig, RootCertStore};
+use futures_rustls::TlsConnector;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::{Request, Response, Uri};
+use mcp_recovery_core::{FailureKind, HttpRequest, TransportFailure};
+use smol::net::TcpStream;
+use smol_hyper::rt::FuturesIo;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+type Sender = SendRequest<Full<Bytes>>;
+
+/// Idle connections kept per origin; more are closed when they come back.
+const MAX_IDLE: usize = 32;
+
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Origin {
+    tls: bool,
+    host: String,
+    port: u16,
+}
+
+pub(crate) struct Http {
+    idle: Arc<Mutex<HashMap<Origin, Vec<Sender>>>>,
+    tls: TlsConnector,
+    connect_timeout: Duration,
+}
+
+/// A response whose body is read chunk by chunk; its connection goes back
+/// to the pool only once the body was read to its end.
+pub(crate) struct Body {
+    body: Incoming,
+    back: Option<(Origin, Sender)>,
+    idle: Arc<Mutex<HashMap<Origin, Vec<Sender>>>>,
+}
+
+impl Body {
+    /// The next chunk, `Ok(None)` at the end, or a failure (after send: the
+    /// server may have acted on the request).
+    pub async fn chunk(
+        &mut self,
+        read_timeout: Duration,
+    ) -> Result<Option<Bytes>, TransportFailure> {
+        loop {
+            let frame = future::or(async { Some(self.body.frame().await) }, async {
+                Timer::after(read_timeout).await;
+                None
+            })
+            .await;
+            match frame {
+                None => {
+                    return Err(TransportFailure::after_send(
+                        FailureKind::Timeout,
+                        "read timed out",
+                    ))
+                }
+                Some(None) => {
+                    if let Some((origin, sender)) = self.back.take() {
+                        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+                        let list = idle.entry(origin).or_default();
+                        if list.len() < MAX_IDLE {
+                            list.push(sender);
+                        }
+                    }
+                    return Ok(None);
+                }
+                Some(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Ok(Some(data));
+                    }
+                    // Trailers: nothing for us.
+                }
+                Some(Some(Err(e))) => {
+                    return Err(TransportFailure::after_send(
+                        FailureKind::Reset,
+                        e.to_string(),
+                    ))
+                }
+            }
+        }
+    }
+}
+
+impl Http {
+    pub fn new(connect_timeout: Duration) -> Self {
+        let roots = RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        // The provider is set explicitly: no process-wide default is assumed.
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+            .expect("ring supports the default protocol versions");
+        Http {
+            idle: Default::default(),
+            tls: TlsConnector::from(Arc::new(config)),
+            connect_timeout,
+        }
+    }
+
+    /// Sends `request` and waits (at most `read_timeout`) for the head.
+    pub async fn send(
+        &self,
+        request: &HttpRequest,
+        read_timeout: Duration,
+    ) -> Result<(Response<()>, Body), TransportFailure> {
+        let uri: Uri = request
+            .url
+            .parse()
+            .map_err(|_| TransportFailure::not_sent(FailureKind::Other, "bad URL"))?;
+        let origin = Origin {
+            tls: uri.scheme_str() == Some("https"),
+            host: uri
+                .host()
+                .unwrap_or_default()
+                .trim_matches(['[', ']'])
+                .to_owned(),
+            port: uri
+                .port_u16()
+                .unwrap_or(if uri.scheme_str() == Some("https") {
+                    443
+                } else {
+                    80
+                }),
+        };
+        let mut req = Some(build(request, &uri)?);
+        // A pooled connection the server closed meanwhile gives the request
+        // back unsent: then, and only then, try the next one.
+        loop {
+            let (mut sender, pooled) = match self.pooled(&origin) {
+                Some(s) => (s, true),
+                None => (self.connect(&origin).await?, false),
+            };
+            if pooled {
+                // Resolves at once on a live idle connection, with an error
+                // on one the server closed.
+                let ready = future::or(async { sender.ready().await.is_ok() }, async {
+                    Timer::after(read_timeout).await;
+                    false
+                });
+                if !ready.await {
+                    continue;
+                }
+            }
+            let Some(r) = req.take() else {
+                return Err(TransportFailure::not_sent(
+                    FailureKind::Other,
+                    "request lost",
+                ));
+            };
+            let sent = future::or(async { Some(sender.try_send_request(r).await) }, async {
+                Timer::after(read_timeout).await;
+                None
+            })
+            .await;
+            match sent {
+                None => {
+                    return Err(TransportFailure::after_send(
+                        FailureKind::Timeout,
+                        "no response head in time",
+                    ))
+                }
+                Some(Ok(response)) => {
+                    let (head, body) = response.into_parts();
+                    let body = Body {
+                        body,
+                        back: Some((origin, sender)),
+                        idle: self.idle.clone(),
+                    };
+                    return Ok((Response::from_parts(head, ()), body));
+                }
+                Some(Err(mut e)) => match e.take_message() {
+                    Some(r) if pooled => req = Some(r),
+                    Some(_) => {
+                        return Err(TransportFailure::not_sent(
+                            FailureKind::Connect,
+                            e.into_error().to_string(),
+                        ))
+                    }
+                    None => {
+                        let err = e.into_error();
+                        let kind = if err.is_timeout() {
+                            FailureKind::Timeout
+                        } else {
+                            FailureKind::Reset
+                        };
+                        return Err(TransportFailure::after_send(kind, err.to_string()));
+                    }
+                },
+            }
+        }
+    }
+
+    fn pooled(&self, origin: &Origin) -> Option<Sender> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let list = idle.get_mut(origin)?;
+        while let Some(s) = list.pop() {
+            if !s.is_closed() {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    async fn connect(&self, origin: &Origin) -> Result<Sender, TransportFailure> {
+        let failed = |e: &dyn std::fmt::Display| {
+            TransportFailure::not_sent(FailureKind::Connect, e.to_string())
+        };
+        let connect = async {
+            let tcp = TcpStream::connect((origin.host.as_str(), origin.port))
+                .await
+                .map_err(|e| failed(&e))?;
+            // Small JSON-RPC requests: do not wait to coalesce them.
+            let _ = tcp.set_nodelay(true);
+            let io: Box<dyn Io> = if origin.tls {
+                let name = ServerName::try_from(origin.host.clone()).map_err(|e| failed(&e))?;
+                Box::new(self.tls.connect(name, tcp).await.map_err(|e| failed(&e))?)
+            } else {
+                Box::new(tcp)
+            };
+            let (sender, conn) = http1::handshake(FuturesIo::new(io))
+                .await
+                .map_err(|e| failed(&e))?;
+            // The connection is driven by its own task; it ends when the
+            // sender is dropped or the server closes it.
+            smol::spawn(async move {
+                let _ = conn.await;
+            })
+            .detach();
+            Ok(sender)
+        };
+        future::or(connect, async {
+            Timer::after(self.connect_timeout).await;
+            Err(TransportFailure::not_sent(
+                FailureKind::Connect,
+                "connect timed out",
+            ))
+        })
+        .await
+    }
+}
+
+fn build(request: &HttpRequest, uri: &Uri) -> Result<Request<Full<Bytes>>, TransportFailure> {
+    let mut b = Request::builder()
+        .method(request.method.as_str())
+        .uri(uri.path_and_query().map_or("/", |p| p.as_str()));
+    if let Some(authority) = uri.authority() {
+        b = b.header("host", authority.as_str());
+    }
+    b = b.header(
+        "user-agent",
+        concat!("mcp-recovery/", env!("CARGO_PKG_VERSION")),
+    );
+    for (name, value) in request.headers() {
+        b = b.header(name, value);
+    }
+    // The error text of `http` never repeats header values, so a token
+    // cannot leak through it.
+    b.body(Full::new(Bytes::copy_from_slice(&request.body)))
+        .map_err(|e| TransportFailure::not_sent(FailureKind::Other, e.to_string()))
+}

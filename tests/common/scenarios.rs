@@ -1,0 +1,513 @@
+//! The integration scenarios, written once for both clients: the blocking
+//! one is called directly, the async one through `smol::block_on`. Both
+//! clients return the same types (`mcp-recovery-client`), so a scenario
+//! checks the same behaviour on both.
+
+use super::{Kind, Mode, Peer};
+use mcp_recovery::client::{
+    Build, CallOptions, CancelHandle, ClientBuilder, Error, PromptList, PromptResult, ResourceList,
+    ResourceRead, ServerHandler, Tool, ToolList, ToolResult,
+};
+use mcp_recovery::core::{BreakerConfig, BreakerState, CallError, ProtocolError, RpcError};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const PY_SSE: Kind = Kind::Python {
+    mode: Mode::Sse,
+    idle: None,
+};
+pub const PY_JSON: Kind = Kind::Python {
+    mode: Mode::Json,
+    idle: None,
+};
+pub const PY_SSE_IDLE: Kind = Kind::Python {
+    mode: Mode::Sse,
+    idle: Some(0.5),
+};
+pub const PY_JSON_IDLE: Kind = Kind::Python {
+    mode: Mode::Json,
+    idle: Some(0.5),
+};
+pub const PY_STATELESS: Kind = Kind::Python {
+    mode: Mode::Stateless,
+    idle: None,
+};
+pub const TS_SSE: Kind = Kind::Ts { mode: Mode::Sse };
+pub const TS_JSON: Kind = Kind::Ts { mode: Mode::Json };
+pub const TS_STATELESS: Kind = Kind::Ts {
+    mode: Mode::Stateless,
+};
+
+/// A client as the scenarios use it: blocking calls.
+pub trait Mcp: Build + Clone + Send + Sync + std::fmt::Debug + 'static {
+    fn initialize(&self) -> Result<(), Error>;
+    fn request(&self, method: &str, params: Option<Value>) -> Result<Value, Error>;
+    fn list_tools(&self, cursor: Option<&str>) -> Result<ToolList, Error>;
+    fn all_tools(&self) -> Result<Vec<Tool>, Error>;
+    fn call_tool(&self, name: &str, args: Value) -> Result<ToolResult, Error>;
+    fn call_tool_with(
+        &self,
+        name: &str,
+        args: Value,
+        opts: CallOptions<'_>,
+    ) -> Result<ToolResult, Error>;
+    fn list_resources(&self, cursor: Option<&str>) -> Result<ResourceList, Error>;
+    fn read_resource(&self, uri: &str) -> Result<ResourceRead, Error>;
+    fn list_prompts(&self, cursor: Option<&str>) -> Result<PromptList, Error>;
+    fn get_prompt(&self, name: &str, args: Option<Value>) -> Result<PromptResult, Error>;
+    fn ping(&self) -> Result<(), Error>;
+    fn close(&self) -> Result<(), Error>;
+    fn cancel_handle(&self) -> CancelHandle;
+    fn session_id(&self) -> Option<String>;
+    fn server_info(&self) -> Option<Value>;
+    fn protocol_version(&self) -> Option<&'static str>;
+    fn generation(&self) -> u64;
+    fn breaker_state(&self) -> BreakerState;
+}
+
+/// Implements [`Mcp`] by forwarding, through `$wrap` (nothing for the
+/// blocking client, `smol::block_on` for the async one).
+macro_rules! forward {
+    ($client:ty, $($wrap:ident)::*) => {
+        impl Mcp for $client {
+            fn initialize(&self) -> Result<(), Error> { $($wrap)::*(<$client>::initialize(self)) }
+            fn request(&self, m: &str, p: Option<Value>) -> Result<Value, Error> { $($wrap)::*(<$client>::request(self, m, p)) }
+            fn list_tools(&self, c: Option<&str>) -> Result<ToolList, Error> { $($wrap)::*(<$client>::list_tools(self, c)) }
+            fn all_tools(&self) -> Result<Vec<Tool>, Error> { $($wrap)::*(<$client>::all_tools(self)) }
+            fn call_tool(&self, n: &str, a: Value) -> Result<ToolResult, Error> { $($wrap)::*(<$client>::call_tool(self, n, a)) }
+            fn call_tool_with(&self, n: &str, a: Value, o: CallOptions<'_>) -> Result<ToolResult, Error> { $($wrap)::*(<$client>::call_tool_with(self, n, a, o)) }
+            fn list_resources(&self, c: Option<&str>) -> Result<ResourceList, Error> { $($wrap)::*(<$client>::list_resources(self, c)) }
+            fn read_resource(&self, u: &str) -> Result<ResourceRead, Error> { $($wrap)::*(<$client>::read_resource(self, u)) }
+            fn list_prompts(&self, c: Option<&str>) -> Result<PromptList, Error> { $($wrap)::*(<$client>::list_prompts(self, c)) }
+            fn get_prompt(&self, n: &str, a: Option<Value>) -> Result<PromptResult, Error> { $($wrap)::*(<$client>::get_prompt(self, n, a)) }
+            fn ping(&self) -> Result<(), Error> { $($wrap)::*(<$client>::ping(self)) }
+            fn close(&self) -> Result<(), Error> { $($wrap)::*(<$client>::close(self)) }
+            fn cancel_handle(&self) -> CancelHandle { <$client>::cancel_handle(self) }
+            fn session_id(&self) -> Option<String> { <$client>::session_id(self) }
+            fn server_info(&self) -> Option<Value> { <$client>::server_info(self) }
+            fn protocol_version(&self) -> Option<&'static str> { <$client>::protocol_version(self) }
+            fn generation(&self) -> u64 { <$client>::generation(self) }
+            fn breaker_state(&self) -> BreakerState { <$client>::breaker_state(self) }
+        }
+    };
+}
+
+/// No wrapping: the blocking client's calls are already blocking.
+#[cfg(feature = "ureq")]
+fn direct<T>(t: T) -> T {
+    t
+}
+
+#[cfg(feature = "ureq")]
+forward!(mcp_recovery::blocking::Client, direct);
+#[cfg(feature = "smol")]
+forward!(mcp_recovery::smol::Client, smol::block_on);
+
+pub fn builder<C: Mcp>(peer: &Peer) -> ClientBuilder<C> {
+    ClientBuilder::new(&peer.url()).read_timeout(Duration::from_secs(20))
+}
+
+pub fn client<C: Mcp>(peer: &Peer) -> C {
+    builder(peer).build().expect("client")
+}
+
+/// The five operations of the seed issue, each checked for its answer.
+pub const OPS: [&str; 5] = [
+    "tools/list",
+    "tools/call",
+    "resources/read",
+    "prompts/get",
+    "ping",
+];
+
+pub fn op<C: Mcp>(c: &C, which: &str) {
+    match which {
+        "tools/list" => {
+            let names: Vec<String> = c
+                .list_tools(None)
+                .unwrap()
+                .tools
+                .into_iter()
+                .map(|t| t.name)
+                .collect();
+            assert!(names.contains(&"echo".to_string()), "{names:?}");
+        }
+        "tools/call" => assert_eq!(
+            c.call_tool("echo", json!({"text": "hi"})).unwrap().text(),
+            "hi"
+        ),
+        "resources/read" => {
+            let r = c.read_resource("counter://total").unwrap();
+            assert_eq!(r.contents[0].uri, "counter://total");
+        }
+        "prompts/get" => {
+            let p = c.get_prompt("greet", Some(json!({"name": "Ada"}))).unwrap();
+            let text = p.messages[0].content.text.clone().unwrap_or_default();
+            assert!(text.contains("Ada"), "{text}");
+        }
+        "ping" => c.ping().unwrap(),
+        other => unreachable!("{other}"),
+    }
+}
+
+/// The handshake and all seven operations, tool annotations, an `isError`
+/// result, raw requests, progress, and close.
+pub fn all_operations<C: Mcp>(kind: Kind) {
+    let peer = Peer::start(kind);
+    let c: C = client(&peer);
+    c.initialize().unwrap();
+    assert!(c.session_id().is_some());
+    assert!(c.protocol_version().is_some());
+    assert!(c.server_info().unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .ends_with("-peer"));
+
+    let tools = c.all_tools().unwrap();
+    let by_name = |n: &str| tools.iter().find(|t| t.name == n).unwrap();
+    assert!(by_name("echo").replay_safe());
+    assert!(!by_name("counter_increment").replay_safe());
+    assert!(by_name("add").input_schema["properties"]["a"].is_object());
+
+    assert_eq!(
+        c.call_tool("add", json!({"a": 2, "b": 40})).unwrap().text(),
+        "42"
+    );
+    match c.call_tool("add", json!({"a": "x"})) {
+        Ok(r) => assert!(r.is_error, "a tool error is a result with isError"),
+        Err(Error::Rpc(e)) => assert!(e.code < 0),
+        Err(e) => panic!("{e}"),
+    }
+    let resources = c.list_resources(None).unwrap().resources;
+    assert!(resources.iter().any(|r| r.uri == "counter://total"));
+    assert_eq!(
+        c.read_resource("counter://total").unwrap().contents[0]
+            .text
+            .as_deref(),
+        Some("0")
+    );
+    let prompts = c.list_prompts(None).unwrap().prompts;
+    let greet = prompts.iter().find(|p| p.name == "greet").unwrap();
+    assert!(greet
+        .arguments
+        .iter()
+        .any(|a| a.name == "name" && a.required));
+    op(&c, "prompts/get");
+    c.ping().unwrap();
+    let raw = c.request("tools/list", None).unwrap();
+    assert!(raw["tools"].is_array());
+    match c.request("no/such/method", None) {
+        Err(Error::Rpc(e)) => assert_eq!(e.code, -32601),
+        other => panic!("{other:?}"),
+    }
+
+    // Progress notifications reach the call's callback (SSE streams them).
+    let seen = Mutex::new(Vec::new());
+    let opts = CallOptions::new().progress(|p| seen.lock().unwrap().push(p.progress));
+    let r = c.call_tool_with("slow", json!({"steps": 3}), opts).unwrap();
+    assert_eq!(r.text(), "done after 3 steps");
+    if matches!(
+        kind,
+        Kind::Python {
+            mode: Mode::Sse,
+            ..
+        } | Kind::Ts { mode: Mode::Sse }
+    ) {
+        assert_eq!(*seen.lock().unwrap(), vec![1.0, 2.0, 3.0]);
+    }
+
+    assert_eq!(peer.initializes(), 1);
+    assert_eq!(c.generation(), 1);
+    c.close().unwrap();
+    match c.ping() {
+        Err(Error::Call(CallError::Closed)) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Each operation runs on a live session, then again after the server lost
+/// it; the second run succeeds after exactly one new initialize.
+pub fn survives_expiry<C: Mcp>(kind: Kind, expire: impl Fn(&mut Peer)) {
+    let mut peer = Peer::start(kind);
+    let c: C = client(&peer);
+    for (i, which) in OPS.iter().enumerate() {
+        op(&c, which);
+        let before = peer.initializes();
+        let session = c.session_id();
+        expire(&mut peer);
+        op(&c, which);
+        assert_eq!(peer.initializes(), before + 1, "{which}: one re-initialize");
+        assert_eq!(c.generation(), i as u64 + 2, "{which}");
+        assert_ne!(c.session_id(), session, "{which}: a new session");
+    }
+}
+
+/// Waits (observing the server, not the clock) until it dropped every session.
+pub fn idle_expiry(peer: &mut Peer) {
+    peer.await_no_sessions(Duration::from_secs(10));
+}
+
+/// `callers` calls at once (`spawn_all` starts them: threads or tasks) on
+/// an expired session: all succeed, and the server sees exactly one new
+/// initialize.
+pub fn herd<C: Mcp>(
+    kind: Kind,
+    expire: impl Fn(&mut Peer),
+    callers: usize,
+    spawn_all: impl FnOnce(&C, usize) -> Vec<Result<String, Error>>,
+) {
+    let mut peer = Peer::start(kind);
+    let c: C = client(&peer);
+    c.ping().unwrap();
+    expire(&mut peer);
+    let before = peer.initializes();
+    let results = spawn_all(&c, callers);
+    assert_eq!(results.len(), callers);
+    for (i, r) in results.into_iter().enumerate() {
+        assert_eq!(r.unwrap(), (i + 1).to_string());
+    }
+    assert_eq!(peer.initializes(), before + 1, "exactly one re-initialize");
+    assert_eq!(c.generation(), 2);
+}
+
+/// The server dies while `counter_increment` runs: the call ends with
+/// `OutcomeUncertain` (never replayed), and it ran at most once.
+pub fn cut_mid_call<C: Mcp>(kind: Kind) {
+    let mut peer = Peer::start(kind);
+    let c: C = client(&peer);
+    c.initialize().unwrap();
+    let caller = {
+        let c = c.clone();
+        std::thread::spawn(move || c.call_tool("counter_increment", json!({"delay_ms": 5000})))
+    };
+    peer.await_counter(1, Duration::from_secs(10));
+    peer.kill();
+    match caller.join().unwrap() {
+        Err(Error::Call(CallError::OutcomeUncertain { method, .. })) => {
+            assert_eq!(method, "tools/call")
+        }
+        Ok(r) => assert_eq!(r.text(), "1"),
+        Err(e) => panic!("expected OutcomeUncertain, got {e}"),
+    }
+    peer.start_again();
+    assert_eq!(peer.counter(), 1, "ran exactly once: never replayed");
+    // The client is still good: the next call re-initializes and works.
+    let total = c.call_tool("counter_get", json!({})).unwrap().text();
+    assert_eq!(total, "1");
+}
+
+/// A server that stays down: typed errors within the deadline, then the
+/// breaker opens and fails fast, and closes once the server is back.
+pub fn server_down<C: Mcp>(kind: Kind) {
+    let mut peer = Peer::start(kind);
+    let cooldown = Duration::from_secs(2);
+    let c: C = ClientBuilder::new(&peer.url())
+        .await_ready(Duration::from_secs(2))
+        .breaker(BreakerConfig::new(3, cooldown))
+        .configure(|cfg| cfg.connect_retry_delay = Duration::from_millis(200))
+        .build()
+        .unwrap();
+    c.ping().unwrap();
+    peer.kill();
+    for _ in 0..3 {
+        let t = Instant::now();
+        match c.ping() {
+            Err(Error::Call(
+                CallError::Transport { .. }
+                | CallError::ReconnectTimeout { .. }
+                | CallError::InitializeFailed(_),
+            )) => {}
+            other => panic!("expected a typed connect failure, got {other:?}"),
+        }
+        // A hang guard, not a benchmark: one connect retry delay plus the
+        // await-ready deadline, with room to spare.
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            t.elapsed()
+        );
+    }
+    assert!(
+        matches!(c.breaker_state(), BreakerState::Open { .. }),
+        "{:?}",
+        c.breaker_state()
+    );
+    let retry_in = match c.ping() {
+        Err(Error::Call(CallError::CircuitOpen { retry_in })) => retry_in,
+        other => panic!("expected CircuitOpen, got {other:?}"),
+    };
+    assert!(retry_in <= cooldown);
+    peer.start_again();
+    // The breaker's own figure says when a probe is allowed; wait that out.
+    std::thread::sleep(retry_in + Duration::from_millis(50));
+    op(&c, "tools/call");
+    assert!(matches!(
+        c.breaker_state(),
+        BreakerState::Closed { failures: 0 }
+    ));
+}
+
+/// A stateless server never takes the session path, even across a restart.
+pub fn stateless<C: Mcp>(kind: Kind) {
+    let mut peer = Peer::start(kind);
+    let c: C = client(&peer);
+    for which in OPS {
+        op(&c, which);
+    }
+    assert_eq!(c.session_id(), None);
+    peer.restart();
+    for which in OPS {
+        op(&c, which);
+    }
+    assert_eq!(c.generation(), 1, "no session, so no session recovery");
+    assert_eq!(peer.initializes(), 1);
+}
+
+/// After a restart, pooled keep-alive connections are dead. A tool call
+/// that is not replay-safe must not be reported uncertain because of a
+/// connection the server never read from: it re-initializes and runs once.
+pub fn restart_then_side_effect<C: Mcp>(kind: Kind) {
+    let mut peer = Peer::start(kind);
+    let c: C = client(&peer);
+    assert_eq!(
+        c.call_tool("counter_increment", json!({})).unwrap().text(),
+        "1"
+    );
+    peer.restart();
+    assert_eq!(
+        c.call_tool("counter_increment", json!({})).unwrap().text(),
+        "2"
+    );
+    assert_eq!(peer.counter(), 2);
+    assert_eq!(c.generation(), 2);
+}
+
+struct Answers {
+    logs: AtomicUsize,
+}
+
+impl ServerHandler for Answers {
+    fn request(&self, method: &str, params: Option<Value>) -> Result<Value, RpcError> {
+        assert_eq!(method, "elicitation/create");
+        assert!(params.unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .contains("Proceed"));
+        Ok(json!({"action": "accept", "content": {"ok": true}}))
+    }
+    fn notification(&self, method: &str, _params: Option<Value>) {
+        if method == "notifications/message" {
+            self.logs.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+struct SharedAnswers(Arc<Answers>);
+
+impl ServerHandler for SharedAnswers {
+    fn request(&self, m: &str, p: Option<Value>) -> Result<Value, RpcError> {
+        self.0.request(m, p)
+    }
+    fn notification(&self, m: &str, p: Option<Value>) {
+        self.0.notification(m, p)
+    }
+}
+
+/// An elicitation request and log notifications arrive on the call's
+/// stream; the handler answers and the call completes.
+pub fn server_requests_and_notifications<C: Mcp>() {
+    let peer = Peer::start(PY_SSE);
+    let handler = Arc::new(Answers {
+        logs: AtomicUsize::new(0),
+    });
+    let c: C = ClientBuilder::new(&peer.url())
+        .handler(SharedAnswers(handler.clone()))
+        .configure(|cfg| cfg.capabilities = json!({"elicitation": {}}))
+        .build()
+        .unwrap();
+    let r = c
+        .call_tool("confirm", json!({"question": "Proceed?"}))
+        .unwrap();
+    assert_eq!(r.text(), "accept:True");
+    c.call_tool("slow", json!({"steps": 2})).unwrap();
+    assert_eq!(handler.logs.load(Ordering::SeqCst), 2);
+}
+
+/// A cancel handle and a call timeout end the call early; the session
+/// stays and the next call works.
+pub fn cancel_and_timeout<C: Mcp>() {
+    let peer = Peer::start(PY_SSE);
+    let c: C = client(&peer);
+    c.initialize().unwrap();
+
+    let handle = c.cancel_handle();
+    let canceller = handle.clone();
+    // Cancel from the first progress notification: the call is running.
+    let opts = CallOptions::new()
+        .cancel(handle)
+        .progress(move |_| canceller.cancel());
+    match c.call_tool_with("slow", json!({"steps": 200}), opts) {
+        Err(Error::Call(CallError::Cancelled)) => {}
+        other => panic!("expected Cancelled, got {other:?}"),
+    }
+    // 200 steps take 4 s: the server got `notifications/cancelled` and
+    // stopped the tool early (its own count says so).
+    peer.await_cancelled(1, Duration::from_secs(5));
+
+    let opts = CallOptions::new().timeout(Duration::from_millis(300));
+    match c.call_tool_with("counter_increment", json!({"delay_ms": 3000}), opts) {
+        Err(Error::Timeout) => {}
+        other => panic!("expected Timeout, got {other:?}"),
+    }
+    op(&c, "tools/call");
+    assert_eq!(c.generation(), 1);
+}
+
+/// A body over the limit is a typed error; the next call works.
+pub fn oversize_body<C: Mcp>() {
+    let peer = Peer::start(TS_JSON);
+    let c: C = ClientBuilder::new(&peer.url())
+        .max_body_size(2048)
+        .build()
+        .unwrap();
+    c.ping().unwrap();
+    match c.call_tool("echo", json!({"text": "x".repeat(4096)})) {
+        Err(Error::Call(CallError::Protocol(ProtocolError::TooLarge { limit }))) => {
+            assert_eq!(limit, 2048)
+        }
+        other => panic!("expected a body-size protocol error, got {other:?}"),
+    }
+    op(&c, "tools/call");
+}
+
+/// Bad settings are typed errors; a port nobody listens on is a typed
+/// connect error, not a panic.
+pub fn bad_configuration<C: Mcp>() {
+    for url in ["ftp://x/mcp", "not a url"] {
+        let r: Result<C, _> = ClientBuilder::new(url).build();
+        assert!(matches!(r, Err(Error::Config(_))), "{url}");
+    }
+    let r: Result<C, _> = ClientBuilder::new("http://127.0.0.1:1/mcp")
+        .header("Authorization", "Bearer x")
+        .build();
+    assert!(matches!(r, Err(Error::Config(_))));
+    let c: C = ClientBuilder::new("http://127.0.0.1:1/mcp")
+        .configure(|cfg| cfg.connect_retry_delay = Duration::from_millis(10))
+        .build()
+        .unwrap();
+    let err = c.ping().unwrap_err();
+    assert!(matches!(err, Error::Call(_)), "{err}");
+}
+
+/// The token is sent (the server accepts any) and never printed.
+pub fn bearer_never_printed<C: Mcp>() {
+    let peer = Peer::start(TS_SSE);
+    let c: C = ClientBuilder::new(&peer.url())
+        .bearer("s3cr3t-t0ken")
+        .build()
+        .unwrap();
+    op(&c, "tools/call");
+    assert!(!format!("{c:?}").contains("s3cr3t"));
+}
