@@ -11,50 +11,7 @@ use mcp_recovery::smol::{CallOptions, Client, Error};
 use serde_json::json;
 use std::time::Duration;
 
-#[test]
-fn python_sse_all_operations() {
-    all_operations::<Client>(PY_SSE);
-}
-
-#[test]
-fn python_json_all_operations() {
-    all_operations::<Client>(PY_JSON);
-}
-
-#[test]
-fn ts_sse_all_operations() {
-    all_operations::<Client>(TS_SSE);
-}
-
-#[test]
-fn ts_json_all_operations() {
-    all_operations::<Client>(TS_JSON);
-}
-
-#[test]
-fn python_sse_idle_timeout() {
-    survives_expiry::<Client>(PY_SSE_IDLE, idle_expiry);
-}
-
-#[test]
-fn python_json_idle_timeout() {
-    survives_expiry::<Client>(PY_JSON_IDLE, idle_expiry);
-}
-
-#[test]
-fn python_restart() {
-    survives_expiry::<Client>(PY_SSE, Peer::restart);
-}
-
-#[test]
-fn ts_restart() {
-    survives_expiry::<Client>(TS_SSE, Peer::restart);
-}
-
-#[test]
-fn ts_json_restart() {
-    survives_expiry::<Client>(TS_JSON, Peer::restart);
-}
+scenario_tests!(Client);
 
 /// `n` tasks on smol's executor, started together, each adding its index
 /// and one.
@@ -86,71 +43,6 @@ fn python_herd_of_64_tasks_across_idle_expiry() {
 #[test]
 fn ts_herd_of_64_tasks_across_restart() {
     herd::<Client>(TS_SSE, Peer::restart, 64, tasks);
-}
-
-#[test]
-fn python_cut_mid_call_never_runs_twice() {
-    cut_mid_call::<Client>(PY_SSE);
-}
-
-#[test]
-fn ts_cut_mid_call_never_runs_twice() {
-    cut_mid_call::<Client>(TS_JSON);
-}
-
-#[test]
-fn python_down_fails_within_deadline_then_breaker_opens_and_closes() {
-    server_down::<Client>(PY_JSON);
-}
-
-#[test]
-fn ts_down_fails_within_deadline_then_breaker_opens_and_closes() {
-    server_down::<Client>(TS_SSE);
-}
-
-#[test]
-fn python_stateless_never_takes_the_session_path() {
-    stateless::<Client>(PY_STATELESS);
-}
-
-#[test]
-fn ts_stateless_never_takes_the_session_path() {
-    stateless::<Client>(TS_STATELESS);
-}
-
-#[test]
-fn python_restart_then_side_effect_runs_once() {
-    restart_then_side_effect::<Client>(PY_SSE);
-}
-
-#[test]
-fn ts_restart_then_side_effect_runs_once() {
-    restart_then_side_effect::<Client>(TS_JSON);
-}
-
-#[test]
-fn python_server_requests_and_notifications_reach_the_handler() {
-    server_requests_and_notifications::<Client>();
-}
-
-#[test]
-fn cancel_and_call_timeout_end_the_call_and_keep_the_client() {
-    cancel_and_timeout::<Client>();
-}
-
-#[test]
-fn oversize_body_is_a_typed_error_and_the_client_goes_on() {
-    oversize_body::<Client>();
-}
-
-#[test]
-fn bad_configuration_is_a_typed_error() {
-    bad_configuration::<Client>();
-}
-
-#[test]
-fn bearer_token_never_printed() {
-    bearer_never_printed::<Client>();
 }
 
 /// Dropping a call's future cancels it: the server is told

@@ -14,10 +14,12 @@ pub use mcp_recovery_core as core;
 pub use types::*;
 
 use mcp_recovery_core::{
-    Action, BreakerConfig, CallEnd, CallError, Config, Operation, Protocol, RpcError, Token,
+    Action, BreakerConfig, CallEnd, CallError, CallId, Config, Dispatcher, Input, Job, Operation,
+    Protocol, RpcError, Token,
 };
 use serde::de::DeserializeOwned;
 use serde_json::{json, Map, Value};
+use std::collections::VecDeque;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::marker::PhantomData;
@@ -260,6 +262,111 @@ impl Settings {
     pub fn initial_token(&self) -> Option<Token> {
         self.tokens.as_ref().and_then(|t| t.token())
     }
+
+    /// Runs the token source's refresh (it may block: the async client
+    /// calls this off its executor).
+    pub fn refresh(&self, generation: u64, challenge: Option<&str>) -> Result<Token, RefreshError> {
+        match &self.tokens {
+            Some(t) => t.refresh(generation, challenge),
+            None => Err(RefreshError::NeedsReauth("no token source".into())),
+        }
+    }
+
+    /// Does the jobs that need no I/O of the adapter's: notifications to
+    /// the handler, recovery steps to the observer. Hands back the others
+    /// (sends, refreshes, server requests).
+    pub fn local(&self, job: Job) -> Option<Job> {
+        match job {
+            Job::Notification { method, params } => {
+                if let Some(h) = &self.handler {
+                    h.notification(&method, params);
+                }
+                None
+            }
+            Job::Observe(action) => {
+                if let Some(o) = &self.observer {
+                    o(&action);
+                }
+                None
+            }
+            other => Some(other),
+        }
+    }
+}
+
+/// Tells the engine how a refresh of `generation` went.
+pub fn refreshed(
+    d: &mut Dispatcher,
+    generation: u64,
+    outcome: &Result<Token, RefreshError>,
+    now: Instant,
+    jobs: &mut VecDeque<Job>,
+) {
+    let message = outcome.as_ref().err().map(ToString::to_string);
+    let input = match outcome {
+        Ok(token) => Input::TokenRefreshed { generation, token },
+        Err(e) => Input::RefreshFailed {
+            generation,
+            needs_reauth: matches!(e, RefreshError::NeedsReauth(_)),
+            message: message.as_deref().unwrap_or_default(),
+        },
+    };
+    d.feed(input, now, jobs);
+}
+
+/// The caller an adapter runs for: its call (none for initialize and
+/// close), what it watches, and where its progress goes while its
+/// response streams in.
+pub struct Caller<'w, 'p> {
+    /// The call, if any.
+    pub call: Option<CallId>,
+    /// Its cancel handle and deadline.
+    pub watch: &'w Watch,
+    /// Its progress callback.
+    pub progress: Option<&'w mut ProgressFn<'p>>,
+}
+
+/// A watch that never gives up, for callers without a call.
+pub const NO_WATCH: Watch = Watch {
+    cancel: None,
+    deadline: None,
+};
+
+impl Caller<'_, '_> {
+    /// A caller without a call (initialize, close, a detached task).
+    pub fn none() -> Caller<'static, 'static> {
+        Caller {
+            call: None,
+            watch: &NO_WATCH,
+            progress: None,
+        }
+    }
+
+    /// Whether this caller's call gave up, so its reads may stop.
+    pub fn gave_up(&self) -> bool {
+        self.call.is_some() && self.watch.gave_up(Instant::now())
+    }
+
+    /// Takes the call's queued progress from `d` (under the lock), for
+    /// [`Caller::progress`] after the lock is released.
+    pub fn take_progress(&self, d: &mut Dispatcher) -> Vec<Value> {
+        self.call.map(|c| d.take_progress(c)).unwrap_or_default()
+    }
+
+    /// Hands progress to the callback.
+    pub fn progress(&mut self, items: Vec<Value>) {
+        if let Some(f) = self.progress.as_mut() {
+            items.iter().filter_map(Progress::from_params).for_each(f);
+        }
+    }
+}
+
+/// The await-ready deadline from `start`, saturating.
+pub fn ready_deadline(start: Instant, wait: Duration) -> Instant {
+    start
+        .checked_add(wait)
+        .or_else(|| start.checked_add(Duration::from_secs(365 * 86400)))
+        .unwrap_or(start)
 }
 
 /// Builds a client of type `C` (`mcp_recovery_ureq::Client`,

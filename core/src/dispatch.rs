@@ -89,6 +89,36 @@ struct Mailbox {
     sends: VecDeque<(ExchangeId, HttpRequest)>,
     progress: VecDeque<Value>,
     end: Option<CallEnd>,
+    /// The caller gave up and the engine was told.
+    cancelled: bool,
+}
+
+/// What a call's caller does next ([`Dispatcher::step`]).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Step {
+    /// Handle this mail.
+    Mail(Mail),
+    /// Something changed (jobs queued, a deadline handled): do the jobs,
+    /// then step again.
+    Again,
+    /// Nothing to do: wait until woken, or until then at the latest.
+    Wait(Option<Instant>),
+}
+
+/// What a caller waiting for the session does next
+/// ([`Dispatcher::ready_step`]).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ReadyStep {
+    /// The session is ready.
+    Ready,
+    /// The handshake failed, or the deadline passed.
+    Failed(CallError),
+    /// Do the jobs, then step again.
+    Again,
+    /// Wait until woken, or until then at the latest.
+    Wait(Instant),
 }
 
 /// An [`Engine`] shared by many callers. Put it behind a mutex; never hold
@@ -99,6 +129,7 @@ pub struct Dispatcher {
     mail: HashMap<CallId, Mailbox>,
     handshake: Option<Result<u64, CallError>>,
     observe: bool,
+    woke: bool,
 }
 
 impl Dispatcher {
@@ -110,6 +141,7 @@ impl Dispatcher {
             mail: HashMap::new(),
             handshake: None,
             observe,
+            woke: false,
         }
     }
 
@@ -131,9 +163,21 @@ impl Dispatcher {
         id
     }
 
+    /// Whether a waiting caller got something new since the last call:
+    /// the adapter wakes the waiters (after its last change under the lock).
+    pub fn take_woke(&mut self) -> bool {
+        std::mem::take(&mut self.woke)
+    }
+
+    /// Feeds one input and drains what it caused.
+    pub fn feed(&mut self, input: crate::Input<'_>, now: Instant, jobs: &mut VecDeque<Job>) {
+        self.engine.handle_input(input, now);
+        self.pump(jobs);
+    }
+
     /// Drains the engine: call actions into their mailboxes, the rest into
-    /// `jobs`. Returns whether a waiting caller has something new, so the
-    /// adapter knows to wake them.
+    /// `jobs`. Returns whether a waiting caller has something new (also
+    /// kept for [`Dispatcher::take_woke`]).
     pub fn pump(&mut self, jobs: &mut VecDeque<Job>) -> bool {
         let mut woke = false;
         while let Some(action) = self.engine.poll_action() {
@@ -197,6 +241,7 @@ impl Dispatcher {
                 }
             }
         }
+        self.woke |= woke;
         woke
     }
 
@@ -238,24 +283,93 @@ impl Dispatcher {
             .unwrap_or_default()
     }
 
-    /// Handles the deadlines due at `now` and returns the next one, so a
-    /// caller knows how long it may wait.
-    pub fn tick(&mut self, now: Instant, jobs: &mut VecDeque<Job>) -> (Option<Instant>, bool) {
-        let mut woke = false;
-        if self.engine.poll_timeout().is_some_and(|(at, _)| at <= now) {
+    /// Handles the deadlines due at `now`; returns whether there were any.
+    fn tick(&mut self, now: Instant, jobs: &mut VecDeque<Job>) -> bool {
+        let due = self.engine.poll_timeout().is_some_and(|(at, _)| at <= now);
+        if due {
             self.engine.handle_timeout(now);
-            woke = self.pump(jobs);
+            self.pump(jobs);
         }
-        (self.engine.poll_timeout().map(|(at, _)| at), woke)
+        due
+    }
+
+    /// One step of the caller of `call`: its mail first; else, once the
+    /// caller gave up (`gave_up`: its cancel handle, its `deadline`), the
+    /// cancel; else the engine's due deadlines; else how long it may wait.
+    pub fn step(
+        &mut self,
+        call: CallId,
+        gave_up: bool,
+        deadline: Option<Instant>,
+        now: Instant,
+        jobs: &mut VecDeque<Job>,
+    ) -> Step {
+        if let Some(mail) = self.next_mail(call) {
+            return Step::Mail(mail);
+        }
+        let Some(m) = self.mail.get_mut(&call) else {
+            return Step::Again;
+        };
+        if gave_up && !m.cancelled {
+            m.cancelled = true;
+            self.feed(crate::Input::Cancel { call }, now, jobs);
+            return Step::Again;
+        }
+        let deadline = deadline.filter(|_| !m.cancelled);
+        if self.tick(now, jobs) || !jobs.is_empty() {
+            return Step::Again;
+        }
+        let next = self.engine.poll_timeout().map(|(at, _)| at);
+        Step::Wait(match (next, deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
+    }
+
+    /// One step of a caller waiting for the session (started with
+    /// [`Dispatcher::connect`]) until `deadline`.
+    pub fn ready_step(
+        &mut self,
+        since: Instant,
+        deadline: Instant,
+        now: Instant,
+        jobs: &mut VecDeque<Job>,
+    ) -> ReadyStep {
+        if self.engine.is_ready() {
+            return ReadyStep::Ready;
+        }
+        if let Some(Err(e)) = &self.handshake {
+            return ReadyStep::Failed(e.clone());
+        }
+        if now >= deadline {
+            let waited = now.saturating_duration_since(since);
+            return ReadyStep::Failed(CallError::ReconnectTimeout { waited });
+        }
+        if self.tick(now, jobs) || !jobs.is_empty() {
+            return ReadyStep::Again;
+        }
+        let next = self.engine.poll_timeout().map(|(at, _)| at);
+        ReadyStep::Wait(next.map_or(deadline, |t| t.min(deadline)))
+    }
+
+    /// Ends the call of a caller that went away (a dropped future): the
+    /// engine is told, and the mailbox goes with the call.
+    pub fn abandon(&mut self, call: CallId, now: Instant, jobs: &mut VecDeque<Job>) {
+        if self.mail.contains_key(&call) {
+            self.feed(crate::Input::Cancel { call }, now, jobs);
+            self.mail.remove(&call);
+        }
     }
 
     /// Asks for the session now (no-op when ready or initializing) and
-    /// forgets the last handshake outcome, so [`Dispatcher::handshake`]
+    /// forgets the last handshake outcome, so [`Dispatcher::ready_step`]
     /// reports this attempt's.
-    pub fn connect(&mut self, now: Instant, jobs: &mut VecDeque<Job>) -> bool {
-        self.handshake = None;
-        self.engine.connect(now);
-        self.pump(jobs)
+    pub fn connect(&mut self, now: Instant, jobs: &mut VecDeque<Job>) {
+        if !self.engine.is_ready() {
+            self.handshake = None;
+            self.engine.connect(now);
+            self.pump(jobs);
+        }
     }
 
     /// How the last handshake ended, if it has: the generation that became

@@ -73,7 +73,7 @@ pub mod token;
 
 pub use breaker::{BreakerConfig, BreakerState};
 pub use classify::SessionPatterns;
-pub use dispatch::{CallEnd, Dispatcher, Job, Mail};
+pub use dispatch::{CallEnd, Dispatcher, Job, Mail, ReadyStep, Step};
 pub use error::{CallError, ProtocolError};
 pub use http::{FailureKind, HttpRequest, Method, TransportFailure};
 pub use jsonrpc::{Message, RequestId, RpcError};

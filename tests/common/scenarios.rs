@@ -511,3 +511,98 @@ pub fn bearer_never_printed<C: Mcp>() {
     op(&c, "tools/call");
     assert!(!format!("{c:?}").contains("s3cr3t"));
 }
+
+/// The scenarios both clients run, as `#[test]`s for client type `$c`.
+#[macro_export]
+macro_rules! scenario_tests {
+    ($c:ty) => {
+        #[test]
+        fn python_sse_all_operations() {
+            all_operations::<$c>(PY_SSE);
+        }
+        #[test]
+        fn python_json_all_operations() {
+            all_operations::<$c>(PY_JSON);
+        }
+        #[test]
+        fn ts_sse_all_operations() {
+            all_operations::<$c>(TS_SSE);
+        }
+        #[test]
+        fn ts_json_all_operations() {
+            all_operations::<$c>(TS_JSON);
+        }
+        #[test]
+        fn python_sse_idle_timeout() {
+            survives_expiry::<$c>(PY_SSE_IDLE, idle_expiry);
+        }
+        #[test]
+        fn python_json_idle_timeout() {
+            survives_expiry::<$c>(PY_JSON_IDLE, idle_expiry);
+        }
+        #[test]
+        fn python_restart() {
+            survives_expiry::<$c>(PY_SSE, Peer::restart);
+        }
+        #[test]
+        fn ts_restart() {
+            survives_expiry::<$c>(TS_SSE, Peer::restart);
+        }
+        #[test]
+        fn ts_json_restart() {
+            survives_expiry::<$c>(TS_JSON, Peer::restart);
+        }
+        #[test]
+        fn python_cut_mid_call_never_runs_twice() {
+            cut_mid_call::<$c>(PY_SSE);
+        }
+        #[test]
+        fn ts_cut_mid_call_never_runs_twice() {
+            cut_mid_call::<$c>(TS_JSON);
+        }
+        #[test]
+        fn python_down_fails_within_deadline_then_breaker_opens_and_closes() {
+            server_down::<$c>(PY_JSON);
+        }
+        #[test]
+        fn ts_down_fails_within_deadline_then_breaker_opens_and_closes() {
+            server_down::<$c>(TS_SSE);
+        }
+        #[test]
+        fn python_stateless_never_takes_the_session_path() {
+            stateless::<$c>(PY_STATELESS);
+        }
+        #[test]
+        fn ts_stateless_never_takes_the_session_path() {
+            stateless::<$c>(TS_STATELESS);
+        }
+        #[test]
+        fn python_restart_then_side_effect_runs_once() {
+            restart_then_side_effect::<$c>(PY_SSE);
+        }
+        #[test]
+        fn ts_restart_then_side_effect_runs_once() {
+            restart_then_side_effect::<$c>(TS_JSON);
+        }
+        #[test]
+        fn python_server_requests_and_notifications_reach_the_handler() {
+            server_requests_and_notifications::<$c>();
+        }
+        #[test]
+        fn cancel_and_call_timeout_end_the_call_and_keep_the_client() {
+            cancel_and_timeout::<$c>();
+        }
+        #[test]
+        fn oversize_body_is_a_typed_error_and_the_client_goes_on() {
+            oversize_body::<$c>();
+        }
+        #[test]
+        fn bad_configuration_is_a_typed_error() {
+            bad_configuration::<$c>();
+        }
+        #[test]
+        fn bearer_token_never_printed() {
+            bearer_never_printed::<$c>();
+        }
+    };
+}

@@ -13,17 +13,17 @@ use async_io::Timer;
 use event_listener::Event;
 use futures_lite::future;
 use mcp_recovery_client::{
-    answer, Error, Memory, Progress, ProgressFn, RefreshError, Settings, Watch,
+    answer, ready_deadline, refreshed, Caller, Error, Memory, ProgressFn, Settings, Watch,
 };
 use mcp_recovery_core::{
-    CallError, CallId, Dispatcher, ExchangeId, HttpRequest, Input, Job, Mail, Operation,
+    CallId, Dispatcher, ExchangeId, HttpRequest, Input, Job, Mail, Operation, ReadyStep, Step,
 };
 use serde_json::Value;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 pub(crate) struct Shared {
     state: Mutex<Dispatcher>,
@@ -32,31 +32,6 @@ pub(crate) struct Shared {
     pub settings: Settings,
     pub memory: Memory,
 }
-
-/// The call this future runs, if any: whose reads it may cut short, whose
-/// progress it hands over while the response streams in.
-pub(crate) struct Own<'w, 'p> {
-    call: Option<CallId>,
-    watch: &'w Watch,
-    progress: Option<&'w mut ProgressFn<'p>>,
-}
-
-impl Own<'_, '_> {
-    fn gave_up(&self) -> bool {
-        self.call.is_some() && self.watch.gave_up(Instant::now())
-    }
-
-    fn progress(&mut self, items: Vec<Value>) {
-        if let Some(f) = self.progress.as_mut() {
-            items.iter().filter_map(Progress::from_params).for_each(f);
-        }
-    }
-}
-
-const NO_WATCH: Watch = Watch {
-    cancel: None,
-    deadline: None,
-};
 
 type BoxFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
@@ -77,25 +52,13 @@ impl Drop for CallGuard<'_> {
         let mut jobs = VecDeque::new();
         {
             let mut st = self.shared.lock();
-            st.engine_mut()
-                .handle_input(Input::Cancel { call: self.id }, Instant::now());
-            self.shared.pump(&mut st, &mut jobs);
-            // Empty the mailbox so it goes away with the call.
-            while let Some(mail) = st.next_mail(self.id) {
-                if matches!(mail, Mail::End(_)) {
-                    break;
-                }
-            }
+            st.abandon(self.id, Instant::now(), &mut jobs);
+            self.shared.unlock(st);
         }
         if !jobs.is_empty() {
             let shared = self.shared.clone();
             smol::spawn(async move {
-                let mut own = Own {
-                    call: None,
-                    watch: &NO_WATCH,
-                    progress: None,
-                };
-                shared.run(&mut jobs, &mut own).await;
+                shared.run(&mut jobs, &mut Caller::none()).await;
             })
             .detach();
         }
@@ -123,16 +86,17 @@ impl Shared {
         self.event.notify(usize::MAX);
     }
 
-    fn pump(&self, st: &mut Dispatcher, jobs: &mut VecDeque<Job>) {
-        if st.pump(jobs) {
+    /// Releases the lock, waking the waiters if the dispatcher says so.
+    fn unlock(&self, mut st: MutexGuard<'_, Dispatcher>) {
+        if st.take_woke() {
             self.wake_all();
         }
     }
 
     fn feed(&self, input: Input<'_>, jobs: &mut VecDeque<Job>) {
         let mut st = self.lock();
-        st.engine_mut().handle_input(input, Instant::now());
-        self.pump(&mut st, jobs);
+        st.feed(input, Instant::now(), jobs);
+        self.unlock(st);
     }
 
     /// Does this future's jobs, including whatever they produce. Boxed:
@@ -140,54 +104,37 @@ impl Shared {
     fn run<'a>(
         self: &'a Arc<Self>,
         jobs: &'a mut VecDeque<Job>,
-        own: &'a mut Own<'_, '_>,
+        me: &'a mut Caller<'_, '_>,
     ) -> BoxFuture<'a> {
         Box::pin(async move {
             while let Some(job) = jobs.pop_front() {
-                match job {
-                    Job::Send { exchange, request } => {
-                        self.exchange(exchange, &request, false, own, jobs).await
+                match self.settings.local(job) {
+                    Some(Job::Send { exchange, request }) => {
+                        self.exchange(exchange, &request, false, me, jobs).await
                     }
-                    Job::Refresh {
+                    Some(Job::Refresh {
                         generation,
                         challenge,
-                    } => {
-                        let tokens = self.settings.tokens.clone();
+                    }) => {
                         // A user's token source may block: keep it off the executor.
-                        let outcome = smol::unblock(move || match tokens {
-                            Some(t) => t.refresh(generation, challenge.as_deref()),
-                            None => Err(RefreshError::NeedsReauth("no token source".into())),
+                        let shared = self.clone();
+                        let outcome = smol::unblock(move || {
+                            shared.settings.refresh(generation, challenge.as_deref())
                         })
                         .await;
-                        let message = outcome.as_ref().err().map(ToString::to_string);
-                        let input = match &outcome {
-                            Ok(token) => Input::TokenRefreshed { generation, token },
-                            Err(e) => Input::RefreshFailed {
-                                generation,
-                                needs_reauth: matches!(e, RefreshError::NeedsReauth(_)),
-                                message: message.as_deref().unwrap_or_default(),
-                            },
-                        };
-                        self.feed(input, jobs);
+                        let mut st = self.lock();
+                        refreshed(&mut st, generation, &outcome, Instant::now(), jobs);
+                        self.unlock(st);
                     }
-                    Job::ServerRequest { id, method, params } => {
+                    Some(Job::ServerRequest { id, method, params }) => {
                         let handler = self.settings.handler.clone();
                         let reply =
                             smol::unblock(move || answer(handler.as_deref(), &method, params))
                                 .await;
                         let mut st = self.lock();
                         st.engine_mut().reply(id, reply);
-                        self.pump(&mut st, jobs);
-                    }
-                    Job::Notification { method, params } => {
-                        if let Some(h) = &self.settings.handler {
-                            h.notification(&method, params);
-                        }
-                    }
-                    Job::Observe(action) => {
-                        if let Some(o) = &self.settings.observer {
-                            o(&action);
-                        }
+                        st.pump(jobs);
+                        self.unlock(st);
                     }
                     _ => {}
                 }
@@ -202,17 +149,17 @@ impl Shared {
         exchange: ExchangeId,
         request: &HttpRequest,
         mine: bool,
-        own: &mut Own<'_, '_>,
+        me: &mut Caller<'_, '_>,
         jobs: &mut VecDeque<Job>,
     ) {
-        let read_timeout = own
+        let read_timeout = me
             .watch
             .read_timeout(self.settings.read_timeout, Instant::now());
         let (head, mut body) = match self.http.send(request, read_timeout).await {
             Ok(r) => r,
             // The call gave up (cancel, its own deadline): that is what cut
             // the exchange short, and its future tells the core so.
-            Err(_) if mine && own.gave_up() => return,
+            Err(_) if mine && me.gave_up() => return,
             Err(failure) => {
                 return self.feed(
                     Input::Failed {
@@ -237,15 +184,15 @@ impl Shared {
             self.feed(input, jobs);
         }
         loop {
-            if mine && own.gave_up() {
+            if mine && me.gave_up() {
                 return; // dropping the body closes the connection
             }
-            let timeout = own
+            let timeout = me
                 .watch
                 .read_timeout(self.settings.read_timeout, Instant::now());
             let chunk = match body.chunk(timeout).await {
                 Ok(c) => c,
-                Err(_) if mine && own.gave_up() => return,
+                Err(_) if mine && me.gave_up() => return,
                 Err(failure) => {
                     return self.feed(
                         Input::Failed {
@@ -262,16 +209,16 @@ impl Shared {
                     None => Input::End { exchange },
                     Some(bytes) => Input::Body { exchange, bytes },
                 };
-                st.engine_mut().handle_input(input, Instant::now());
-                self.pump(&mut st, jobs);
+                st.feed(input, Instant::now(), jobs);
                 let open = chunk.is_some() && st.engine().exchange_open(exchange);
-                let progress = own.call.map(|c| st.take_progress(c)).unwrap_or_default();
+                let progress = me.take_progress(&mut st);
+                self.unlock(st);
                 (open, progress)
             };
-            own.progress(progress);
+            me.progress(progress);
             // A server request on this stream (elicitation, sampling) waits
             // for our answer before the stream goes on: answer it now.
-            self.run(jobs, own).await;
+            self.run(jobs, me).await;
             if !open {
                 return;
             }
@@ -286,67 +233,46 @@ impl Shared {
         progress: Option<&mut ProgressFn<'_>>,
     ) -> Result<Value, Error> {
         let mut jobs = VecDeque::new();
-        let id = self.lock().call(op, Instant::now(), &mut jobs);
+        let id = {
+            let mut st = self.lock();
+            let id = st.call(op, Instant::now(), &mut jobs);
+            self.unlock(st);
+            id
+        };
         let mut guard = CallGuard {
             shared: self,
             id,
             done: false,
         };
-        let mut own = Own {
+        let mut me = Caller {
             call: Some(id),
             watch,
             progress,
         };
-        let mut cancel_sent = false;
         loop {
-            self.run(&mut jobs, &mut own).await;
-            let (mail, listener, until) = {
+            self.run(&mut jobs, &mut me).await;
+            let (step, listener) = {
                 let mut st = self.lock();
-                let mail = st.next_mail(id);
                 let now = Instant::now();
-                let mut until = None;
-                let mut listener = None;
-                if mail.is_none() {
-                    if !cancel_sent && watch.gave_up(now) {
-                        cancel_sent = true;
-                        st.engine_mut()
-                            .handle_input(Input::Cancel { call: id }, now);
-                        self.pump(&mut st, &mut jobs);
-                        continue;
-                    }
-                    let (next, woke) = st.tick(now, &mut jobs);
-                    if woke {
-                        self.wake_all();
-                    }
-                    if !jobs.is_empty() || woke {
-                        continue;
-                    }
-                    until = match (next, watch.deadline.filter(|_| !cancel_sent)) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    };
-                    // Listening before the lock is released: a wake-up sent
-                    // after our checks cannot be missed.
-                    listener = Some(self.event.listen());
-                }
-                (mail, listener, until)
+                let step = st.step(id, watch.gave_up(now), watch.deadline, now, &mut jobs);
+                // Listening before the lock is released: a wake-up sent
+                // after the dispatcher's checks cannot be missed.
+                let listener = matches!(step, Step::Wait(_)).then(|| self.event.listen());
+                self.unlock(st);
+                (step, listener)
             };
-            match mail {
-                Some(Mail::Send { exchange, request }) => {
-                    self.exchange(exchange, &request, true, &mut own, &mut jobs)
+            match step {
+                Step::Mail(Mail::Send { exchange, request }) => {
+                    self.exchange(exchange, &request, true, &mut me, &mut jobs)
                         .await
                 }
-                Some(Mail::Progress(p)) => own.progress(vec![p]),
-                Some(Mail::End(end)) => {
+                Step::Mail(Mail::Progress(p)) => me.progress(vec![p]),
+                Step::Mail(Mail::End(end)) => {
                     guard.done = true;
                     return watch.finish(end);
                 }
-                Some(_) => {}
-                None => {
-                    if let Some(listener) = listener {
-                        wait(listener, until).await;
-                    }
-                }
+                Step::Wait(until) => wait(listener, until).await,
+                _ => {}
             }
         }
     }
@@ -355,53 +281,25 @@ impl Shared {
     /// most the await-ready deadline.
     pub async fn initialize(self: &Arc<Self>) -> Result<(), Error> {
         let start = Instant::now();
-        let deadline = start
-            .checked_add(self.settings.config.await_ready)
-            .or_else(|| start.checked_add(Duration::from_secs(365 * 86400)))
-            .unwrap_or(start);
+        let deadline = ready_deadline(start, self.settings.config.await_ready);
         let mut jobs = VecDeque::new();
-        let mut own = Own {
-            call: None,
-            watch: &NO_WATCH,
-            progress: None,
-        };
-        {
-            let mut st = self.lock();
-            if st.engine().is_ready() {
-                return Ok(());
-            }
-            if st.connect(start, &mut jobs) {
-                self.wake_all();
-            }
-        }
+        let mut me = Caller::none();
+        self.lock().connect(start, &mut jobs);
         loop {
-            self.run(&mut jobs, &mut own).await;
-            let (listener, until) = {
+            self.run(&mut jobs, &mut me).await;
+            let (step, listener) = {
                 let mut st = self.lock();
-                if st.engine().is_ready() {
-                    return Ok(());
-                }
-                if let Some(Err(e)) = st.handshake() {
-                    return Err(Error::Call(e.clone()));
-                }
-                let now = Instant::now();
-                if now >= deadline {
-                    let waited = now - start;
-                    return Err(Error::Call(CallError::ReconnectTimeout { waited }));
-                }
-                let (next, woke) = st.tick(now, &mut jobs);
-                if woke {
-                    self.wake_all();
-                }
-                if !jobs.is_empty() {
-                    continue;
-                }
-                (
-                    self.event.listen(),
-                    next.map_or(deadline, |t| t.min(deadline)),
-                )
+                let step = st.ready_step(start, deadline, Instant::now(), &mut jobs);
+                let listener = matches!(step, ReadyStep::Wait(_)).then(|| self.event.listen());
+                self.unlock(st);
+                (step, listener)
             };
-            wait(listener, Some(until)).await;
+            match step {
+                ReadyStep::Ready => return Ok(()),
+                ReadyStep::Failed(e) => return Err(Error::Call(e)),
+                ReadyStep::Wait(until) => wait(listener, Some(until)).await,
+                _ => {}
+            }
         }
     }
 
@@ -411,19 +309,16 @@ impl Shared {
         {
             let mut st = self.lock();
             st.engine_mut().close(Instant::now());
-            self.pump(&mut st, &mut jobs);
+            st.pump(&mut jobs);
+            self.unlock(st);
         }
-        let mut own = Own {
-            call: None,
-            watch: &NO_WATCH,
-            progress: None,
-        };
-        self.run(&mut jobs, &mut own).await;
+        self.run(&mut jobs, &mut Caller::none()).await;
     }
 }
 
 /// Waits for a wake-up or, at the latest, `until`.
-async fn wait(listener: event_listener::EventListener, until: Option<Instant>) {
+async fn wait(listener: Option<event_listener::EventListener>, until: Option<Instant>) {
+    let Some(listener) = listener else { return };
     match until {
         Some(at) => {
             future::or(listener, async {

@@ -6,11 +6,14 @@
 //! notifications, token refreshes, server requests) is done by the thread
 //! that drained it, after it lets go of the lock. So the thread whose call
 //! found the session gone performs the re-initialize while the others wait
-//! on the condvar, woken by the engine's own deadlines.
+//! on the condvar, woken by the engine's own deadlines. Every decision,
+//! down to how long to wait, is the dispatcher's.
 
-use mcp_recovery_client::{answer, Error, Progress, ProgressFn, RefreshError, Settings, Watch};
+use mcp_recovery_client::{
+    answer, ready_deadline, refreshed, Caller, Error, Memory, ProgressFn, Settings, Watch,
+};
 use mcp_recovery_core::{
-    CallError, Dispatcher, ExchangeId, FailureKind, HttpRequest, Input, Job, Mail, Operation,
+    Dispatcher, ExchangeId, FailureKind, HttpRequest, Input, Job, Mail, Operation, ReadyStep, Step,
     TransportFailure,
 };
 use serde_json::Value;
@@ -24,33 +27,8 @@ pub(crate) struct Shared {
     wake: Condvar,
     agent: ureq::Agent,
     pub settings: Settings,
-    pub memory: mcp_recovery_client::Memory,
+    pub memory: Memory,
 }
-
-/// The call this thread runs, if any: whose reads it may cut short, whose
-/// progress it hands over while the response streams in.
-struct Own<'w, 'p> {
-    call: Option<mcp_recovery_core::CallId>,
-    watch: &'w Watch,
-    progress: Option<&'w mut ProgressFn<'p>>,
-}
-
-impl Own<'_, '_> {
-    fn gave_up(&self) -> bool {
-        self.call.is_some() && self.watch.gave_up(Instant::now())
-    }
-
-    fn progress(&mut self, items: Vec<Value>) {
-        if let Some(f) = self.progress.as_mut() {
-            items.iter().filter_map(Progress::from_params).for_each(f);
-        }
-    }
-}
-
-const NO_WATCH: Watch = Watch {
-    cancel: None,
-    deadline: None,
-};
 
 impl Shared {
     pub fn new(dispatcher: Dispatcher, agent: ureq::Agent, settings: Settings) -> Self {
@@ -59,7 +37,7 @@ impl Shared {
             wake: Condvar::new(),
             agent,
             settings,
-            memory: Default::default(),
+            memory: Memory::default(),
         }
     }
 
@@ -76,60 +54,41 @@ impl Shared {
         self.wake.notify_all();
     }
 
-    fn pump(&self, st: &mut Dispatcher, jobs: &mut VecDeque<Job>) {
-        if st.pump(jobs) {
+    /// Releases the lock, waking the waiters if the dispatcher says so.
+    fn unlock(&self, mut st: MutexGuard<'_, Dispatcher>) {
+        if st.take_woke() {
             self.wake.notify_all();
         }
     }
 
-    /// Feeds one input and drains what it caused.
     fn feed(&self, input: Input<'_>, jobs: &mut VecDeque<Job>) {
         let mut st = self.lock();
-        st.engine_mut().handle_input(input, Instant::now());
-        self.pump(&mut st, jobs);
+        st.feed(input, Instant::now(), jobs);
+        self.unlock(st);
     }
 
     /// Does this thread's jobs, including whatever they produce.
-    fn run(&self, jobs: &mut VecDeque<Job>, own: &mut Own<'_, '_>) {
+    fn run(&self, jobs: &mut VecDeque<Job>, me: &mut Caller<'_, '_>) {
         while let Some(job) = jobs.pop_front() {
-            match job {
-                Job::Send { exchange, request } => {
-                    self.exchange(exchange, &request, false, own, jobs)
+            match self.settings.local(job) {
+                Some(Job::Send { exchange, request }) => {
+                    self.exchange(exchange, &request, false, me, jobs)
                 }
-                Job::Refresh {
+                Some(Job::Refresh {
                     generation,
                     challenge,
-                } => {
-                    let outcome = match &self.settings.tokens {
-                        Some(t) => t.refresh(generation, challenge.as_deref()),
-                        None => Err(RefreshError::NeedsReauth("no token source".into())),
-                    };
-                    let message = outcome.as_ref().err().map(ToString::to_string);
-                    let input = match &outcome {
-                        Ok(token) => Input::TokenRefreshed { generation, token },
-                        Err(e) => Input::RefreshFailed {
-                            generation,
-                            needs_reauth: matches!(e, RefreshError::NeedsReauth(_)),
-                            message: message.as_deref().unwrap_or_default(),
-                        },
-                    };
-                    self.feed(input, jobs);
+                }) => {
+                    let outcome = self.settings.refresh(generation, challenge.as_deref());
+                    let mut st = self.lock();
+                    refreshed(&mut st, generation, &outcome, Instant::now(), jobs);
+                    self.unlock(st);
                 }
-                Job::ServerRequest { id, method, params } => {
+                Some(Job::ServerRequest { id, method, params }) => {
                     let reply = answer(self.settings.handler.as_deref(), &method, params);
                     let mut st = self.lock();
                     st.engine_mut().reply(id, reply);
-                    self.pump(&mut st, jobs);
-                }
-                Job::Notification { method, params } => {
-                    if let Some(h) = &self.settings.handler {
-                        h.notification(&method, params);
-                    }
-                }
-                Job::Observe(action) => {
-                    if let Some(o) = &self.settings.observer {
-                        o(&action);
-                    }
+                    st.pump(jobs);
+                    self.unlock(st);
                 }
                 _ => {}
             }
@@ -137,13 +96,13 @@ impl Shared {
     }
 
     /// One HTTP exchange, fed to the engine as it arrives. `mine`: it
-    /// carries this thread's own call.
+    /// carries this thread's own call, whose cancel may cut it short.
     fn exchange(
         &self,
         exchange: ExchangeId,
         request: &HttpRequest,
         mine: bool,
-        own: &mut Own<'_, '_>,
+        me: &mut Caller<'_, '_>,
         jobs: &mut VecDeque<Job>,
     ) {
         let fail = |failure: TransportFailure, jobs: &mut VecDeque<Job>| {
@@ -155,7 +114,7 @@ impl Shared {
                 jobs,
             )
         };
-        let read_timeout = own
+        let read_timeout = me
             .watch
             .read_timeout(self.settings.read_timeout, Instant::now());
         let response = match build(request) {
@@ -169,7 +128,7 @@ impl Shared {
             Ok(r) => r,
             // The call gave up (cancel, its own deadline): that is what cut
             // the exchange short, and its thread tells the core so.
-            Err(_) if mine && own.gave_up() => return,
+            Err(_) if mine && me.gave_up() => return,
             Err(e) => return fail(failure(e), jobs),
         };
         let (parts, body) = response.into_parts();
@@ -191,7 +150,7 @@ impl Shared {
         let mut reader = body.into_with_config().limit(u64::MAX).reader();
         let mut buf = vec![0u8; 16 * 1024];
         loop {
-            if mine && own.gave_up() {
+            if mine && me.gave_up() {
                 return; // dropping the reader closes the connection
             }
             match reader.read(&mut buf) {
@@ -204,25 +163,38 @@ impl Shared {
                             bytes: &buf[..n],
                         },
                     };
-                    st.engine_mut().handle_input(input, Instant::now());
-                    self.pump(&mut st, jobs);
+                    st.feed(input, Instant::now(), jobs);
                     let open = n > 0 && st.engine().exchange_open(exchange);
-                    let progress = own.call.map(|c| st.take_progress(c)).unwrap_or_default();
-                    drop(st);
-                    own.progress(progress);
+                    let progress = me.take_progress(&mut st);
+                    self.unlock(st);
+                    me.progress(progress);
                     // A server request on this stream (elicitation,
                     // sampling) waits for our answer before the stream goes
                     // on: answer it now, not after the stream ends.
-                    self.run(jobs, own);
+                    self.run(jobs, me);
                     if !open {
                         return;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) if mine && own.gave_up() => return,
+                Err(_) if mine && me.gave_up() => return,
                 Err(e) => return fail(failure(ureq::Error::from(e)), jobs),
             }
         }
+    }
+
+    /// Sleeps on the condvar until woken or `until`.
+    fn wait(&self, st: MutexGuard<'_, Dispatcher>, until: Option<Instant>) {
+        drop(match until {
+            Some(at) => {
+                let wait = at.saturating_duration_since(Instant::now());
+                self.wake
+                    .wait_timeout(st, wait)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0
+            }
+            None => self.wake.wait(st).unwrap_or_else(PoisonError::into_inner),
+        });
     }
 
     /// Runs one call to its end on this thread.
@@ -233,59 +205,38 @@ impl Shared {
         progress: Option<&mut ProgressFn<'_>>,
     ) -> Result<Value, Error> {
         let mut jobs = VecDeque::new();
-        let id = self.lock().call(op, Instant::now(), &mut jobs);
-        let mut own = Own {
+        let id = {
+            let mut st = self.lock();
+            let id = st.call(op, Instant::now(), &mut jobs);
+            self.unlock(st);
+            id
+        };
+        let mut me = Caller {
             call: Some(id),
             watch,
             progress,
         };
-        let mut cancel_sent = false;
         loop {
-            self.run(&mut jobs, &mut own);
+            self.run(&mut jobs, &mut me);
             let mut st = self.lock();
-            match st.next_mail(id) {
-                Some(Mail::Send { exchange, request }) => {
-                    drop(st);
-                    self.exchange(exchange, &request, true, &mut own, &mut jobs);
-                    continue;
-                }
-                Some(Mail::Progress(p)) => {
-                    drop(st);
-                    own.progress(vec![p]);
-                    continue;
-                }
-                Some(Mail::End(end)) => return watch.finish(end),
-                Some(_) | None => {}
-            }
             let now = Instant::now();
-            if !cancel_sent && watch.gave_up(now) {
-                cancel_sent = true;
-                st.engine_mut()
-                    .handle_input(Input::Cancel { call: id }, now);
-                self.pump(&mut st, &mut jobs);
-                continue;
-            }
-            let (next, woke) = st.tick(now, &mut jobs);
-            if woke {
+            let step = st.step(id, watch.gave_up(now), watch.deadline, now, &mut jobs);
+            if st.take_woke() {
                 self.wake.notify_all();
             }
-            if !jobs.is_empty() || woke {
-                continue;
-            }
-            let until = match (next, watch.deadline.filter(|_| !cancel_sent)) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            drop(match until {
-                Some(at) => {
-                    let wait = at.saturating_duration_since(now);
-                    self.wake
-                        .wait_timeout(st, wait)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0
+            match step {
+                Step::Mail(Mail::Send { exchange, request }) => {
+                    drop(st);
+                    self.exchange(exchange, &request, true, &mut me, &mut jobs);
                 }
-                None => self.wake.wait(st).unwrap_or_else(PoisonError::into_inner),
-            });
+                Step::Mail(Mail::Progress(p)) => {
+                    drop(st);
+                    me.progress(vec![p]);
+                }
+                Step::Mail(Mail::End(end)) => return watch.finish(end),
+                Step::Wait(until) => self.wait(st, until),
+                _ => {}
+            }
         }
     }
 
@@ -293,50 +244,26 @@ impl Shared {
     /// most the await-ready deadline.
     pub fn initialize(&self) -> Result<(), Error> {
         let start = Instant::now();
-        let wait = self.settings.config.await_ready;
-        let deadline = start
-            .checked_add(wait)
-            .or_else(|| start.checked_add(std::time::Duration::from_secs(365 * 86400)))
-            .unwrap_or(start);
+        let deadline = ready_deadline(start, self.settings.config.await_ready);
         let mut jobs = VecDeque::new();
-        let mut own = Own {
-            call: None,
-            watch: &NO_WATCH,
-            progress: None,
-        };
-        {
-            let mut st = self.lock();
-            if st.engine().is_ready() {
-                return Ok(());
-            }
-            if st.connect(start, &mut jobs) {
-                self.wake.notify_all();
-            }
-        }
+        let mut me = Caller::none();
+        let mut st = self.lock();
+        st.connect(start, &mut jobs);
         loop {
-            self.run(&mut jobs, &mut own);
-            let mut st = self.lock();
-            if st.engine().is_ready() {
-                return Ok(());
-            }
-            if let Some(Err(e)) = st.handshake() {
-                return Err(Error::Call(e.clone()));
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                let waited = now - start;
-                return Err(Error::Call(CallError::ReconnectTimeout { waited }));
-            }
-            let (next, woke) = st.tick(now, &mut jobs);
-            if woke {
+            let step = st.ready_step(start, deadline, Instant::now(), &mut jobs);
+            if st.take_woke() {
                 self.wake.notify_all();
             }
-            if jobs.is_empty() {
-                let wait = next
-                    .map_or(deadline, |t| t.min(deadline))
-                    .saturating_duration_since(now);
-                drop(self.wake.wait_timeout(st, wait));
+            match step {
+                ReadyStep::Ready => return Ok(()),
+                ReadyStep::Failed(e) => return Err(Error::Call(e)),
+                ReadyStep::Wait(until) => self.wait(st, Some(until)),
+                _ => {
+                    drop(st);
+                    self.run(&mut jobs, &mut me);
+                }
             }
+            st = self.lock();
         }
     }
 
@@ -346,14 +273,10 @@ impl Shared {
         {
             let mut st = self.lock();
             st.engine_mut().close(Instant::now());
-            self.pump(&mut st, &mut jobs);
+            st.pump(&mut jobs);
+            self.unlock(st);
         }
-        let mut own = Own {
-            call: None,
-            watch: &NO_WATCH,
-            progress: None,
-        };
-        self.run(&mut jobs, &mut own);
+        self.run(&mut jobs, &mut Caller::none());
     }
 }
 
