@@ -4,7 +4,8 @@ Started by the Rust integration tests, never by hand in CI. It binds
 127.0.0.1 (port 0 = any free port), prints `READY <port>` once the socket
 listens, and keeps its counters in files under --state so they survive a
 kill + restart: `initialize` (initialize requests handled) and `counter`
-(executions of the side-effecting tool).
+(executions of the side-effecting tool). `--require-bearer TOKEN` answers
+401 `invalid_token` to MCP requests without that bearer token.
 """
 
 import argparse
@@ -29,6 +30,7 @@ parser.add_argument("--port", type=int, default=0)
 parser.add_argument("--state", required=True)
 parser.add_argument("--mode", choices=["sse", "json", "stateless"], default="sse")
 parser.add_argument("--idle-timeout", type=float, default=None)
+parser.add_argument("--require-bearer", metavar="TOKEN", default=None)
 args = parser.parse_args()
 
 
@@ -171,11 +173,44 @@ starlette_app = app.streamable_http_app(
     session_idle_timeout=args.idle_timeout,
 )
 
+
+class RequireBearer:
+    """ASGI middleware: with --require-bearer, MCP requests without exactly
+    `Authorization: Bearer TOKEN` get the 401 a resource server sends for a
+    bad token (RFC 6750). /stats stays open for the test harness."""
+
+    def __init__(self, inner, token):
+        self.inner = inner
+        self.expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] == "/stats":
+            return await self.inner(scope, receive, send)
+        given = dict(scope["headers"]).get(b"authorization")
+        if given == self.expected:
+            return await self.inner(scope, receive, send)
+        body = json.dumps({"error": "invalid_token", "error_description": "missing or wrong bearer token"}).encode()
+        await send({
+            "type": "http.response.start",
+            "status": 401,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"www-authenticate", b'Bearer error="invalid_token"'),
+            ],
+        })
+        await send({"type": "http.response.body", "body": body})
+
+
+asgi_app = CountInitialize(starlette_app)
+if args.require_bearer is not None:
+    asgi_app = RequireBearer(asgi_app, args.require_bearer)
+
 sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 sock.bind(("127.0.0.1", args.port))
 sock.listen(128)
 os.makedirs(args.state, exist_ok=True)
 print(f"READY {sock.getsockname()[1]}", flush=True)
-config = uvicorn.Config(CountInitialize(starlette_app), log_level="warning", lifespan="on")
+config = uvicorn.Config(asgi_app, log_level="warning", lifespan="on")
 asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))
