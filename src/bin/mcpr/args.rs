@@ -1,0 +1,134 @@
+//! The command line, as clap derive types. Values that need more checking
+//! than clap gives (headers, JSON arguments) are checked in `main`, so the
+//! error message is ours: clap would echo the whole value, and a header
+//! value may be a secret.
+
+use clap::{Args, Parser, Subcommand};
+use std::time::Duration;
+
+/// Shown at the end of `mcpr --help`; the README has the same table.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  ok
+  1  the server answered with an error (JSON-RPC error, or a tool result with isError)
+  2  bad input or usage (bad JSON arguments, bad URL, bad header, unknown flag)
+  3  session lost and not recovered (lost again after re-initializing, not ready in time,
+     initialize rejected or failed on a live server)
+  4  needs re-authorization (the server refused the credentials and they could not be renewed)
+  5  circuit open (recent calls could not reach the server; failing fast)
+  6  outcome uncertain (the connection broke after a non-idempotent call was sent: it may have run)
+  7  server unreachable (also when initialize could not connect), transport, HTTP or protocol error
+  8  timed out (--timeout) or cancelled
+
+Errors are one line on stderr: `mcpr: <class>: <details>`. With --json, a
+failed run also prints {\"error\": {...}} on stdout.";
+
+/// A command-line MCP client that recovers expired sessions, restarts and
+/// dropped connections (Streamable HTTP).
+#[derive(Parser)]
+#[command(name = "mcpr", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Where and how to connect.
+    #[command(flatten)]
+    pub conn: Connection,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options shared by every subcommand that talks to a server. Deliberately
+/// not `Debug`: it holds the bearer token.
+#[derive(Args)]
+pub struct Connection {
+    /// The server's MCP endpoint, e.g. http://127.0.0.1:8000/mcp
+    #[arg(long, global = true, env = "MCPR_URL", value_name = "URL")]
+    pub url: Option<String>,
+
+    /// Extra header on every request, `Name: value` (repeatable)
+    #[arg(long = "header", global = true, value_name = "K:V")]
+    pub headers: Vec<String>,
+
+    /// Bearer token (MCPR_BEARER keeps it out of the process list)
+    #[arg(
+        long,
+        global = true,
+        env = "MCPR_BEARER",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub bearer: Option<String>,
+
+    /// Machine output: one JSON document per line on stdout
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Give up on a call after this many seconds, recovery included
+    #[arg(long, global = true, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub timeout: Option<Duration>,
+
+    /// Print the recovery steps the client takes (re-initialize, retry) on stderr
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
+}
+
+/// The subcommands.
+#[derive(Subcommand)]
+pub enum Command {
+    /// List the server's tools (every page)
+    Tools,
+    /// Call a tool
+    Call {
+        /// The tool's name
+        name: String,
+        /// Its arguments, a JSON object (default {})
+        #[arg(value_name = "JSON-ARGS")]
+        args: Option<String>,
+        #[command(flatten)]
+        repeat: Repeat,
+    },
+    /// List the server's resources (every page)
+    Resources,
+    /// Read a resource
+    Read {
+        /// The resource's URI
+        uri: String,
+    },
+    /// List the server's prompts (every page)
+    Prompts,
+    /// Get a prompt
+    Prompt {
+        /// The prompt's name
+        name: String,
+        /// Its arguments, a JSON object of strings
+        #[arg(value_name = "JSON-ARGS")]
+        args: Option<String>,
+    },
+    /// Check that the server answers
+    Ping {
+        #[command(flatten)]
+        repeat: Repeat,
+    },
+    /// Run a scripted recovery demo against an embedded DEMO server (no server needed)
+    Demo,
+}
+
+/// Running one command several times in one process: one client, one
+/// session, one circuit breaker, so recovery and the breaker show.
+#[derive(Args, Clone, Copy)]
+pub struct Repeat {
+    /// Run it N times; the exit code is the last run's
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeat: u32,
+
+    /// Pause between runs, in milliseconds
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub interval: u64,
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("not a number of seconds: {s:?}"))?;
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("not a usable duration: {s:?}"))
+}

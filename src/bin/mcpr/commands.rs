@@ -1,0 +1,228 @@
+//! The subcommands that talk to a server, each run through the blocking
+//! client: one client per process, so `--repeat` runs share one session
+//! and one circuit breaker, as a long-lived program would.
+
+use crate::activity::Activity;
+use crate::args::Repeat;
+use crate::exit::{Exit, Failure};
+use crate::render;
+use mcp_recovery::blocking::{
+    CallOptions, Client, Prompt, PromptResult, Resource, ResourceRead, Tool,
+};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Map, Value};
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+/// A subcommand with its input already checked.
+pub enum Job {
+    Tools,
+    Call { name: String, args: Value },
+    Resources,
+    Read { uri: String },
+    Prompts,
+    Prompt { name: String, args: Option<Value> },
+    Ping,
+}
+
+/// Runs `job` `repeat.repeat` times, printing each result; the exit code is
+/// the last run's.
+pub fn run(client: &Client, job: &Job, repeat: Repeat, json: bool) -> Exit {
+    let mut last = Exit::Ok;
+    for i in 1..=repeat.repeat {
+        if i > 1 && repeat.interval > 0 {
+            // The pause the user asked for between runs.
+            std::thread::sleep(Duration::from_millis(repeat.interval));
+        }
+        let prefix = if repeat.repeat > 1 {
+            format!("run {i}/{}: ", repeat.repeat)
+        } else {
+            String::new()
+        };
+        last = match once(client, job, json, &prefix) {
+            Ok(exit) => exit,
+            Err(f) => {
+                report(&f, json, &prefix);
+                f.exit
+            }
+        };
+    }
+    last
+}
+
+/// The one-line error on stderr; with `--json`, the same as JSON on stdout.
+pub fn report(f: &Failure, json: bool, prefix: &str) {
+    eprintln!(
+        "mcpr: {prefix}{}: {}",
+        f.label,
+        render::cell(&f.message, 600)
+    );
+    if json {
+        let error = json!({"error": {
+            "exit_code": f.exit.code(),
+            "class": f.label,
+            "message": f.message,
+        }});
+        println!("{error}");
+    }
+}
+
+fn once(client: &Client, job: &Job, json: bool, prefix: &str) -> Result<Exit, Failure> {
+    match job {
+        Job::Tools => list(client, "tools/list", "tools", json, |t: Vec<Tool>| {
+            render::tools(&t)
+        }),
+        Job::Resources => list(
+            client,
+            "resources/list",
+            "resources",
+            json,
+            |r: Vec<Resource>| render::resources(&r),
+        ),
+        Job::Prompts => list(client, "prompts/list", "prompts", json, |p: Vec<Prompt>| {
+            render::prompts(&p)
+        }),
+        Job::Call { name, args } => call(client, name, args, json, prefix),
+        Job::Read { uri } => {
+            let result = watched(&format!("reading {uri}"), || {
+                client.request("resources/read", Some(json!({ "uri": uri })))
+            })?;
+            show(result, json, prefix, |r: ResourceRead| {
+                render::resource_read(&r)
+            })
+        }
+        Job::Prompt { name, args } => {
+            let mut params = Map::new();
+            params.insert("name".into(), name.clone().into());
+            if let Some(a) = args {
+                params.insert("arguments".into(), a.clone());
+            }
+            let result = watched(&format!("getting prompt {name}"), || {
+                client.request("prompts/get", Some(Value::Object(params)))
+            })?;
+            show(result, json, prefix, |p: PromptResult| {
+                render::prompt_result(&p)
+            })
+        }
+        Job::Ping => {
+            let started = Instant::now();
+            watched("ping", || client.ping())?;
+            let ms = started.elapsed().as_millis();
+            if json {
+                println!("{}", json!({"ok": true, "elapsed_ms": ms}));
+            } else {
+                println!("{prefix}ok ({ms} ms)");
+            }
+            Ok(Exit::Ok)
+        }
+    }
+}
+
+/// Runs `f` with a spinner (or nothing) for `label`.
+fn watched<T, E: Into<Failure>>(
+    label: &str,
+    f: impl FnOnce() -> Result<T, E>,
+) -> Result<T, Failure> {
+    let _activity = Activity::start(label);
+    f().map_err(Into::into)
+}
+
+fn call(
+    client: &Client,
+    name: &str,
+    args: &Value,
+    json: bool,
+    prefix: &str,
+) -> Result<Exit, Failure> {
+    let activity = Activity::start(&format!("calling {name}"));
+    let opts = CallOptions::new().progress(|p| activity.progress(&p));
+    let result = client.call_tool_with(name, args.clone(), opts);
+    drop(activity);
+    let result = result?;
+    if json {
+        println!("{}", render::tool_result_json(&result));
+    } else {
+        println!("{prefix}{}", render::tool_result(&result));
+    }
+    if result.is_error {
+        // The result is printed as any other; the exit code and this line
+        // say the tool itself failed.
+        eprintln!(
+            "mcpr: {prefix}tool error: `{}` returned isError",
+            render::cell(name, 60)
+        );
+        return Ok(Exit::ServerError);
+    }
+    Ok(Exit::Ok)
+}
+
+/// Prints a raw result as JSON, or decoded and rendered for people.
+fn show<T: DeserializeOwned>(
+    result: Value,
+    json: bool,
+    prefix: &str,
+    human: impl FnOnce(T) -> String,
+) -> Result<Exit, Failure> {
+    if json {
+        println!("{result}");
+    } else {
+        println!("{prefix}{}", human(decode(result)?));
+    }
+    Ok(Exit::Ok)
+}
+
+/// A `*/list` method followed to its last page, printed as one list.
+fn list<T: DeserializeOwned>(
+    client: &Client,
+    method: &str,
+    key: &str,
+    json: bool,
+    human: impl FnOnce(Vec<T>) -> String,
+) -> Result<Exit, Failure> {
+    let items = watched(method, || all_pages(client, method, key))?;
+    if json {
+        let mut out = Map::new();
+        out.insert(key.into(), Value::Array(items));
+        println!("{}", Value::Object(out));
+    } else {
+        println!("{}", human(decode(Value::Array(items))?));
+    }
+    Ok(Exit::Ok)
+}
+
+/// Every page of a list. A cursor seen twice ends it: a server that loops
+/// must not loop us.
+fn all_pages(client: &Client, method: &str, key: &str) -> Result<Vec<Value>, Failure> {
+    let mut items = Vec::new();
+    let mut seen = HashSet::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let params = cursor.as_ref().map(|c| json!({ "cursor": c }));
+        let page = client.request(method, params)?;
+        match page.get(key).and_then(Value::as_array) {
+            Some(a) => items.extend(a.iter().cloned()),
+            None => {
+                let why = format!("the {method} result has no `{key}` list");
+                return Err(Failure::new(Exit::Unreachable, "protocol error", why));
+            }
+        }
+        cursor = page
+            .get("nextCursor")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        match &cursor {
+            Some(c) if seen.insert(c.clone()) => {}
+            _ => return Ok(items),
+        }
+    }
+}
+
+fn decode<T: DeserializeOwned>(v: Value) -> Result<T, Failure> {
+    serde_json::from_value(v).map_err(|e| {
+        Failure::new(
+            Exit::Unreachable,
+            "protocol error",
+            format!("unexpected result: {e}"),
+        )
+    })
+}

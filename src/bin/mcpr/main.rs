@@ -1,0 +1,167 @@
+//! `mcpr`: a command-line MCP client on the recovering blocking client,
+//! and `mcpr demo`, a scripted tour of the recoveries against an embedded
+//! demo server. `mcpr --help` lists the exit codes.
+#![forbid(unsafe_code)]
+
+mod activity;
+mod args;
+mod commands;
+mod demo;
+mod exit;
+mod render;
+
+use args::{Cli, Command, Connection, Repeat};
+use clap::Parser;
+use commands::Job;
+use exit::Failure;
+use mcp_recovery::blocking::Client;
+use mcp_recovery::core::Action;
+use serde_json::Value;
+use std::process::ExitCode;
+use std::time::Duration;
+
+fn main() -> ExitCode {
+    // Usage errors exit with clap's status 2, our "bad input".
+    let cli = Cli::parse();
+    let exit = match cli.command {
+        Command::Demo => demo::run(),
+        command => match prepare(&cli.conn, command) {
+            Ok((client, job, repeat)) => {
+                let exit = commands::run(&client, &job, repeat, cli.conn.json);
+                // Ends the session on the server (DELETE); nothing to report
+                // if that fails: the result is already out.
+                let _ = client.close();
+                exit
+            }
+            Err(f) => {
+                commands::report(&f, cli.conn.json, "");
+                f.exit
+            }
+        },
+    };
+    ExitCode::from(exit.code())
+}
+
+/// Checks the input and builds the client, before anything is sent: bad
+/// input never reaches the server.
+fn prepare(conn: &Connection, command: Command) -> Result<(Client, Job, Repeat), Failure> {
+    let once = Repeat {
+        repeat: 1,
+        interval: 0,
+    };
+    let (job, repeat) = match command {
+        Command::Tools => (Job::Tools, once),
+        Command::Resources => (Job::Resources, once),
+        Command::Prompts => (Job::Prompts, once),
+        Command::Read { uri } => (Job::Read { uri }, once),
+        Command::Ping { repeat } => (Job::Ping, repeat),
+        Command::Call { name, args, repeat } => {
+            let args =
+                object_arg(args.as_deref())?.unwrap_or_else(|| Value::Object(Default::default()));
+            (Job::Call { name, args }, repeat)
+        }
+        Command::Prompt { name, args } => {
+            let args = object_arg(args.as_deref())?;
+            (Job::Prompt { name, args }, once)
+        }
+        Command::Demo => unreachable!("handled by main"),
+    };
+    Ok((client(conn)?, job, repeat))
+}
+
+/// JSON arguments: must be an object, as MCP says.
+fn object_arg(text: Option<&str>) -> Result<Option<Value>, Failure> {
+    let Some(text) = text else { return Ok(None) };
+    let v: Value = serde_json::from_str(text)
+        .map_err(|e| Failure::input(format!("arguments are not JSON: {e}")))?;
+    if !v.is_object() {
+        return Err(Failure::input(
+            "arguments must be a JSON object, like '{\"text\": \"hi\"}'",
+        ));
+    }
+    Ok(Some(v))
+}
+
+fn client(conn: &Connection) -> Result<Client, Failure> {
+    let url = conn
+        .url
+        .as_deref()
+        .ok_or_else(|| Failure::input("--url URL is required (or set MCPR_URL)"))?;
+    let mut builder = Client::builder(url).read_timeout(Duration::from_secs(60));
+    for h in &conn.headers {
+        let (name, value) = header(h)?;
+        builder = builder.header(name, value);
+    }
+    if let Some(token) = &conn.bearer {
+        builder = builder.bearer(token);
+    }
+    if let Some(t) = conn.timeout {
+        builder = builder.call_timeout(t);
+    }
+    if conn.verbose {
+        builder = builder.on_recovery(log_recovery);
+    }
+    Ok(builder.build()?)
+}
+
+/// `Name: value`. Errors name the header, never its value: header values
+/// are often API keys.
+fn header(h: &str) -> Result<(&str, &str), Failure> {
+    let (name, value) = h
+        .split_once(':')
+        .ok_or_else(|| Failure::input("--header wants `Name: value`"))?;
+    let (name, value) = (name.trim(), value.trim());
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if name.is_empty() || !name.chars().all(token) {
+        return Err(Failure::input("--header: not a valid header name"));
+    }
+    if value.chars().any(|c| c.is_control() && c != '\t') {
+        return Err(Failure::input(format!(
+            "--header {name}: control characters in the value"
+        )));
+    }
+    if name.eq_ignore_ascii_case("authorization") {
+        return Err(Failure::input("use --bearer for the Authorization header"));
+    }
+    Ok((name, value))
+}
+
+/// `--verbose`: what the client decided, as it happens.
+fn log_recovery(action: &Action) {
+    match action {
+        Action::SignalReconnect { generation } => {
+            eprintln!("mcpr: session lost: re-initializing (session #{generation})")
+        }
+        Action::SessionReady { generation } => eprintln!("mcpr: session #{generation} ready"),
+        Action::SessionFailed { generation, error } => {
+            eprintln!("mcpr: session #{generation} failed: {error}")
+        }
+        Action::AwaitReady { .. } => eprintln!("mcpr: waiting for the new session"),
+        Action::RetryOnce { recovery, .. } => {
+            eprintln!("mcpr: retrying once after {recovery:?} recovery")
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_checked_without_echoing_values() {
+        assert_eq!(header("X-Trace: abc").ok(), Some(("X-Trace", "abc")));
+        let e = header("X-Key=s3cr3t").err().map(|f| f.message);
+        assert!(e.is_some_and(|m| !m.contains("s3cr3t")));
+        assert!(header("Authorization: Bearer x").is_err());
+        assert!(header("Bad Name: x").is_err());
+    }
+
+    #[test]
+    fn arguments_must_be_an_object() {
+        assert!(object_arg(Some("{\"a\": 1}")).is_ok());
+        assert!(object_arg(Some("[1]")).is_err());
+        assert!(object_arg(Some("{oops")).is_err());
+        assert!(matches!(object_arg(None), Ok(None)));
+    }
+}

@@ -1,0 +1,478 @@
+//! `mcpr` run as a process (the built binary, plain `std::process`) against
+//! the real Python SDK peer: every subcommand, `--json` parsed, and the exit
+//! code of each failure class that a real server can honestly produce.
+//! Plus `mcpr demo`, the README's first command.
+
+mod common;
+
+use common::{Kind, Mode, Peer};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const PY: Kind = Kind::Python {
+    mode: Mode::Sse,
+    idle: None,
+};
+
+/// What one `mcpr` run printed and how it ended.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().expect("mcpr ended by a signal"),
+            stdout: String::from_utf8(out.stdout).expect("stdout is UTF-8"),
+            stderr: String::from_utf8(out.stderr).expect("stderr is UTF-8"),
+        }
+    }
+
+    /// Asserts the exit code, showing the output when it is wrong.
+    fn expect(self, code: i32) -> Run {
+        assert_eq!(
+            self.code, code,
+            "exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// Each stdout line as JSON (`--json` prints one document per line).
+    fn json(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+
+    fn json_one(&self) -> Value {
+        let mut all = self.json();
+        assert_eq!(all.len(), 1, "{}", self.stdout);
+        all.remove(0)
+    }
+}
+
+/// `mcpr` with a clean environment (no URL or token from the user's).
+fn command(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mcpr"));
+    c.args(args)
+        .env_remove("MCPR_URL")
+        .env_remove("MCPR_BEARER")
+        .stdin(Stdio::null());
+    c
+}
+
+fn mcpr(args: &[&str]) -> Run {
+    Run::from(command(args).output().expect("run mcpr"))
+}
+
+/// `mcpr --url <peer> ARGS...`
+fn at(url: &str, args: &[&str]) -> Run {
+    let mut all = vec!["--url", url];
+    all.extend_from_slice(args);
+    mcpr(&all)
+}
+
+#[test]
+fn every_subcommand_against_the_python_peer() {
+    let peer = Peer::start(PY);
+    let url = peer.url();
+
+    let tools = at(&url, &["tools"]).expect(0);
+    assert!(tools.stdout.starts_with("NAME"), "{}", tools.stdout);
+    let echo_row = tools.stdout.lines().find(|l| l.starts_with("echo "));
+    assert!(
+        echo_row.is_some_and(|l| l.contains("read-only")),
+        "{}",
+        tools.stdout
+    );
+    let tools = at(&url, &["--json", "tools"]).expect(0).json_one();
+    let names: Vec<&str> = tools["tools"]
+        .as_array()
+        .expect("tools")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(names.contains(&"echo") && names.contains(&"counter_increment"));
+
+    let call = at(&url, &["call", "echo", r#"{"text": "hi there"}"#]).expect(0);
+    assert_eq!(call.stdout, "hi there\n");
+    let call = at(&url, &["--json", "call", "add", r#"{"a": 2, "b": 40}"#]).expect(0);
+    let call = call.json_one();
+    assert_eq!(call["content"][0]["text"], "42");
+    assert_eq!(call["isError"], false);
+
+    // stderr is not a terminal here: progress comes as plain lines.
+    let slow = at(&url, &["call", "slow", r#"{"steps": 3}"#]).expect(0);
+    assert_eq!(slow.stdout, "done after 3 steps\n");
+    for line in [
+        "progress 1/3 step 1",
+        "progress 2/3 step 2",
+        "progress 3/3 step 3",
+    ] {
+        assert!(slow.stderr.lines().any(|l| l == line), "{}", slow.stderr);
+    }
+
+    let resources = at(&url, &["resources"]).expect(0);
+    assert!(
+        resources.stdout.contains("counter://total"),
+        "{}",
+        resources.stdout
+    );
+    let resources = at(&url, &["--json", "resources"]).expect(0).json_one();
+    assert_eq!(resources["resources"][0]["uri"], "counter://total");
+
+    assert_eq!(
+        at(&url, &["read", "counter://total"]).expect(0).stdout,
+        "0\n"
+    );
+    let read = at(&url, &["--json", "read", "counter://total"]).expect(0);
+    assert_eq!(read.json_one()["contents"][0]["text"], "0");
+
+    let prompts = at(&url, &["prompts"]).expect(0);
+    let greet = prompts.stdout.lines().find(|l| l.starts_with("greet "));
+    assert!(
+        greet.is_some_and(|l| l.contains("name*")),
+        "{}",
+        prompts.stdout
+    );
+    let prompts = at(&url, &["--json", "prompts"]).expect(0).json_one();
+    assert_eq!(prompts["prompts"][0]["name"], "greet");
+
+    let prompt = at(&url, &["prompt", "greet", r#"{"name": "Ada"}"#]).expect(0);
+    assert!(
+        prompt.stdout.contains("user: Say hello to Ada."),
+        "{}",
+        prompt.stdout
+    );
+    let prompt = at(&url, &["--json", "prompt", "greet", r#"{"name": "Ada"}"#]).expect(0);
+    assert_eq!(prompt.json_one()["messages"][0]["role"], "user");
+
+    let ping = at(&url, &["ping"]).expect(0);
+    assert!(ping.stdout.starts_with("ok ("), "{}", ping.stdout);
+    // --repeat: one process, one client, so one session for all runs.
+    let before = peer.initializes();
+    let pings = at(&url, &["--json", "ping", "--repeat", "3"])
+        .expect(0)
+        .json();
+    assert_eq!(pings.len(), 3);
+    assert!(pings.iter().all(|p| p["ok"] == true), "{pings:?}");
+    assert_eq!(peer.initializes(), before + 1, "one session for three runs");
+
+    // Exit 1: the server answered, with an error.
+    let tool_error = at(&url, &["call", "add", r#"{"a": "x"}"#]).expect(1);
+    assert!(
+        tool_error.stderr.contains("tool error"),
+        "{}",
+        tool_error.stderr
+    );
+    let rpc_error = at(&url, &["--json", "prompt", "no_such_prompt"]).expect(1);
+    assert!(
+        rpc_error.stderr.starts_with("mcpr: server error: "),
+        "{}",
+        rpc_error.stderr
+    );
+    assert_eq!(rpc_error.json_one()["error"]["exit_code"], 1);
+
+    // Exit 8: the call's own timeout.
+    let args = [
+        "--timeout",
+        "0.3",
+        "call",
+        "counter_increment",
+        r#"{"delay_ms": 5000}"#,
+    ];
+    let slow = at(&url, &args).expect(8);
+    assert!(
+        slow.stderr.starts_with("mcpr: timed out"),
+        "{}",
+        slow.stderr
+    );
+}
+
+#[test]
+fn bad_input_exits_2_and_sends_nothing() {
+    // A listener that no one should connect to.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let url = format!("http://{}/mcp", listener.local_addr().expect("addr"));
+    let cases: &[&[&str]] = &[
+        &["--url", &url, "call", "echo", "{not json"],
+        &["--url", &url, "call", "echo", "[1, 2]"],
+        &["--url", &url, "prompt", "greet", "\"Ada\""],
+        &["--url", &url, "--header", "X-Key=secret-value", "ping"],
+        &["--url", &url, "--header", "Authorization: Bearer x", "ping"],
+        &["--url", &url, "ping", "--repeat", "0"],
+        &["--url", &url, "no-such-command"],
+        &["--url", "not a url", "ping"],
+        &["--url", "ftp://127.0.0.1/mcp", "ping"],
+        &["ping"],
+    ];
+    for args in cases {
+        let run = mcpr(args).expect(2);
+        assert!(!run.stderr.contains("secret-value"), "{}", run.stderr);
+        // Ours are one line; clap's usage errors are its own format.
+        if run.stderr.starts_with("mcpr: ") {
+            assert_eq!(run.stderr.lines().count(), 1, "{args:?}: {}", run.stderr);
+            assert!(
+                run.stderr.starts_with("mcpr: bad input: "),
+                "{}",
+                run.stderr
+            );
+        }
+    }
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("bad input reached the server: {other:?}"),
+    }
+}
+
+#[test]
+fn server_down_is_unreachable_then_the_breaker_opens() {
+    let mut peer = Peer::start(PY);
+    let url = peer.url();
+    peer.kill();
+    let run = at(&url, &["ping"]).expect(7);
+    assert!(
+        run.stderr.starts_with("mcpr: server unreachable: "),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.stderr.lines().count(), 1);
+
+    // Four runs in one process: three counted failures open the breaker
+    // (threshold 3), and the fourth fails fast without touching the network.
+    let args = [
+        "--json",
+        "call",
+        "echo",
+        r#"{"text": "x"}"#,
+        "--repeat",
+        "4",
+    ];
+    let run = at(&url, &args).expect(5);
+    let codes: Vec<u64> = run
+        .json()
+        .iter()
+        .map(|l| l["error"]["exit_code"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(codes, [7, 7, 7, 5], "{}", run.stderr);
+    let last = run.stderr.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("mcpr: run 4/4: circuit open: "),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn killed_mid_call_is_outcome_uncertain_and_ran_once() {
+    let mut peer = Peer::start(PY);
+    let url = peer.url();
+    let args = [
+        "--url",
+        url.as_str(),
+        "call",
+        "counter_increment",
+        r#"{"delay_ms": 10000}"#,
+    ];
+    let child = command(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run mcpr");
+    let child = KillOnDrop(Some(child));
+    // The tool has run (the counter moved) and is waiting: cut it now.
+    peer.await_counter(1, Duration::from_secs(20));
+    peer.kill();
+    let run = Run::from(child.wait()).expect(6);
+    assert!(
+        run.stderr.starts_with("mcpr: outcome uncertain: "),
+        "{}",
+        run.stderr
+    );
+    peer.start_again();
+    assert_eq!(peer.counter(), 1, "ran once, never replayed");
+    assert_eq!(at(&url, &["call", "counter_get"]).expect(0).stdout, "1\n");
+}
+
+#[test]
+fn refused_token_needs_reauth_and_is_never_printed() {
+    let peer = BearerPeer::start("the-right-token");
+    let url = peer.url();
+    for args in [
+        &["--bearer", "s3cr3t", "ping"][..],
+        &[
+            "--bearer",
+            "s3cr3t",
+            "--json",
+            "-v",
+            "call",
+            "echo",
+            r#"{"text": "x"}"#,
+        ],
+        &["ping"],
+    ] {
+        let run = at(&url, args).expect(4);
+        let last = run.stderr.lines().last().unwrap_or("");
+        assert!(
+            last.starts_with("mcpr: needs re-authorization: "),
+            "{}",
+            run.stderr
+        );
+        let all = format!("{}{}", run.stdout, run.stderr);
+        assert!(!all.contains("s3cr3t"), "the token was printed: {all}");
+    }
+    // The same token from the environment.
+    let run = Run::from(
+        command(&["--url", &url, "ping"])
+            .env("MCPR_BEARER", "s3cr3t")
+            .output()
+            .expect("run mcpr"),
+    );
+    let run = run.expect(4);
+    assert!(!format!("{}{}", run.stdout, run.stderr).contains("s3cr3t"));
+    at(&url, &["--bearer", "the-right-token", "ping"]).expect(0);
+}
+
+/// The Python server's idle timeout set far below a round trip: it forgets
+/// each session the moment initialize is answered, so the handshake's own
+/// `notifications/initialized` gets 404 "Session not found". No session
+/// can be had: exit 3. (`CallError::SessionLost` proper, a session lost
+/// again right after a successful re-initialize, needs the server to forget
+/// it between two of our requests; no real server does that on cue.)
+#[test]
+fn a_server_that_forgets_every_session_at_once_is_exit_3() {
+    let peer = Peer::start(Kind::Python {
+        mode: Mode::Sse,
+        idle: Some(0.000_001),
+    });
+    let run = at(&peer.url(), &["call", "echo", r#"{"text": "x"}"#]).expect(3);
+    assert!(
+        run.stderr.starts_with("mcpr: session not established: "),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("Session not found"), "{}", run.stderr);
+}
+
+#[test]
+fn demo_recovers_everything_and_exits_0() {
+    let run = mcpr(&["demo"]).expect(0);
+    let out = &run.stdout;
+    assert!(
+        out.contains("summary: 4/4 scenarios went as expected"),
+        "{out}"
+    );
+    for seen in [
+        "server: 404 Session not found",
+        "client: SignalReconnect",
+        "client: SessionReady",
+        "client: RetryOnce",
+        "server: restarting",
+        "the server saw exactly 1 new initialize",
+        "OutcomeUncertain",
+        "it ran exactly once",
+    ] {
+        assert!(out.contains(seen), "missing {seen:?} in\n{out}");
+    }
+}
+
+#[test]
+fn help_documents_the_exit_codes() {
+    let help = mcpr(&["--help"]).expect(0).stdout;
+    assert!(help.contains("Exit codes:"), "{help}");
+    for code in 0..=8 {
+        assert!(
+            help.lines().any(|l| l.starts_with(&format!("  {code}  "))),
+            "exit code {code} missing from --help:\n{help}"
+        );
+    }
+}
+
+/// A child process killed if the test fails before it ends.
+struct KillOnDrop(Option<Child>);
+
+impl KillOnDrop {
+    fn wait(mut self) -> Output {
+        let child = self.0.take().expect("child");
+        child.wait_with_output().expect("wait for mcpr")
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The Python peer with `--require-bearer` (the shared harness has no
+/// switch for it). Killed when dropped.
+struct BearerPeer {
+    child: KillOnDrop,
+    port: u16,
+    state: PathBuf,
+}
+
+impl BearerPeer {
+    fn start(token: &str) -> BearerPeer {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers");
+        let python = dir.join(".venv/bin/python");
+        assert!(
+            python.exists(),
+            "Python peer not installed ({}): run `bash scripts/peers.sh` \
+             (the README's test command does)",
+            python.display()
+        );
+        let state = std::env::temp_dir().join(format!("mcpr-cli-bearer-{}", std::process::id()));
+        std::fs::create_dir_all(&state).expect("state dir");
+        let mut child = Command::new(python)
+            .arg(dir.join("python_server.py"))
+            .args(["--port", "0", "--require-bearer", token, "--state"])
+            .arg(&state)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the Python peer");
+        let stdout = child.stdout.take().expect("peer stdout");
+        let child = KillOnDrop(Some(child));
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(port) = line.strip_prefix("READY ") {
+                    let _ = tx.send(port.trim().parse::<u16>().expect("READY <port>"));
+                }
+            }
+        });
+        let port = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the Python peer did not start within 30 s");
+        BearerPeer { child, port, state }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+}
+
+impl Drop for BearerPeer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.state);
+    }
+}
