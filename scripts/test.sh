@@ -67,11 +67,20 @@ cargo test -j"$JOBS" --workspace --all-features 2>&1 | tee "$log"
 passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
 
-step "main job: custom-transport example against the embedded demo server"
+step "README command #1: the demo (blocking client against its embedded demo server)"
+# Exactly the README's command; `set -e` fails the run on a non-zero exit.
+out=$(cargo run -q -j"$JOBS" --release --features cli -- demo)
+echo "$out"
+echo "$out" | grep -q "^summary: 4/4 scenarios went as expected" || {
+  echo "the demo did not print its summary of 4 recovered scenarios" >&2
+  exit 1
+}
+
+step "custom-transport example (the core over raw TCP) against its embedded demo server"
 out=$(cargo run -q -j"$JOBS" -p mcp-recovery-core --example tcp_transport)
 echo "$out"
 echo "$out" | grep -q "session generation 4" || {
-  echo "the demo did not recover its three lost sessions" >&2
+  echo "the example did not recover its three lost sessions" >&2
   exit 1
 }
 
