@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod oauth;
 pub mod types;
 
 pub use mcp_recovery_core as core;
@@ -46,6 +47,9 @@ pub enum Error {
     /// The client was set up wrong.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The authorization flow failed.
+    #[error("authorization failed: {0}")]
+    Auth(#[from] oauth::AuthError),
 }
 
 /// Why a token refresh failed.
@@ -227,9 +231,21 @@ pub struct Settings {
     pub handler: Option<Arc<dyn ServerHandler>>,
     /// Who watches recovery steps.
     pub observer: Option<Arc<Observer>>,
+    /// OAuth for this server, if it needs it (installed by the adapter,
+    /// which supplies the HTTP).
+    pub oauth: Option<oauth::OAuthConfig>,
 }
 
 impl Settings {
+    /// Turns the OAuth config into the token source, over the adapter's
+    /// HTTP; returns it for the client's `authorize`.
+    pub fn install_oauth(&mut self, fetch: Arc<dyn oauth::Fetch>) -> Option<Arc<oauth::OAuth>> {
+        let config = self.oauth.take()?;
+        let o = Arc::new(oauth::OAuth::new(&self.config.url, config, fetch));
+        self.tokens = Some(o.clone());
+        Some(o)
+    }
+
     /// Checks what every adapter needs and fixes up the core config:
     /// an http(s) URL with a host, no credential in plain headers, and a
     /// 401 asks for a refresh only when the token source can refresh.
@@ -395,6 +411,7 @@ impl<C: Build> ClientBuilder<C> {
                 tokens: None,
                 handler: None,
                 observer: None,
+                oauth: None,
             },
             client: PhantomData,
         }
@@ -411,6 +428,13 @@ impl<C: Build> ClientBuilder<C> {
     /// Uses a token source (refreshing ones plug in here).
     pub fn token_source(mut self, source: impl TokenSource + 'static) -> Self {
         self.settings.tokens = Some(Arc::new(source));
+        self
+    }
+    /// Uses OAuth: tokens from `config.store`, refreshed on 401 (one
+    /// refresh shared by every caller), and the client's `authorize` runs
+    /// the authorization flow when there are none.
+    pub fn oauth(mut self, config: oauth::OAuthConfig) -> Self {
+        self.settings.oauth = Some(config);
         self
     }
     /// TCP connect timeout (default 10 s).

@@ -65,6 +65,7 @@ pub mod dispatch;
 pub mod error;
 pub mod http;
 pub mod jsonrpc;
+pub mod oauth;
 pub mod operation;
 pub mod policy;
 pub mod session;

@@ -18,6 +18,10 @@ pub enum Kind {
     Python { mode: Mode, idle: Option<f64> },
     /// `@modelcontextprotocol/sdk@1.32.2` with express.
     Ts { mode: Mode },
+    /// The Python peer as a protected resource with its own OAuth server
+    /// (`mcp.server.auth`): access tokens live `access_ttl` seconds,
+    /// refresh tokens rotate.
+    PythonAuth { access_ttl: f64 },
 }
 
 /// How the server answers POSTs.
@@ -76,15 +80,15 @@ impl Peer {
     fn spawn(&mut self) {
         let dir = peers_dir();
         let mut cmd = match self.kind {
+            Kind::PythonAuth { access_ttl } => {
+                let mut c = Command::new(python_bin(&dir));
+                c.arg(dir.join("python_server.py"))
+                    .args(["--mode", "sse", "--auth"])
+                    .args(["--access-ttl", &access_ttl.to_string()]);
+                c
+            }
             Kind::Python { mode, idle } => {
-                let python = dir.join(".venv/bin/python");
-                assert!(
-                    python.exists(),
-                    "Python peer not installed ({}): run `bash scripts/peers.sh` \
-                     (the README's test command does)",
-                    python.display()
-                );
-                let mut c = Command::new(python);
+                let mut c = Command::new(python_bin(&dir));
                 c.arg(dir.join("python_server.py"))
                     .args(["--mode", mode.arg()]);
                 if let Some(s) = idle {
@@ -182,6 +186,18 @@ impl Peer {
         wait_for(within, "a cancelled run", || self.cancelled() >= n);
     }
 
+    /// Refresh-token requests the server's token endpoint received.
+    pub fn refreshes(&self) -> u64 {
+        self.count("refresh")
+    }
+
+    /// POSTs to a test hook of the server (`/test/expire-access`...).
+    pub fn hook(&self, path: &str) {
+        let url = format!("http://127.0.0.1:{}{path}", self.port);
+        let status = ureq::post(&url).send_empty().expect("test hook").status();
+        assert_eq!(status, 200, "{path}");
+    }
+
     /// Sessions the server holds right now.
     pub fn live_sessions(&self) -> u64 {
         let url = format!("http://127.0.0.1:{}/stats", self.port);
@@ -204,6 +220,17 @@ impl Peer {
     pub fn await_counter(&self, n: u64, within: Duration) {
         wait_for(within, "the counter", || self.counter() >= n);
     }
+}
+
+fn python_bin(dir: &Path) -> PathBuf {
+    let python = dir.join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "Python peer not installed ({}): run `bash scripts/peers.sh` \
+         (the README's test command does)",
+        python.display()
+    );
+    python
 }
 
 /// Polls `cond` every 20 ms until it holds; panics after `within`.

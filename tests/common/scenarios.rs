@@ -4,6 +4,7 @@
 //! checks the same behaviour on both.
 
 use super::{Kind, Mode, Peer};
+use mcp_recovery::client::oauth::{FileTokenStore, OAuthConfig, StoredTokens, TokenStore};
 use mcp_recovery::client::{
     Build, CallOptions, CancelHandle, ClientBuilder, Error, PromptList, PromptResult, ResourceList,
     ResourceRead, ServerHandler, Tool, ToolList, ToolResult,
@@ -65,6 +66,7 @@ pub trait Mcp: Build + Clone + Send + Sync + std::fmt::Debug + 'static {
     fn protocol_version(&self) -> Option<&'static str>;
     fn generation(&self) -> u64;
     fn breaker_state(&self) -> BreakerState;
+    fn authorize(&self, open: fn(&str)) -> Result<(), Error>;
 }
 
 /// Implements [`Mcp`] by forwarding, through `$wrap` (nothing for the
@@ -90,6 +92,7 @@ macro_rules! forward {
             fn protocol_version(&self) -> Option<&'static str> { <$client>::protocol_version(self) }
             fn generation(&self) -> u64 { <$client>::generation(self) }
             fn breaker_state(&self) -> BreakerState { <$client>::breaker_state(self) }
+            fn authorize(&self, open: fn(&str)) -> Result<(), Error> { $($wrap)::*(<$client>::authorize(self, open)) }
         }
     };
 }
@@ -512,10 +515,157 @@ pub fn bearer_never_printed<C: Mcp>() {
     assert!(!format!("{c:?}").contains("s3cr3t"));
 }
 
+// ----- OAuth against the Python SDK's own authorization server -----
+
+/// A person's browser, for tests: like a real one it runs beside the
+/// client (opening it returns at once), follows the authorization URL (the
+/// test server grants at once) to its redirect, and lands on the client's
+/// loopback listener.
+pub fn browser(url: &str) {
+    let url = url.to_owned();
+    std::thread::spawn(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .max_redirects(0)
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let response = agent.get(&url).call().expect("authorization endpoint");
+        assert_eq!(response.status(), 302, "the server grants at once");
+        let location = response.headers()["location"].to_str().unwrap().to_owned();
+        assert!(location.starts_with("http://127.0.0.1:"), "{location}");
+        let back = agent.get(&location).call().expect("loopback redirect");
+        assert_eq!(back.status(), 200);
+    });
+}
+
+fn oauth_client<C: Mcp>(peer: &Peer, store: FileTokenStore) -> C {
+    builder(peer)
+        .oauth(OAuthConfig::new(store))
+        .build()
+        .expect("client")
+}
+
+fn token_file(peer: &Peer) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!(
+        "mcp-recovery-tokens-{}-{}.json",
+        std::process::id(),
+        peer.port
+    ))
+}
+
+fn stored(path: &std::path::Path) -> StoredTokens {
+    FileTokenStore::new(path).load().expect("stored tokens")
+}
+
+/// No tokens: the call says a person must authorize, and never loops. The
+/// authorization flow (discovery, dynamic registration, PKCE, loopback
+/// redirect) stores tokens; then an access token that expires mid-session
+/// costs one refresh and keeps the session, and the store holds the
+/// rotated refresh token. A revoked refresh token ends in `NeedsReauth`.
+pub fn oauth_flow_refresh_and_reauth<C: Mcp>() {
+    let peer = Peer::start(Kind::PythonAuth { access_ttl: 3600.0 });
+    let path = token_file(&peer);
+    let c: C = oauth_client(&peer, FileTokenStore::new(&path));
+    match c.ping() {
+        Err(Error::Call(CallError::NeedsReauth { url })) => assert_eq!(url, peer.url()),
+        other => panic!("expected NeedsReauth, got {other:?}"),
+    }
+    assert_eq!(
+        peer.refreshes(),
+        0,
+        "nothing to refresh: no refresh request"
+    );
+
+    c.authorize(browser).unwrap();
+    let first = stored(&path);
+    assert!(first.refresh_token.is_some());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "tokens readable by their owner only");
+    }
+    op(&c, "tools/call");
+    let session = c.session_id();
+    let generation = c.generation();
+
+    // The access token expires while the session lives on.
+    peer.hook("/test/expire-access");
+    op(&c, "tools/call");
+    assert_eq!(peer.refreshes(), 1, "one refresh");
+    assert_eq!(
+        c.session_id(),
+        session,
+        "the same session: no re-initialize"
+    );
+    assert_eq!(c.generation(), generation);
+    let second = stored(&path);
+    assert_ne!(
+        second.refresh_token, first.refresh_token,
+        "rotated and kept"
+    );
+    assert_ne!(second.access_token, first.access_token);
+
+    // A client started later (another process) takes the stored tokens.
+    let again: C = oauth_client(&peer, FileTokenStore::new(&path));
+    op(&again, "ping");
+
+    // Refresh token revoked: a person must authorize again, with no loop.
+    peer.hook("/test/revoke-refresh");
+    peer.hook("/test/expire-access");
+    match c.ping() {
+        Err(e @ Error::Call(CallError::NeedsReauth { .. })) => {
+            let text = format!("{e} {e:?} {c:?}");
+            for secret in [&second.access_token, second.refresh_token.as_ref().unwrap()] {
+                assert!(!text.contains(secret.as_str()), "a token leaked: {text}");
+            }
+        }
+        other => panic!("expected NeedsReauth, got {other:?}"),
+    }
+    assert_eq!(peer.refreshes(), 2, "one refused refresh, no retry loop");
+    let _ = std::fs::remove_file(&path);
+}
+
+/// 16 callers fail on the same expired token at once: exactly one
+/// refresh request reaches the server (a rotating refresh token is spent
+/// once), and all 16 succeed with the new token.
+pub fn oauth_herd_shares_one_refresh<C: Mcp>() {
+    let peer = Peer::start(Kind::PythonAuth { access_ttl: 3600.0 });
+    let path = token_file(&peer);
+    let c: C = oauth_client(&peer, FileTokenStore::new(&path));
+    c.authorize(browser).unwrap();
+    op(&c, "ping");
+    peer.hook("/test/expire-access");
+    let start = Arc::new(std::sync::Barrier::new(16));
+    let threads: Vec<_> = (0..16)
+        .map(|i| {
+            let (c, start) = (c.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                c.call_tool("add", json!({"a": i, "b": 1}))
+                    .map(|r| r.text())
+            })
+        })
+        .collect();
+    for (i, t) in threads.into_iter().enumerate() {
+        assert_eq!(t.join().unwrap().unwrap(), (i + 1).to_string());
+    }
+    assert_eq!(peer.refreshes(), 1, "exactly one refresh for 16 callers");
+    let _ = std::fs::remove_file(&path);
+}
+
 /// The scenarios both clients run, as `#[test]`s for client type `$c`.
 #[macro_export]
 macro_rules! scenario_tests {
     ($c:ty) => {
+        #[test]
+        fn oauth_flow_then_one_refresh_keeps_the_session_and_revocation_needs_reauth() {
+            oauth_flow_refresh_and_reauth::<$c>();
+        }
+        #[test]
+        fn oauth_16_callers_on_an_expired_token_share_one_refresh() {
+            oauth_herd_shares_one_refresh::<$c>();
+        }
         #[test]
         fn python_sse_all_operations() {
             all_operations::<$c>(PY_SSE);

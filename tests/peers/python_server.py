@@ -31,7 +31,16 @@ parser.add_argument("--state", required=True)
 parser.add_argument("--mode", choices=["sse", "json", "stateless"], default="sse")
 parser.add_argument("--idle-timeout", type=float, default=None)
 parser.add_argument("--require-bearer", metavar="TOKEN", default=None)
+parser.add_argument("--auth", action="store_true", help="be a protected resource with its own OAuth server")
+parser.add_argument("--access-ttl", type=float, default=3600, help="seconds an access token lives (--auth)")
 args = parser.parse_args()
+
+# Bound before the app is built: an OAuth issuer URL names its port.
+sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+sock.bind(("127.0.0.1", args.port))
+sock.listen(128)
+base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 def bump(name: str) -> int:
@@ -58,7 +67,26 @@ def read(name: str) -> int:
         return 0
 
 
-app = MCPServer("python-peer", log_level="WARNING")
+auth_kwargs = {}
+provider = None
+if args.auth:
+    from mcp.server.auth.settings import AuthSettings, ClientRegistrationOptions, RevocationOptions
+    from auth_provider import InMemoryProvider
+
+    provider = InMemoryProvider(args.access_ttl)
+    auth_kwargs = {
+        "auth_server_provider": provider,
+        "auth": AuthSettings(
+            issuer_url=base_url,
+            resource_server_url=f"{base_url}/mcp",
+            client_registration_options=ClientRegistrationOptions(enabled=True, valid_scopes=["mcp"], default_scopes=["mcp"]),
+            revocation_options=RevocationOptions(enabled=True),
+            required_scopes=["mcp"],
+            validate_token_resource=False,
+        ),
+    }
+
+app = MCPServer("python-peer", log_level="WARNING", **auth_kwargs)
 
 
 @app.tool(annotations=ToolAnnotations(readOnlyHint=True))
@@ -121,7 +149,23 @@ async def confirm(question: str, ctx: Context) -> str:
 async def stats(request):
     """Live sessions (SDK internals, test peer only) and the counters."""
     live = len(app.session_manager._server_instances)
-    return JSONResponse({"sessions": live, "initialize": read("initialize"), "counter": read("counter")})
+    return JSONResponse(
+        {"sessions": live, "initialize": read("initialize"), "counter": read("counter"), "refresh": read("refresh")}
+    )
+
+
+@app.custom_route("/test/expire-access", methods=["POST"])
+async def expire_access(request):
+    """Test hook (--auth): every access token expires now."""
+    provider.expire_access()
+    return JSONResponse({"ok": True})
+
+
+@app.custom_route("/test/revoke-refresh", methods=["POST"])
+async def revoke_refresh(request):
+    """Test hook (--auth): every refresh token is revoked."""
+    provider.revoke_refresh()
+    return JSONResponse({"ok": True})
 
 
 @app.resource("counter://total")
@@ -152,6 +196,8 @@ class CountInitialize:
             if message["type"] != "http.request" or not message.get("more_body"):
                 break
         body = b"".join(m.get("body", b"") for m in chunks)
+        if scope["path"] == "/token" and b"grant_type=refresh_token" in body:
+            bump("refresh")
         try:
             parsed = json.loads(body)
             items = parsed if isinstance(parsed, list) else [parsed]
@@ -206,10 +252,6 @@ asgi_app = CountInitialize(starlette_app)
 if args.require_bearer is not None:
     asgi_app = RequireBearer(asgi_app, args.require_bearer)
 
-sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-sock.bind(("127.0.0.1", args.port))
-sock.listen(128)
 os.makedirs(args.state, exist_ok=True)
 print(f"READY {sock.getsockname()[1]}", flush=True)
 config = uvicorn.Config(asgi_app, log_level="warning", lifespan="on")

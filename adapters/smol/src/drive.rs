@@ -12,18 +12,20 @@ use crate::http::Http;
 use async_io::Timer;
 use event_listener::Event;
 use futures_lite::future;
+use mcp_recovery_client::oauth::{Fetch, Fetched, OAuth};
 use mcp_recovery_client::{
     answer, ready_deadline, refreshed, Caller, Error, Memory, ProgressFn, Settings, Watch,
 };
 use mcp_recovery_core::{
-    CallId, Dispatcher, ExchangeId, HttpRequest, Input, Job, Mail, Operation, ReadyStep, Step,
+    CallId, Dispatcher, Engine, ExchangeId, FailureKind, HttpRequest, Input, Job, Mail, Operation,
+    ReadyStep, Step, Token, TransportFailure,
 };
 use serde_json::Value;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub(crate) struct Shared {
     state: Mutex<Dispatcher>,
@@ -31,6 +33,45 @@ pub(crate) struct Shared {
     http: Http,
     pub settings: Settings,
     pub memory: Memory,
+    pub oauth: Option<Arc<OAuth>>,
+}
+
+/// The adapter's HTTP for OAuth's discovery, registration and token
+/// requests, for a blocking caller (OAuth runs off the executor).
+pub(crate) struct SmolFetch {
+    http: Http,
+    read_timeout: Duration,
+}
+
+/// Metadata and token answers are small; more is an error, not a feast.
+const OAUTH_BODY_LIMIT: usize = 1024 * 1024;
+
+impl Fetch for SmolFetch {
+    fn fetch(&self, request: &HttpRequest) -> Result<Fetched, TransportFailure> {
+        smol::block_on(async {
+            let (head, mut body) = self.http.send(request, self.read_timeout).await?;
+            let mut bytes = Vec::new();
+            while let Some(chunk) = body.chunk(self.read_timeout).await? {
+                if bytes.len() + chunk.len() > OAUTH_BODY_LIMIT {
+                    return Err(TransportFailure::after_send(
+                        FailureKind::Other,
+                        "answer too large",
+                    ));
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            let headers = head
+                .headers()
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+                .collect();
+            Ok(Fetched {
+                status: head.status().as_u16(),
+                headers,
+                body: bytes,
+            })
+        })
+    }
 }
 
 type BoxFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
@@ -66,14 +107,38 @@ impl Drop for CallGuard<'_> {
 }
 
 impl Shared {
-    pub fn new(dispatcher: Dispatcher, settings: Settings) -> Self {
-        Shared {
-            state: Mutex::new(dispatcher),
+    /// The shared state; OAuth (if configured) is installed over this
+    /// client's own HTTP before the engine takes the settings.
+    pub fn new(mut settings: Settings) -> Result<Self, Error> {
+        let http = Http::new(settings.connect_timeout);
+        let fetch = SmolFetch {
+            http: http.clone(),
+            read_timeout: settings.read_timeout,
+        };
+        let oauth = settings.install_oauth(Arc::new(fetch));
+        settings.validate()?;
+        let mut engine = Engine::new(settings.config.clone());
+        engine.set_token(settings.initial_token(), Instant::now());
+        Ok(Shared {
+            state: Mutex::new(Dispatcher::new(engine, settings.observer.is_some())),
             event: Event::new(),
-            http: Http::new(settings.connect_timeout),
+            http,
             settings,
             memory: Memory::default(),
+            oauth,
+        })
+    }
+
+    /// Uses `token` from now on; calls waiting for one go on with it.
+    pub async fn set_token(self: &Arc<Self>, token: Token) {
+        let mut jobs = VecDeque::new();
+        {
+            let mut st = self.lock();
+            st.engine_mut().set_token(Some(token), Instant::now());
+            st.pump(&mut jobs);
+            self.unlock(st);
         }
+        self.run(&mut jobs, &mut Caller::none()).await;
     }
 
     pub fn lock(&self) -> MutexGuard<'_, Dispatcher> {

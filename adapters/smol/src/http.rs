@@ -39,6 +39,7 @@ struct Origin {
     port: u16,
 }
 
+#[derive(Clone)]
 pub(crate) struct Http {
     idle: Arc<Mutex<HashMap<Origin, Vec<Sender>>>>,
     tls: TlsConnector,

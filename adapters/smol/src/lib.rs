@@ -40,7 +40,7 @@ mod http;
 pub use mcp_recovery_client::*;
 
 use crate::drive::Shared;
-use mcp_recovery_core::{BreakerState, Dispatcher, Engine, Operation};
+use mcp_recovery_core::{BreakerState, Operation};
 use serde_json::Value;
 use std::fmt;
 use std::sync::Arc;
@@ -56,14 +56,9 @@ pub struct Client {
 }
 
 impl Build for Client {
-    fn build(mut s: Settings) -> Result<Client, Error> {
-        s.validate()?;
-        let token = s.initial_token();
-        let mut engine = Engine::new(s.config.clone());
-        engine.set_token(token, Instant::now());
-        let dispatcher = Dispatcher::new(engine, s.observer.is_some());
+    fn build(s: Settings) -> Result<Client, Error> {
         Ok(Client {
-            shared: Arc::new(Shared::new(dispatcher, s)),
+            shared: Arc::new(Shared::new(s)?),
         })
     }
 }
@@ -183,6 +178,20 @@ impl Client {
     /// 405 is fine), later calls fail at once.
     pub async fn close(&self) -> Result<(), Error> {
         self.shared.close().await;
+        Ok(())
+    }
+
+    /// Runs the OAuth authorization flow (set up with
+    /// [`ClientBuilder::oauth`]) off the executor: discovery, registration,
+    /// PKCE; `open` gets the URL a person's browser must visit, and the
+    /// code comes back to a loopback listener. The tokens are stored, and
+    /// calls waiting for a token go on with the new one.
+    pub async fn authorize(&self, open: impl Fn(&str) + Send + 'static) -> Result<(), Error> {
+        let oauth = self.shared.oauth.clone().ok_or_else(|| {
+            Error::Config("authorize needs OAuth: set it with ClientBuilder::oauth".into())
+        })?;
+        let token = smol::unblock(move || oauth.authorize(None, &open)).await?;
+        self.shared.set_token(token).await;
         Ok(())
     }
 

@@ -9,17 +9,18 @@
 //! on the condvar, woken by the engine's own deadlines. Every decision,
 //! down to how long to wait, is the dispatcher's.
 
+use mcp_recovery_client::oauth::{Fetch, Fetched, OAuth};
 use mcp_recovery_client::{
     answer, ready_deadline, refreshed, Caller, Error, Memory, ProgressFn, Settings, Watch,
 };
 use mcp_recovery_core::{
     Dispatcher, ExchangeId, FailureKind, HttpRequest, Input, Job, Mail, Operation, ReadyStep, Step,
-    TransportFailure,
+    Token, TransportFailure,
 };
 use serde_json::Value;
 use std::collections::VecDeque;
 use std::io::{self, Read};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 pub(crate) struct Shared {
@@ -28,17 +29,68 @@ pub(crate) struct Shared {
     agent: ureq::Agent,
     pub settings: Settings,
     pub memory: Memory,
+    pub oauth: Option<Arc<OAuth>>,
 }
 
+/// The adapter's HTTP for OAuth's discovery, registration and token
+/// requests: whole answers, no redirects (the agent follows none).
+pub(crate) struct UreqFetch(pub ureq::Agent);
+
+impl Fetch for UreqFetch {
+    fn fetch(&self, request: &HttpRequest) -> Result<Fetched, TransportFailure> {
+        let req = build(request).map_err(|e| TransportFailure::not_sent(FailureKind::Other, e))?;
+        let response = ureq::RequestExt::with_agent(req, &self.0)
+            .run()
+            .map_err(failure)?;
+        let (parts, body) = response.into_parts();
+        let headers = parts
+            .headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+            .collect();
+        let body = body
+            .into_with_config()
+            .limit(OAUTH_BODY_LIMIT)
+            .read_to_vec()
+            .map_err(failure)?;
+        Ok(Fetched {
+            status: parts.status.as_u16(),
+            headers,
+            body,
+        })
+    }
+}
+
+/// Metadata and token answers are small; more is an error, not a feast.
+const OAUTH_BODY_LIMIT: u64 = 1024 * 1024;
+
 impl Shared {
-    pub fn new(dispatcher: Dispatcher, agent: ureq::Agent, settings: Settings) -> Self {
+    pub fn new(
+        dispatcher: Dispatcher,
+        agent: ureq::Agent,
+        settings: Settings,
+        oauth: Option<Arc<OAuth>>,
+    ) -> Self {
         Shared {
             state: Mutex::new(dispatcher),
             wake: Condvar::new(),
             agent,
             settings,
             memory: Memory::default(),
+            oauth,
         }
+    }
+
+    /// Uses `token` from now on; calls waiting for one go on with it.
+    pub fn set_token(&self, token: Token) {
+        let mut jobs = VecDeque::new();
+        {
+            let mut st = self.lock();
+            st.engine_mut().set_token(Some(token), Instant::now());
+            st.pump(&mut jobs);
+            self.unlock(st);
+        }
+        self.run(&mut jobs, &mut Caller::none());
     }
 
     pub fn lock(&self) -> MutexGuard<'_, Dispatcher> {

@@ -52,7 +52,6 @@ pub struct Client {
 
 impl Build for Client {
     fn build(mut s: Settings) -> Result<Client, Error> {
-        s.validate()?;
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
@@ -61,6 +60,8 @@ impl Build for Client {
             .user_agent(concat!("mcp-recovery/", env!("CARGO_PKG_VERSION")))
             .build()
             .new_agent();
+        let oauth = s.install_oauth(Arc::new(drive::UreqFetch(agent.clone())));
+        s.validate()?;
         let token = s.initial_token();
         let mut engine = Engine::new(s.config.clone());
         engine.set_token(token, Instant::now());
@@ -69,6 +70,7 @@ impl Build for Client {
                 Dispatcher::new(engine, s.observer.is_some()),
                 agent,
                 s,
+                oauth,
             )),
         })
     }
@@ -177,6 +179,20 @@ impl Client {
     /// 405 is fine), later calls fail at once.
     pub fn close(&self) -> Result<(), Error> {
         self.shared.close();
+        Ok(())
+    }
+
+    /// Runs the OAuth authorization flow (set up with
+    /// [`ClientBuilder::oauth`]): discovery, registration, PKCE; `open` gets
+    /// the URL a person's browser must visit, and the code comes back to a
+    /// loopback listener. The tokens are stored, and calls waiting for a
+    /// token go on with the new one.
+    pub fn authorize(&self, open: impl Fn(&str)) -> Result<(), Error> {
+        let oauth = self.shared.oauth.as_ref().ok_or_else(|| {
+            Error::Config("authorize needs OAuth: set it with ClientBuilder::oauth".into())
+        })?;
+        let token = oauth.authorize(None, &open)?;
+        self.shared.set_token(token);
         Ok(())
     }
 
