@@ -1,0 +1,329 @@
+//! Adapter overhead: `call_tool("echo")` through our clients against the
+//! same request sent raw on the same HTTP stack, same server, same session:
+//! - blocking client (`mcp_recovery::blocking`) vs a raw `ureq` POST of the
+//!   same JSON-RPC bytes and headers (an agent configured like the client's);
+//! - smol client (`mcp_recovery::smol`) vs a raw hyper 1
+//!   `client::conn::http1` connection over smol-hyper (the smol adapter's
+//!   own stack), body collected frame by frame.
+//!
+//! Servers: a minimal static responder in this process (fixed answers, no
+//! JSON parsing: the client side is most visible) and, when
+//! `scripts/peers.sh` has installed it, the official TypeScript SDK peer in
+//! JSON mode (a real server).
+//!
+//! The variants are interleaved: every round runs a block of calls of each,
+//! in alternating order, so drift and other load hit all of them alike. The
+//! reported ratio is the median of the per-round ratios (client / raw),
+//! with the middle half of them.
+//!
+//! Run: `cargo bench --all-features --bench adapters` (scripts/bench.sh).
+
+#[path = "common/peer.rs"]
+mod peer;
+#[path = "common/static_server.rs"]
+mod static_server;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::Request;
+use mcp_recovery::{blocking, smol as smol_client};
+use serde_json::json;
+use smol_hyper::rt::FuturesIo;
+use std::time::{Duration, Instant};
+
+const USER_AGENT: &str = "mcp-recovery/0.1.0";
+
+fn body(id: u64) -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"arguments":{{"text":"hi"}},"name":"echo"}}}}"#
+    )
+}
+
+/// The headers our clients put on a `tools/call` (besides host,
+/// user-agent and content-length).
+fn headers(session: &str, version: &str) -> Vec<(String, String)> {
+    vec![
+        ("content-type".into(), "application/json".into()),
+        (
+            "accept".into(),
+            "application/json, text/event-stream".into(),
+        ),
+        ("mcp-session-id".into(), session.into()),
+        ("mcp-protocol-version".into(), version.into()),
+    ]
+}
+
+struct Raw {
+    url: String,
+    port: u16,
+    headers: Vec<(String, String)>,
+    agent: ureq::Agent,
+    next_id: u64,
+}
+
+impl Raw {
+    fn ureq_call(&mut self) {
+        self.next_id += 1;
+        let mut req = self.agent.post(&self.url);
+        for (k, v) in &self.headers {
+            req = req.header(k, v);
+        }
+        let mut resp = req.send(body(self.next_id).as_bytes()).expect("raw ureq");
+        assert_eq!(resp.status(), 200);
+        let bytes = resp.body_mut().read_to_vec().expect("raw ureq body");
+        assert!(!bytes.is_empty());
+    }
+
+    async fn hyper_call(&mut self, sender: &mut SendRequest<Full<Bytes>>) {
+        self.next_id += 1;
+        sender.ready().await.expect("hyper ready");
+        let mut b = Request::builder()
+            .method("POST")
+            .uri("/mcp")
+            .header("host", format!("127.0.0.1:{}", self.port))
+            .header("user-agent", USER_AGENT);
+        for (k, v) in &self.headers {
+            b = b.header(k, v);
+        }
+        let req = b
+            .body(Full::new(Bytes::from(body(self.next_id))))
+            .expect("request");
+        let resp = sender.send_request(req).await.expect("raw hyper");
+        assert_eq!(resp.status(), 200);
+        let mut body = resp.into_body();
+        let mut n = 0;
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.expect("frame").into_data() {
+                n += data.len();
+            }
+        }
+        assert!(n > 0);
+    }
+}
+
+async fn hyper_connection(port: u16) -> SendRequest<Full<Bytes>> {
+    let tcp = smol::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    tcp.set_nodelay(true).expect("nodelay");
+    let (sender, conn) = http1::handshake(FuturesIo::new(tcp))
+        .await
+        .expect("handshake");
+    smol::spawn(async move {
+        let _ = conn.await;
+    })
+    .detach();
+    sender
+}
+
+/// Per-call times (seconds) of each variant per round, and the ratios.
+struct Series {
+    name: &'static str,
+    per_call: Vec<f64>,
+}
+
+fn median(xs: &[f64]) -> f64 {
+    let mut s = xs.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    s[s.len() / 2]
+}
+
+fn measure(server: &str, url: &str, port: u16, rounds: usize, block: usize) {
+    let ureq_client = blocking::Client::builder(url).build().expect("client");
+    let smol_client = smol_client::Client::builder(url).build().expect("client");
+    // Sessions up, connections open, everything warm.
+    for _ in 0..200 {
+        ureq_client
+            .call_tool("echo", json!({"text": "hi"}))
+            .unwrap();
+    }
+    smol::block_on(async {
+        for _ in 0..200 {
+            smol_client
+                .call_tool("echo", json!({"text": "hi"}))
+                .await
+                .unwrap();
+        }
+    });
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_connect(Some(Duration::from_secs(10)))
+        .timeout_per_read(Some(Duration::from_secs(60)))
+        .user_agent(USER_AGENT)
+        .build()
+        .new_agent();
+    let mut ureq_raw = Raw {
+        url: url.to_owned(),
+        port,
+        headers: headers(
+            &ureq_client.session_id().expect("session"),
+            ureq_client.protocol_version().expect("version"),
+        ),
+        agent,
+        next_id: 1 << 20,
+    };
+    let mut hyper_raw = Raw {
+        url: url.to_owned(),
+        port,
+        headers: headers(
+            &smol_client.session_id().expect("session"),
+            smol_client.protocol_version().expect("version"),
+        ),
+        agent: ureq::Agent::new_with_defaults(),
+        next_id: 1 << 20,
+    };
+    let mut sender = smol::block_on(hyper_connection(port));
+    for _ in 0..200 {
+        ureq_raw.ureq_call();
+        smol::block_on(hyper_raw.hyper_call(&mut sender));
+    }
+
+    let mut series = [
+        Series {
+            name: "ureq client call_tool",
+            per_call: vec![],
+        },
+        Series {
+            name: "raw ureq POST",
+            per_call: vec![],
+        },
+        Series {
+            name: "smol client call_tool",
+            per_call: vec![],
+        },
+        Series {
+            name: "raw hyper (smol-hyper) POST",
+            per_call: vec![],
+        },
+    ];
+    for round in 0..rounds {
+        let mut order = [0usize, 1, 2, 3];
+        if round % 2 == 1 {
+            order = [1, 0, 3, 2];
+        }
+        for which in order {
+            let t = Instant::now();
+            match which {
+                0 => {
+                    for _ in 0..block {
+                        let r = ureq_client
+                            .call_tool("echo", json!({"text": "hi"}))
+                            .unwrap();
+                        std::hint::black_box(r);
+                    }
+                }
+                1 => {
+                    for _ in 0..block {
+                        ureq_raw.ureq_call();
+                    }
+                }
+                2 => smol::block_on(async {
+                    for _ in 0..block {
+                        let r = smol_client
+                            .call_tool("echo", json!({"text": "hi"}))
+                            .await
+                            .unwrap();
+                        std::hint::black_box(r);
+                    }
+                }),
+                _ => smol::block_on(async {
+                    for _ in 0..block {
+                        hyper_raw.hyper_call(&mut sender).await;
+                    }
+                }),
+            }
+            series[which]
+                .per_call
+                .push(t.elapsed().as_secs_f64() / block as f64);
+        }
+    }
+    println!(
+        "\n### {server}: {rounds} rounds x {block} calls per variant, interleaved (load average {})\n",
+        loadavg()
+    );
+    println!("| variant | median per call | ratio (median of rounds) | middle half of rounds |");
+    println!("|---|---|---|---|");
+    for pair in [[0usize, 1], [2, 3]] {
+        let [ours, raw] = pair;
+        let ratios: Vec<f64> = series[ours]
+            .per_call
+            .iter()
+            .zip(&series[raw].per_call)
+            .map(|(a, b)| a / b)
+            .collect();
+        let mut sorted = ratios.clone();
+        sorted.sort_by(|a, b| a.total_cmp(b));
+        let (lo, hi) = (sorted[sorted.len() / 4], sorted[sorted.len() * 3 / 4]);
+        println!(
+            "| {} | {:.1} µs | **{:.3}×** | {:.3}–{:.3}× |",
+            series[ours].name,
+            median(&series[ours].per_call) * 1e6,
+            median(&ratios),
+            lo,
+            hi
+        );
+        println!(
+            "| {} | {:.1} µs | 1.000× | |",
+            series[raw].name,
+            median(&series[raw].per_call) * 1e6
+        );
+    }
+    drop(sender);
+    let _ = ureq_client.close();
+    let _ = smol::block_on(smol_client.close());
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a filter argument is not supported.
+    println!("## Adapter overhead (client call_tool vs the raw request on the same stack)");
+    println!(
+        "\n{} cores, interleaved rounds; per-call times are wall-clock, one call at a time",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    );
+
+    let server = static_server::StaticServer::start();
+    let url = server.url();
+    {
+        // Print what the client actually sends, next to what the raw
+        // variants send, so "the same bytes" can be checked.
+        let c = blocking::Client::builder(&url).build().expect("client");
+        c.call_tool("echo", json!({"text": "hi"})).unwrap();
+        let first = server.first_call.lock().unwrap().clone();
+        if let Some((headers, body)) = first {
+            println!("\nclient's tools/call as the static responder received it:");
+            for h in headers {
+                println!("    {h}");
+            }
+            println!("    {}", String::from_utf8_lossy(&body));
+            println!("raw variants send: {}", body_for_display());
+        }
+    }
+    measure("static responder (in process)", &url, server.port, 101, 200);
+
+    if peer::installed() {
+        let ts = peer::Peer::ts("json");
+        measure(
+            "official TypeScript SDK peer, --mode json",
+            &ts.url(),
+            ts.port,
+            41,
+            100,
+        );
+    } else {
+        println!("\n(TypeScript peer not installed: run `bash scripts/peers.sh` to add it)");
+    }
+}
+
+fn body_for_display() -> String {
+    body(1 << 20).replace(&(1u64 << 20).to_string(), "<n>")
+}
+
+/// The 1-minute load average, to show what else the machine was doing.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}

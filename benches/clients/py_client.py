@@ -1,0 +1,46 @@
+"""Official Python SDK client (mcp==2.3.0) for the cross-client comparison.
+
+Run with the peer venv: tests/peers/.venv/bin/python benches/clients/py_client.py URL N
+Connects (ClientSession over streamable HTTP), makes 20 warm-up calls, then
+N sequential tools/call "echo", and prints one JSON line: the loop's wall
+time and the process's CPU time (user+sys, getrusage) spent in the loop, and
+the whole process's CPU time at the end (interpreter start and imports
+included).
+"""
+
+import asyncio
+import json
+import resource
+import sys
+import time
+
+T_START = time.perf_counter()
+
+from mcp.client.session import ClientSession  # noqa: E402
+from mcp.client.streamable_http import streamable_http_client  # noqa: E402
+
+
+def cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+async def main(url: str, n: int) -> dict:
+    async with streamable_http_client(url) as (read, write):
+        async with ClientSession(read, write) as session:
+            await session.initialize()
+            for _ in range(20):
+                await session.call_tool("echo", {"text": "hi"})
+            w0, c0 = time.perf_counter(), cpu()
+            for _ in range(n):
+                result = await session.call_tool("echo", {"text": "hi"})
+            w1, c1 = time.perf_counter(), cpu()
+            assert result.content[0].text == "hi", result
+    return {"client": "python", "calls": n, "wall_s": w1 - w0, "cpu_s": c1 - c0}
+
+
+if __name__ == "__main__":
+    out = asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+    out["process_cpu_s"] = cpu()
+    out["process_wall_s"] = time.perf_counter() - T_START
+    print(json.dumps(out), flush=True)

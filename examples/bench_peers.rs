@@ -1,0 +1,621 @@
+//! Benchmarks against the real peers (`tests/peers`, installed pinned by
+//! `scripts/peers.sh`), printed as Markdown:
+//!
+//! 1. Against the official clients: 1 000 sequential `tools/call "echo"` on
+//!    the same Python peer by the official Python SDK client, the official
+//!    TypeScript SDK client, and ours (blocking and smol), each in its own
+//!    process; wall time and the process's CPU time (user+sys, getrusage)
+//!    over the loop, plus the whole process's CPU at exit.
+//! 2. Recovery latency: after an idle-timeout expiry (Python peer,
+//!    `--idle-timeout`), time from the failing response (our
+//!    `on_recovery` observer sees `SignalReconnect`) to the retried call's
+//!    result, against one plain call on the same server. Then after a
+//!    server restart, ours next to the official TypeScript client recovering
+//!    by hand (new transport + connect + call).
+//! 3. Herd: 64 smol tasks and 16 ureq threads across one expiry: initialize
+//!    requests the server saw, and the time until all callers finished,
+//!    against one caller's recovery and against the same herd with no
+//!    expiry.
+//!
+//! Run: `cargo run --release --features ureq,smol --example bench_peers`
+//! (scripts/bench.sh runs it). `BENCH_CALLS` sets the call count of (1);
+//! `BENCH_ONLY=clients,recovery,herd` picks parts.
+//! The program re-runs itself as `bench_peers child calls ureq|smol URL N`
+//! for our clients' processes.
+
+#[path = "../benches/common/peer.rs"]
+mod peer;
+
+use mcp_recovery::core::Action;
+use mcp_recovery::{blocking, smol as smol_client};
+use peer::{median, Peer};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::Instant;
+
+/// CPU time of this process (all threads), user + system, in seconds.
+fn cpu_s() -> f64 {
+    // SAFETY: getrusage writes one plain struct we own.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    assert_eq!(rc, 0, "getrusage");
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 * 1e-6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
+/// The Python peer as shipped (`nodelay` false) or with TCP_NODELAY on its
+/// connections (benches/clients/nodelay_peer.py).
+fn python_peer(nodelay: bool, idle: Option<f64>) -> Peer {
+    if nodelay {
+        Peer::python_nodelay("sse", idle)
+    } else {
+        Peer::python("sse", idle)
+    }
+}
+
+fn label(nodelay: bool) -> &'static str {
+    if nodelay {
+        "Python peer with TCP_NODELAY (nodelay_peer.py)"
+    } else {
+        "Python peer as shipped (Nagle on)"
+    }
+}
+
+fn echo_args() -> Value {
+    json!({"text": "hi"})
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("child") {
+        return child(&args[2..]);
+    }
+    let calls: usize = std::env::var("BENCH_CALLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1000);
+    println!(
+        "# bench_peers: {} cores, {} calls per client",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        calls
+    );
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let run = |part: &str| only.is_empty() || only.split(',').any(|p| p == part);
+    for nodelay in [false, true] {
+        if run("clients") {
+            against_official_clients(calls, nodelay);
+        }
+        if run("recovery") {
+            recovery_latency(nodelay);
+        }
+        if run("herd") {
+            herd(nodelay);
+        }
+    }
+    if run("recovery") {
+        recovery_ts_peer();
+    }
+}
+
+// ---------------------------------------------------------------- 1.
+
+/// `child calls ureq|smol URL N`: our client in its own process.
+fn child(args: &[String]) {
+    let start = Instant::now();
+    let [mode, which, url, n] = args else {
+        panic!("child calls ureq|smol URL N")
+    };
+    assert_eq!(mode, "calls");
+    let n: usize = n.parse().expect("N");
+    let (wall, cpu) = match which.as_str() {
+        "ureq" => {
+            let c = blocking::Client::builder(url).build().expect("client");
+            for _ in 0..20 {
+                c.call_tool("echo", echo_args()).expect("warm-up");
+            }
+            let (w0, c0) = (Instant::now(), cpu_s());
+            for _ in 0..n {
+                let r = c.call_tool("echo", echo_args()).expect("call");
+                assert_eq!(r.text(), "hi");
+            }
+            let out = (w0.elapsed().as_secs_f64(), cpu_s() - c0);
+            let _ = c.close();
+            out
+        }
+        "smol" => smol::block_on(async {
+            let c = smol_client::Client::builder(url).build().expect("client");
+            for _ in 0..20 {
+                c.call_tool("echo", echo_args()).await.expect("warm-up");
+            }
+            let (w0, c0) = (Instant::now(), cpu_s());
+            for _ in 0..n {
+                let r = c.call_tool("echo", echo_args()).await.expect("call");
+                assert_eq!(r.text(), "hi");
+            }
+            let out = (w0.elapsed().as_secs_f64(), cpu_s() - c0);
+            let _ = c.close().await;
+            out
+        }),
+        other => panic!("unknown client {other}"),
+    };
+    println!(
+        "{}",
+        json!({"client": which, "calls": n, "wall_s": wall, "cpu_s": cpu,
+               "process_cpu_s": cpu_s(), "process_wall_s": start.elapsed().as_secs_f64()})
+    );
+}
+
+fn run_json(mut cmd: Command) -> Value {
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed: {}", out.status);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("{cmd:?} printed {text:?}: {e}"))
+}
+
+fn client_command(which: &str, url: &str, n: usize) -> Command {
+    let root = peer::root();
+    let n = n.to_string();
+    match which {
+        "Python SDK (mcp 2.3.0)" => {
+            let mut c = Command::new(peer::python());
+            c.arg(root.join("benches/clients/py_client.py"))
+                .args([url, &n]);
+            c
+        }
+        "TypeScript SDK (1.32.2)" => {
+            let mut c = Command::new("node");
+            c.arg(root.join("benches/clients/ts_client.mjs"))
+                .args(["calls", url, &n]);
+            c
+        }
+        ours => {
+            let mut c = Command::new(std::env::current_exe().expect("exe"));
+            let kind = if ours.contains("ureq") {
+                "ureq"
+            } else {
+                "smol"
+            };
+            c.args(["child", "calls", kind, url, &n]);
+            c
+        }
+    }
+}
+
+fn against_official_clients(calls: usize, nodelay: bool) {
+    const CLIENTS: [&str; 4] = [
+        "Python SDK (mcp 2.3.0)",
+        "TypeScript SDK (1.32.2)",
+        "ours, blocking (ureq)",
+        "ours, async (smol)",
+    ];
+    const ROUNDS: usize = 2;
+    let py = python_peer(nodelay, None);
+    let url = py.url();
+    // results[client] = per round (wall, cpu, process cpu)
+    let mut results: Vec<Vec<(f64, f64, f64)>> = vec![vec![]; CLIENTS.len()];
+    for round in 0..ROUNDS {
+        for (i, which) in CLIENTS.iter().enumerate() {
+            let v = run_json(client_command(which, &url, calls));
+            let f = |k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} in {v}"));
+            eprintln!(
+                "round {round}: {which}: wall {:.3} s, cpu {:.3} s",
+                f("wall_s"),
+                f("cpu_s")
+            );
+            results[i].push((f("wall_s"), f("cpu_s"), f("process_cpu_s")));
+        }
+    }
+    let med = |i: usize, k: fn(&(f64, f64, f64)) -> f64| {
+        median(&results[i].iter().map(k).collect::<Vec<_>>())
+    };
+    let (py_wall, py_cpu) = (med(0, |r| r.0), med(0, |r| r.1));
+    println!(
+        "\n## Against the official clients: {calls} sequential tools/call \"echo\", \
+         {} (mcp 2.3.0, SSE mode), median of {ROUNDS} rounds\n",
+        label(nodelay)
+    );
+    println!("| client | wall | per call | wall vs Python | client CPU (user+sys) | CPU per call | **CPU vs Python** | whole process CPU (start-up included) |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for (i, which) in CLIENTS.iter().enumerate() {
+        let (wall, cpu, proc_cpu) = (med(i, |r| r.0), med(i, |r| r.1), med(i, |r| r.2));
+        println!(
+            "| {which} | {:.2} s | {:.2} ms | {:.2}× | {:.3} s | {:.0} µs | **{:.3}×** | {:.2} s |",
+            wall,
+            wall / calls as f64 * 1e3,
+            wall / py_wall,
+            cpu,
+            cpu / calls as f64 * 1e6,
+            cpu / py_cpu,
+            proc_cpu
+        );
+    }
+    let spread: Vec<String> = CLIENTS
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let cpus: Vec<String> = results[i].iter().map(|r| format!("{:.3}", r.1)).collect();
+            format!("{w}: {}", cpus.join(" / "))
+        })
+        .collect();
+    println!("\nCPU seconds per round: {}", spread.join("; "));
+}
+
+// ---------------------------------------------------------------- 2.
+
+/// What the observer saw: when the core first signalled a reconnect (right
+/// after the failing response was classified), and every recovery action
+/// with its time, for the breakdown.
+#[derive(Default)]
+struct Seen {
+    failed: Option<Instant>,
+    steps: Vec<(Instant, String)>,
+}
+
+fn marker() -> (Arc<Mutex<Seen>>, impl Fn(&Action) + Send + Sync) {
+    let at = Arc::new(Mutex::new(Seen::default()));
+    let seen = at.clone();
+    let observe = move |a: &Action| {
+        let now = Instant::now();
+        let mut s = seen.lock().unwrap();
+        if matches!(a, Action::SignalReconnect { .. }) && s.failed.is_none() {
+            s.failed = Some(now);
+        }
+        let name = format!("{a:?}");
+        let name = name.split([' ', '{', '(']).next().unwrap_or("").to_owned();
+        s.steps.push((now, name));
+    };
+    (at, observe)
+}
+
+/// Seconds from the failing response to the result, and from the call's
+/// start to its result, for each expiry; and the plain call's median.
+struct Recovery {
+    plain: f64,
+    from_failure: Vec<f64>,
+    whole_call: Vec<f64>,
+    /// The first expiry's observed steps, in ms from the call's start.
+    breakdown: String,
+}
+
+enum Ours {
+    Ureq(blocking::Client),
+    Smol(smol_client::Client),
+}
+
+impl Ours {
+    fn new(kind: &str, url: &str) -> (Ours, Arc<Mutex<Seen>>) {
+        let (at, observe) = marker();
+        let c = if kind == "ureq" {
+            Ours::Ureq(
+                blocking::Client::builder(url)
+                    .on_recovery(observe)
+                    .build()
+                    .expect("client"),
+            )
+        } else {
+            Ours::Smol(
+                smol_client::Client::builder(url)
+                    .on_recovery(observe)
+                    .build()
+                    .expect("client"),
+            )
+        };
+        (c, at)
+    }
+
+    fn call(&self) {
+        let r = match self {
+            Ours::Ureq(c) => c.call_tool("echo", echo_args()),
+            Ours::Smol(c) => smol::block_on(c.call_tool("echo", echo_args())),
+        };
+        assert_eq!(r.expect("call").text(), "hi");
+    }
+
+    fn generation(&self) -> u64 {
+        match self {
+            Ours::Ureq(c) => c.generation(),
+            Ours::Smol(c) => c.generation(),
+        }
+    }
+}
+
+fn measure_ours(kind: &str, peer: &mut Peer, samples: usize, restart: bool) -> Recovery {
+    let (client, at) = Ours::new(kind, &peer.url());
+    for _ in 0..20 {
+        client.call();
+    }
+    let mut plain = vec![];
+    for _ in 0..100 {
+        let t = Instant::now();
+        client.call();
+        plain.push(t.elapsed().as_secs_f64());
+    }
+    let mut r = Recovery {
+        plain: median(&plain),
+        from_failure: vec![],
+        whole_call: vec![],
+        breakdown: String::new(),
+    };
+    for _ in 0..samples {
+        if restart {
+            peer.restart();
+        } else {
+            peer.await_no_sessions();
+        }
+        *at.lock().unwrap() = Seen::default();
+        let generation = client.generation();
+        let t = Instant::now();
+        client.call();
+        let end = Instant::now();
+        assert!(client.generation() > generation, "no re-initialize");
+        let seen = at.lock().unwrap();
+        let failed = seen.failed.expect("a SignalReconnect");
+        if r.from_failure.is_empty() {
+            let steps: Vec<String> = seen
+                .steps
+                .iter()
+                .map(|(at, name)| format!("{name} +{:.1} ms", (*at - t).as_secs_f64() * 1e3))
+                .collect();
+            r.breakdown = format!(
+                "{}; result +{:.1} ms",
+                steps.join(", "),
+                (end - t).as_secs_f64() * 1e3
+            );
+        }
+        r.from_failure.push((end - failed).as_secs_f64());
+        r.whole_call.push((end - t).as_secs_f64());
+    }
+    r
+}
+
+fn measure_ts_by_hand(peer: &mut Peer, samples: usize) -> Recovery {
+    let mut child = Command::new("node")
+        .arg(peer::root().join("benches/clients/ts_client.mjs"))
+        .args(["recover", &peer.url(), &samples.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("node");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut last = String::new();
+    for line in BufReader::new(child.stdout.take().expect("stdout"))
+        .lines()
+        .map_while(Result::ok)
+    {
+        if line == "EXPIRE" {
+            peer.restart();
+            writeln!(stdin, "GO").expect("write");
+        } else {
+            last = line;
+        }
+    }
+    assert!(
+        child.wait().expect("wait").success(),
+        "ts_client recover failed"
+    );
+    let v: Value = serde_json::from_str(&last).expect("ts result");
+    let rec: Vec<f64> = v["recover_s"]
+        .as_array()
+        .expect("recover_s")
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    Recovery {
+        plain: v["plain_median_s"].as_f64().expect("plain"),
+        from_failure: rec,
+        whole_call: vec![],
+        breakdown: String::new(),
+    }
+}
+
+fn recovery_row(name: &str, r: &Recovery) {
+    let from = median(&r.from_failure);
+    let lo = r.from_failure.iter().cloned().fold(f64::MAX, f64::min);
+    let hi = r.from_failure.iter().cloned().fold(f64::MIN, f64::max);
+    let whole = if r.whole_call.is_empty() {
+        "–".to_owned()
+    } else {
+        let w = median(&r.whole_call);
+        format!("{:.2} ms ({:.2}×)", w * 1e3, w / r.plain)
+    };
+    println!(
+        "| {name} | {:.2} ms | {:.2} ms ({:.2}–{:.2}) | **{:.2}×** | {whole} |",
+        r.plain * 1e3,
+        from * 1e3,
+        lo * 1e3,
+        hi * 1e3,
+        from / r.plain,
+    );
+}
+
+fn breakdown(rows: &[(&str, &Recovery)]) {
+    println!("\nFirst expiry, as `on_recovery` saw it (ms from the call's start):\n");
+    for (name, r) in rows {
+        println!("- {name}: {}", r.breakdown);
+    }
+}
+
+fn recovery_latency(nodelay: bool) {
+    const SAMPLES: usize = 10;
+    let mut idle = python_peer(nodelay, Some(0.5));
+    let ureq = measure_ours("ureq", &mut idle, SAMPLES, false);
+    let smol = measure_ours("smol", &mut idle, SAMPLES, false);
+    drop(idle);
+    println!(
+        "\n## Recovery latency after an idle-timeout expiry ({}, SSE mode, \
+         --idle-timeout 0.5), {SAMPLES} expiries per client, medians\n",
+        label(nodelay)
+    );
+    println!("| client | plain call | failing response → retried result (min–max) | **vs plain call** | whole recovered call (vs plain) |");
+    println!("|---|---|---|---|---|");
+    recovery_row("ours, blocking (ureq)", &ureq);
+    recovery_row("ours, async (smol)", &smol);
+    breakdown(&[("ureq", &ureq), ("smol", &smol)]);
+
+    const RESTARTS: usize = 5;
+    let mut py = python_peer(nodelay, None);
+    let ureq = measure_ours("ureq", &mut py, RESTARTS, true);
+    let smol = measure_ours("smol", &mut py, RESTARTS, true);
+    let ts = measure_ts_by_hand(&mut py, RESTARTS);
+    println!(
+        "\n## Recovery latency after a server restart ({}, SSE mode, killed and \
+         started again on the same port), {RESTARTS} restarts per client, medians\n",
+        label(nodelay)
+    );
+    println!("| client | plain call | failure → retried result (min–max) | **vs plain call** | whole recovered call (vs plain) |");
+    println!("|---|---|---|---|---|");
+    recovery_row("ours, blocking (ureq): automatic", &ureq);
+    recovery_row("ours, async (smol): automatic", &smol);
+    recovery_row(
+        "official TypeScript SDK client, by hand: catch, new transport + Client, connect, call again",
+        &ts,
+    );
+    breakdown(&[("ureq", &ureq), ("smol", &smol)]);
+}
+
+fn recovery_ts_peer() {
+    const RESTARTS: usize = 5;
+    // The same restart against the TypeScript peer (JSON mode), to tell the
+    // client's cost from the server's.
+    let mut ts_peer = Peer::ts("json");
+    let ureq = measure_ours("ureq", &mut ts_peer, RESTARTS, true);
+    let smol = measure_ours("smol", &mut ts_peer, RESTARTS, true);
+    let ts = measure_ts_by_hand(&mut ts_peer, RESTARTS);
+    println!(
+        "\n## Recovery latency after a server restart, TypeScript peer (JSON mode), \
+         {RESTARTS} restarts per client, medians\n"
+    );
+    println!("| client | plain call | failure → retried result (min–max) | **vs plain call** | whole recovered call (vs plain) |");
+    println!("|---|---|---|---|---|");
+    recovery_row("ours, blocking (ureq): automatic", &ureq);
+    recovery_row("ours, async (smol): automatic", &smol);
+    recovery_row(
+        "official TypeScript SDK client, by hand: catch, new transport + Client, connect, call again",
+        &ts,
+    );
+    breakdown(&[("ureq", &ureq), ("smol", &smol)]);
+}
+
+// ---------------------------------------------------------------- 3.
+
+/// Seconds until `n` concurrent callers all have their result, and how many
+/// succeeded.
+fn ureq_burst(client: &blocking::Client, n: usize) -> (f64, usize) {
+    let barrier = Arc::new(Barrier::new(n + 1));
+    let handles: Vec<_> = (0..n)
+        .map(|_| {
+            let (c, b) = (client.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                b.wait();
+                c.call_tool("echo", echo_args())
+                    .is_ok_and(|r| r.text() == "hi")
+            })
+        })
+        .collect();
+    barrier.wait();
+    let t = Instant::now();
+    let ok = handles
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .filter(|&x| x)
+        .count();
+    (t.elapsed().as_secs_f64(), ok)
+}
+
+fn smol_burst(client: &smol_client::Client, n: usize) -> (f64, usize) {
+    smol::block_on(async {
+        let t = Instant::now();
+        let tasks: Vec<_> = (0..n)
+            .map(|_| {
+                let c = client.clone();
+                smol::spawn(async move {
+                    c.call_tool("echo", echo_args())
+                        .await
+                        .is_ok_and(|r| r.text() == "hi")
+                })
+            })
+            .collect();
+        let mut ok = 0;
+        for task in tasks {
+            ok += task.await as usize;
+        }
+        (t.elapsed().as_secs_f64(), ok)
+    })
+}
+
+fn herd(nodelay: bool) {
+    const ROUNDS: usize = 5;
+    let peer = python_peer(nodelay, Some(0.5));
+    println!(
+        "\n## Herd across one expiry ({}, SSE mode, --idle-timeout 0.5), \
+         {ROUNDS} expiries each, medians\n",
+        label(nodelay)
+    );
+    println!("| callers | initialize requests per expiry (each round) | all done | one caller's recovered call | **herd vs one caller** | same herd, no expiry | herd vs no expiry | succeeded |");
+    println!("|---|---|---|---|---|---|---|---|");
+    type Burst<'a> = Box<dyn Fn(usize) -> (f64, usize) + 'a>;
+    let ureq_client = blocking::Client::builder(&peer.url())
+        .build()
+        .expect("client");
+    let smol_c = smol_client::Client::builder(&peer.url())
+        .build()
+        .expect("client");
+    let cases: [(&str, usize, Burst); 2] = [
+        (
+            "16 threads, blocking (ureq)",
+            16,
+            Box::new(|n| ureq_burst(&ureq_client, n)),
+        ),
+        (
+            "64 tasks, async (smol)",
+            64,
+            Box::new(|n| smol_burst(&smol_c, n)),
+        ),
+    ];
+    for (name, n, burst) in cases {
+        burst(n); // session up, connections open
+        let mut warm = vec![];
+        for _ in 0..ROUNDS {
+            warm.push(burst(n).0);
+        }
+        let mut one = vec![];
+        for _ in 0..ROUNDS {
+            peer.await_no_sessions();
+            let (t, ok) = burst(1);
+            assert_eq!(ok, 1);
+            one.push(t);
+        }
+        let (mut all, mut inits, mut oks) = (vec![], vec![], vec![]);
+        for _ in 0..ROUNDS {
+            peer.await_no_sessions();
+            let before = peer.initializes();
+            let (t, ok) = burst(n);
+            all.push(t);
+            inits.push((peer.initializes() - before).to_string());
+            oks.push(ok);
+        }
+        let (all, one, warm) = (median(&all), median(&one), median(&warm));
+        println!(
+            "| {name} | {} | {:.2} ms | {:.2} ms | **{:.2}×** | {:.2} ms | {:.2}× | {} |",
+            inits.join(", "),
+            all * 1e3,
+            one * 1e3,
+            all / one,
+            warm * 1e3,
+            all / warm,
+            oks.iter()
+                .map(|o| format!("{o}/{n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let _ = ureq_client.close();
+    let _ = smol::block_on(smol_c.close());
+}
