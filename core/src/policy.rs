@@ -92,6 +92,15 @@ pub struct Config {
     pub session_patterns: SessionPatterns,
     /// Largest response body or event accepted (default 16 MiB).
     pub max_body_size: usize,
+    /// A call's event stream that ends (or breaks) after an event id but
+    /// before the answer is resumed with a GET carrying `Last-Event-ID`,
+    /// after the stream's `retry:` or, without one, this long (default 1 s).
+    pub resume_delay: Duration,
+    /// The longest wait before a resume, whatever `retry:` asks (default 10 s).
+    pub max_resume_delay: Duration,
+    /// Resumes in a row that bring no new event before the call gives up
+    /// as if the stream had simply broken (default 3).
+    pub max_resumes: u8,
 }
 
 impl fmt::Debug for Config {
@@ -119,6 +128,9 @@ impl fmt::Debug for Config {
             .field("refresh_on_401", &self.refresh_on_401)
             .field("breaker", &self.breaker)
             .field("max_body_size", &self.max_body_size)
+            .field("resume_delay", &self.resume_delay)
+            .field("max_resume_delay", &self.max_resume_delay)
+            .field("max_resumes", &self.max_resumes)
             .finish_non_exhaustive()
     }
 }
@@ -140,6 +152,9 @@ impl Config {
             breaker: BreakerConfig::default(),
             session_patterns: SessionPatterns::default(),
             max_body_size: 16 * 1024 * 1024,
+            resume_delay: Duration::from_secs(1),
+            max_resume_delay: Duration::from_secs(10),
+            max_resumes: 3,
         }
     }
 
@@ -288,6 +303,8 @@ pub enum Timer {
     RetryAfterConnectFailure(CallId),
     /// The initialize of this generation is sent again then.
     HandshakeRetry(u64),
+    /// A call's broken event stream is resumed (GET with `Last-Event-ID`) then.
+    ResumeStream(CallId),
 }
 
 /// An event from the outside world. Responses come in pieces, as they
@@ -373,6 +390,14 @@ enum CallState {
         rpc_id: i64,
         generation: u64,
     },
+    /// The request went out and its event stream broke after an event id:
+    /// the stream is resumed then, within the same session.
+    Resuming {
+        until: Instant,
+        last_event_id: String,
+        rpc_id: i64,
+        generation: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -385,6 +410,8 @@ struct Call {
     /// The recovery the next send follows, announced as `RetryOnce` when
     /// the request actually goes out.
     pending: Option<Recovery>,
+    /// Resumes in a row that brought no new event.
+    resumes: u8,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -441,15 +468,30 @@ struct Exchange {
     session_header: Option<String>,
     challenge: Option<String>,
     reader: Reader,
+    /// A GET resuming a call's stream: whatever goes wrong with it, the
+    /// request itself may have run.
+    resume: bool,
+    /// The event id the resumed stream follows.
+    resume_from: Option<String>,
 }
 
 /// How an exchange ended.
 enum Outcome {
     Answer(Result<Value, RpcError>),
     Accepted,
-    Status { status: u16, body: Vec<u8> },
+    Status {
+        status: u16,
+        body: Vec<u8>,
+    },
     Transport(TransportFailure),
     Protocol(ProtocolError),
+    /// A call's event stream ended or broke after event `last_event_id`,
+    /// before the answer: it can be resumed.
+    StreamCut {
+        last_event_id: String,
+        retry: Option<Duration>,
+        failure: TransportFailure,
+    },
 }
 
 impl Outcome {
@@ -471,6 +513,10 @@ impl Outcome {
                 message: crate::error::sanitize(&t.message),
             },
             Outcome::Protocol(p) => CallError::Protocol(p),
+            Outcome::StreamCut { failure: t, .. } => CallError::Transport {
+                kind: t.kind,
+                message: crate::error::sanitize(&t.message),
+            },
         }
     }
 }
@@ -629,6 +675,7 @@ impl Engine {
                 used: Used::default(),
                 probe,
                 pending: None,
+                resumes: 0,
             },
         );
         self.attempt(id, now);
@@ -734,7 +781,9 @@ impl Engine {
             CallState::AwaitReady { deadline, .. } | CallState::AwaitRefresh { deadline, .. } => {
                 *deadline <= now
             }
-            CallState::Backoff { .. } | CallState::InFlight { .. } => false,
+            CallState::Backoff { .. } | CallState::InFlight { .. } | CallState::Resuming { .. } => {
+                false
+            }
         });
         for id in expired.drain(..) {
             let error = match self.calls.get(&id).map(|c| &c.state) {
@@ -751,6 +800,14 @@ impl Engine {
         let mut due = self.waiters(|s| matches!(s, CallState::Backoff { until } if *until <= now));
         for id in due.drain(..) {
             self.attempt(id, now);
+        }
+        due.extend(self.calls.iter().filter_map(|(id, c)| match c.state {
+            CallState::Resuming { until, .. } if until <= now => Some(*id),
+            _ => None,
+        }));
+        due.sort_unstable();
+        for id in due.drain(..) {
+            self.resume(id, now);
         }
         self.scratch = due;
         if let Some(h) = self.handshake_mut() {
@@ -781,6 +838,7 @@ impl Engine {
             CallState::AwaitReady { deadline, .. } => Some((deadline, Timer::AwaitReady(*id))),
             CallState::AwaitRefresh { deadline, .. } => Some((deadline, Timer::AwaitRefresh(*id))),
             CallState::Backoff { until } => Some((until, Timer::RetryAfterConnectFailure(*id))),
+            CallState::Resuming { until, .. } => Some((until, Timer::ResumeStream(*id))),
             CallState::InFlight { .. } => None,
         });
         let (handshake, handshake_retry) = match &self.phase {
@@ -833,6 +891,8 @@ impl Engine {
                 session_header: None,
                 challenge: None,
                 reader: Reader::AwaitHead,
+                resume: false,
+                resume_from: None,
             },
         );
         let call = match purpose {
@@ -1180,6 +1240,13 @@ impl Engine {
             Outcome::Answer(Err(e)) => {
                 classify(ctx, Failure::Rpc(&e), &self.config.session_patterns)
             }
+            // A resume the server refused (405: no resumption; 404: the
+            // session is gone) cannot tell whether the request ran.
+            Outcome::Status { status, .. } if ex.resume => {
+                let message = format!("resume refused: HTTP {status}");
+                let failure = TransportFailure::after_send(FailureKind::Other, message);
+                return self.on_transport_failure(id, true, failure, now);
+            }
             Outcome::Status { status, body } => classify(
                 ctx,
                 Failure::Status {
@@ -1195,8 +1262,23 @@ impl Engine {
                 }
                 class
             }
+            Outcome::Protocol(p) if ex.resume => {
+                let failure = TransportFailure::after_send(FailureKind::Other, p.to_string());
+                return self.on_transport_failure(id, true, failure, now);
+            }
             Outcome::Protocol(p) => {
                 return self.end(id, Err(CallError::Protocol(p)), Verdict::Failure, now)
+            }
+            Outcome::StreamCut {
+                last_event_id,
+                retry,
+                failure,
+            } => return self.on_stream_cut(id, last_event_id, retry, failure, now),
+
+            Outcome::Accepted if ex.resume => {
+                let failure =
+                    TransportFailure::after_send(FailureKind::Other, "resume got no stream");
+                return self.on_transport_failure(id, true, failure, now);
             }
             Outcome::Accepted => {
                 return self.end(
@@ -1207,6 +1289,12 @@ impl Engine {
                 )
             }
         };
+        if ex.resume && !matches!(class, Class::Application(_) | Class::Cancelled) {
+            // A resumed stream that says the session or the token is gone
+            // cannot tell whether the request ran: never replay blindly.
+            let failure = TransportFailure::after_send(FailureKind::Other, "resume failed");
+            return self.on_transport_failure(id, true, failure, now);
+        }
         match class {
             Class::Cancelled => self.end(id, Err(CallError::Cancelled), Verdict::Neutral, now),
             Class::Application(e) => self.end(id, Ok(Err(e)), Verdict::Reachable, now),
@@ -1333,11 +1421,86 @@ impl Engine {
         }
     }
 
+    /// The call's event stream broke after an event id: resume it after the
+    /// server's `retry:` (capped), unless resumes keep bringing nothing.
+    fn on_stream_cut(
+        &mut self,
+        id: CallId,
+        last_event_id: String,
+        retry: Option<Duration>,
+        failure: TransportFailure,
+        now: Instant,
+    ) {
+        let max = self.config.max_resumes;
+        let delay = retry
+            .unwrap_or(self.config.resume_delay)
+            .min(self.config.max_resume_delay);
+        let session_alive = matches!(self.phase, Phase::Ready);
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let CallState::InFlight {
+            rpc_id, generation, ..
+        } = c.state
+        else {
+            return;
+        };
+        if c.resumes >= max || !session_alive || generation != self.generation {
+            return self.on_transport_failure(id, true, failure, now);
+        }
+        c.resumes += 1;
+        c.state = CallState::Resuming {
+            until: later(now, delay),
+            last_event_id,
+            rpc_id,
+            generation,
+        };
+    }
+
+    /// Sends the GET that resumes a call's stream after its last event.
+    fn resume(&mut self, id: CallId, now: Instant) {
+        let Some(CallState::Resuming {
+            last_event_id,
+            rpc_id,
+            generation,
+            ..
+        }) = self.calls.get(&id).map(|c| &c.state)
+        else {
+            return;
+        };
+        let (last_event_id, rpc_id, generation) = (last_event_id.clone(), *rpc_id, *generation);
+        if !matches!(self.phase, Phase::Ready) || generation != self.generation {
+            // The session it belongs to is gone: the request may have run.
+            let failure =
+                TransportFailure::after_send(FailureKind::Reset, "session lost while resuming");
+            return self.on_transport_failure(id, true, failure, now);
+        }
+        let request = self
+            .session
+            .resume(&last_event_id, self.auth.token.as_ref());
+        let sent = self.session.id().is_some();
+        let exchange = self.transmit(Purpose::Call(id), Some(rpc_id), sent, request);
+        if let Some(ex) = self.exchanges.get_mut(&exchange) {
+            ex.resume = true;
+            ex.resume_from = Some(last_event_id);
+        }
+        if let Some(c) = self.calls.get_mut(&id) {
+            c.state = CallState::InFlight {
+                exchange,
+                rpc_id,
+                generation,
+            };
+        }
+    }
+
     fn cancel(&mut self, id: CallId, now: Instant) {
         let Some(call) = self.calls.get(&id) else {
             return;
         };
         if let CallState::InFlight {
+            rpc_id, generation, ..
+        }
+        | CallState::Resuming {
             rpc_id, generation, ..
         } = call.state
         {
@@ -1483,7 +1646,17 @@ impl Engine {
                 .map_err(|e| jsonrpc::MessageError::Json(e.to_string()))
                 .and_then(Message::from_value);
             match parsed {
-                Ok(message) => self.on_message(exchange, message, now),
+                Ok(message) => {
+                    // News on the stream: a later cut may be resumed again.
+                    if let Some(Purpose::Call(id)) =
+                        self.exchanges.get(&exchange).map(|e| e.purpose)
+                    {
+                        if let Some(c) = self.calls.get_mut(&id) {
+                            c.resumes = 0;
+                        }
+                    }
+                    self.on_message(exchange, message, now)
+                }
                 Err(e) => return self.resolve(exchange, Outcome::Protocol(e.into()), now),
             }
         }
@@ -1576,6 +1749,29 @@ impl Engine {
     fn resolve(&mut self, exchange: ExchangeId, outcome: Outcome, now: Instant) {
         let Some(ex) = self.exchanges.remove(&exchange) else {
             return;
+        };
+        // A call's stream that broke after an event id can be resumed.
+        let outcome = match (outcome, ex.purpose) {
+            (Outcome::Transport(failure), Purpose::Call(_))
+                if failure.kind != FailureKind::Cancelled =>
+            {
+                let (seen, retry) = match &ex.reader {
+                    Reader::Sse(p) => (
+                        Some(p.last_event_id()).filter(|id| !id.is_empty()),
+                        p.retry(),
+                    ),
+                    _ => (None, None),
+                };
+                match seen.map(str::to_owned).or_else(|| ex.resume_from.clone()) {
+                    Some(last_event_id) => Outcome::StreamCut {
+                        last_event_id,
+                        retry,
+                        failure,
+                    },
+                    None => Outcome::Transport(failure),
+                }
+            }
+            (outcome, _) => outcome,
         };
         match ex.purpose {
             Purpose::Call(id) => {

@@ -259,6 +259,23 @@ impl Session {
         self.post(jsonrpc::encode_response(id, result), true, token)
     }
 
+    /// The GET that resumes an event stream after `last_event_id`.
+    pub fn resume(&self, last_event_id: &str, token: Option<&Token>) -> HttpRequest {
+        let mut headers = Vec::with_capacity(5 + self.extra_headers.len());
+        headers.push((Text::Static("Accept"), Text::Static("text/event-stream")));
+        headers.push((
+            Text::Static("Last-Event-ID"),
+            Text::Shared(last_event_id.into()),
+        ));
+        self.common_headers(&mut headers, true, token);
+        HttpRequest {
+            method: Method::Get,
+            url: self.url.clone(),
+            headers,
+            body: Vec::new(),
+        }
+    }
+
     /// The DELETE that ends the session, when there is one to end.
     pub fn delete(&self, token: Option<&Token>) -> Option<HttpRequest> {
         self.id.as_ref()?;

@@ -8,8 +8,8 @@ mod common;
 
 use common::{Harness, Sent, PY_404, URL};
 use mcp_recovery_core::{
-    Action, BreakerConfig, CallId, Config, FailureKind, Input, Operation, Token, TransportFailure,
-    MAX_ATTEMPTS,
+    Action, BreakerConfig, CallId, Config, FailureKind, Input, Method, Operation, Token,
+    TransportFailure, MAX_ATTEMPTS,
 };
 use proptest::prelude::*;
 use serde_json::json;
@@ -136,7 +136,12 @@ impl World {
     fn answer(&mut self, s: Sent, r: Reply) {
         if let Some(c) = s.call {
             if self.side_effects.contains(&c) && matches!(r, Reply::AfterSend | Reply::SseCut) {
-                let sends = self.h.sent.iter().filter(|x| x.call == Some(c)).count();
+                let sends = self
+                    .h
+                    .sent
+                    .iter()
+                    .filter(|x| x.call == Some(c) && x.request.method == Method::Post)
+                    .count();
                 self.frozen.push((c, sends));
             }
         }
@@ -299,13 +304,13 @@ proptest! {
         w.settle();
         for c in &w.calls {
             prop_assert!(w.h.ended.contains_key(c), "{c} never ended");
-            let sends = w.h.sent.iter().filter(|s| s.call == Some(*c)).count();
+            let sends = w.h.sent.iter().filter(|s| s.call == Some(*c) && s.request.method == Method::Post).count();
             prop_assert!(sends <= MAX_ATTEMPTS as usize, "{c} sent {sends} times");
         }
         prop_assert_eq!(w.h.ended.len(), w.calls.len());
         // Never a double execution: a side effect that may have run is not sent again.
         for (c, sends) in &w.frozen {
-            let now = w.h.sent.iter().filter(|s| s.call == Some(*c)).count();
+            let now = w.h.sent.iter().filter(|s| s.call == Some(*c) && s.request.method == Method::Post).count();
             prop_assert_eq!(now, *sends, "{} replayed after an ambiguous failure", c);
         }
     }
@@ -365,6 +370,6 @@ proptest! {
             }
         }
         prop_assert!(h.ended.contains_key(&call), "the call never ended");
-        prop_assert!(h.sent.iter().filter(|s| s.call == Some(call)).count() <= MAX_ATTEMPTS as usize);
+        prop_assert!(h.sent.iter().filter(|s| s.call == Some(call) && s.request.method == Method::Post).count() <= MAX_ATTEMPTS as usize);
     }
 }

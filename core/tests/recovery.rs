@@ -412,8 +412,48 @@ fn failure_before_sending_is_replayed_even_for_side_effects() {
     assert_eq!(h.ok(call), &json!({"count": 1}));
 }
 
+/// Takes the GET that resumes a stream, checking what it resumes after.
+fn take_resume(h: &mut Harness, after: &str) -> common::Sent {
+    let s = h.outbox.pop_front().expect("expected a resuming GET");
+    assert_eq!(s.request.method, mcp_recovery_core::Method::Get);
+    assert_eq!(s.request.header("last-event-id"), Some(after));
+    assert_eq!(s.request.header("accept"), Some("text/event-stream"));
+    assert!(s.request.header("mcp-session-id").is_some());
+    s
+}
+
 #[test]
-fn stream_ending_before_the_answer_is_ambiguous() {
+fn stream_ending_before_the_answer_resumes_after_its_last_event() {
+    let mut h = Harness::ready();
+    let call = h.call(Operation::call_tool("counter_increment", json!({})));
+    let s = h.take("tools/call");
+    let id = s.json["id"].clone();
+    // Python's priming event (id, empty data, retry), then the server
+    // closes the stream (SEP-1699 polling) before the answer.
+    h.respond(
+        s.exchange,
+        200,
+        &[("content-type", "text/event-stream")],
+        "id: e1\r\nretry: 250\r\ndata: \r\n\r\n",
+    );
+    assert!(h.outbox.is_empty(), "the resume waits the server's retry");
+    assert!(matches!(h.engine.poll_timeout(), Some((_, Timer::ResumeStream(c))) if c == call));
+    h.advance(Duration::from_millis(250));
+    let g = take_resume(&mut h, "e1");
+    let answer = json!({"jsonrpc":"2.0","id":id,"result":{"content":[]}});
+    h.respond(
+        g.exchange,
+        200,
+        &[("content-type", "text/event-stream")],
+        &format!("id: e2\ndata: {answer}\n\n"),
+    );
+    h.ok(call); // the resumed stream's answer completes the call
+    let posts = h.sent.iter().filter(|x| x.method() == "tools/call").count();
+    assert_eq!(posts, 1, "resuming never sends the request again");
+}
+
+#[test]
+fn a_refused_or_empty_resume_is_ambiguous_and_never_replays_a_side_effect() {
     let mut h = Harness::ready();
     let call = h.call(Operation::call_tool("counter_increment", json!({})));
     let s = h.take("tools/call");
@@ -423,7 +463,56 @@ fn stream_ending_before_the_answer_is_ambiguous() {
         &[("content-type", "text/event-stream")],
         "id: 1\ndata: \n\n",
     );
+    h.advance(Duration::from_secs(1));
+    let g = take_resume(&mut h, "1");
+    // A server without resumption answers the GET with 405.
+    h.respond(g.exchange, 405, &[], "");
     assert!(matches!(h.error(call), CallError::OutcomeUncertain { .. }));
+    assert_eq!(
+        h.sent.iter().filter(|x| x.method() == "tools/call").count(),
+        1
+    );
+
+    // Resumes that bring nothing new stop after `max_resumes` in a row.
+    let call = h.call(Operation::call_tool("counter_increment", json!({})));
+    let s = h.take("tools/call");
+    h.respond(
+        s.exchange,
+        200,
+        &[("content-type", "text/event-stream")],
+        "id: 7\ndata: \n\n",
+    );
+    for _ in 0..3 {
+        h.advance(Duration::from_secs(1));
+        let g = take_resume(&mut h, "7");
+        h.respond(
+            g.exchange,
+            200,
+            &[("content-type", "text/event-stream")],
+            "",
+        );
+    }
+    assert!(matches!(h.error(call), CallError::OutcomeUncertain { .. }));
+    assert!(h.outbox.is_empty());
+}
+
+#[test]
+fn a_read_only_call_whose_resume_fails_is_replayed() {
+    let mut h = Harness::ready();
+    let call = h.call(Operation::list_tools(None));
+    let s = h.take("tools/list");
+    h.respond(
+        s.exchange,
+        200,
+        &[("content-type", "text/event-stream")],
+        "id: 1\ndata: \n\n",
+    );
+    h.advance(Duration::from_secs(1));
+    let g = take_resume(&mut h, "1");
+    h.respond(g.exchange, 405, &[], "");
+    let again = h.take("tools/list");
+    h.result(&again, json!({"tools": []}));
+    h.ok(call);
 }
 
 // ----- bounds -----

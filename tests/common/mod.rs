@@ -22,6 +22,10 @@ pub enum Kind {
     /// (`mcp.server.auth`): access tokens live `access_ttl` seconds,
     /// refresh tokens rotate.
     PythonAuth { access_ttl: f64 },
+    /// The Python peer (SSE) keeping its events for resumption: streams
+    /// resume with `Last-Event-ID`, and `polled_increment` closes its
+    /// response stream before answering.
+    PythonResumable,
 }
 
 /// How the server answers POSTs.
@@ -80,6 +84,12 @@ impl Peer {
     fn spawn(&mut self) {
         let dir = peers_dir();
         let mut cmd = match self.kind {
+            Kind::PythonResumable => {
+                let mut c = Command::new(python_bin(&dir));
+                c.arg(dir.join("python_server.py"))
+                    .args(["--mode", "sse", "--resumable"]);
+                c
+            }
             Kind::PythonAuth { access_ttl } => {
                 let mut c = Command::new(python_bin(&dir));
                 c.arg(dir.join("python_server.py"))
@@ -184,6 +194,11 @@ impl Peer {
     /// Waits until the server stopped `n` runs of `slow` early.
     pub fn await_cancelled(&self, n: u64, within: Duration) {
         wait_for(within, "a cancelled run", || self.cancelled() >= n);
+    }
+
+    /// GETs carrying `Last-Event-ID` (stream resumptions) the server got.
+    pub fn resumes(&self) -> u64 {
+        self.count("resume")
     }
 
     /// Refresh-token requests the server's token endpoint received.

@@ -515,6 +515,31 @@ pub fn bearer_never_printed<C: Mcp>() {
     assert!(!format!("{c:?}").contains("s3cr3t"));
 }
 
+// ----- event streams the server closes -----
+
+/// The server closes the call's event stream before the answer (SEP-1699
+/// polling) after counting the call: the client resumes with a GET carrying
+/// `Last-Event-ID`, gets the answer there, and the side effect ran once.
+pub fn resumes_a_closed_stream<C: Mcp>() {
+    let peer = Peer::start(Kind::PythonResumable);
+    let c: C = client(&peer);
+    let seen = Mutex::new(Vec::new());
+    let opts = CallOptions::new().progress(|p| seen.lock().unwrap().push(p.progress));
+    let r = c
+        .call_tool_with("polled_increment", json!({}), opts)
+        .unwrap();
+    assert_eq!(r.text(), "1");
+    assert_eq!(peer.counter(), 1, "ran once: resumed, not replayed");
+    assert_eq!(peer.resumes(), 1, "one GET with Last-Event-ID");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![1.0, 2.0],
+        "progress from both streams"
+    );
+    assert_eq!(c.generation(), 1, "the same session");
+    op(&c, "tools/call");
+}
+
 // ----- OAuth against the Python SDK's own authorization server -----
 
 /// A person's browser, for tests: like a real one it runs beside the
@@ -658,6 +683,10 @@ pub fn oauth_herd_shares_one_refresh<C: Mcp>() {
 #[macro_export]
 macro_rules! scenario_tests {
     ($c:ty) => {
+        #[test]
+        fn python_closed_stream_resumes_with_last_event_id() {
+            resumes_a_closed_stream::<$c>();
+        }
         #[test]
         fn oauth_flow_then_one_refresh_keeps_the_session_and_revocation_needs_reauth() {
             oauth_flow_refresh_and_reauth::<$c>();

@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from starlette.responses import JSONResponse
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
+from mcp.server.streamable_http import EventMessage, EventStore
 from mcp.types import ToolAnnotations
 
 parser = argparse.ArgumentParser()
@@ -31,6 +32,7 @@ parser.add_argument("--state", required=True)
 parser.add_argument("--mode", choices=["sse", "json", "stateless"], default="sse")
 parser.add_argument("--idle-timeout", type=float, default=None)
 parser.add_argument("--require-bearer", metavar="TOKEN", default=None)
+parser.add_argument("--resumable", action="store_true", help="keep events for resumption (Last-Event-ID)")
 parser.add_argument("--auth", action="store_true", help="be a protected resource with its own OAuth server")
 parser.add_argument("--access-ttl", type=float, default=3600, help="seconds an access token lives (--auth)")
 args = parser.parse_args()
@@ -107,6 +109,19 @@ async def counter_increment(delay_ms: int = 0) -> int:
     n = bump("counter")
     if delay_ms:
         await asyncio.sleep(delay_ms / 1000)
+    return n
+
+
+@app.tool(annotations=ToolAnnotations(readOnlyHint=False, idempotentHint=False))
+async def polled_increment(ctx: Context) -> int:
+    """Adds one to the counter, then closes the response stream before
+    answering (SEP-1699 polling; needs --resumable): the client must resume
+    with Last-Event-ID to get the answer."""
+    n = bump("counter")
+    await ctx.report_progress(1, 2, "counted")
+    await ctx.close_sse_stream()
+    await asyncio.sleep(0.3)
+    await ctx.report_progress(2, 2, "done")
     return n
 
 
@@ -187,6 +202,8 @@ class CountInitialize:
         self.inner = inner
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "GET" and b"last-event-id" in dict(scope["headers"]):
+            bump("resume")
         if scope["type"] != "http" or scope["method"] != "POST":
             return await self.inner(scope, receive, send)
         chunks = []
@@ -213,10 +230,34 @@ class CountInitialize:
         return await self.inner(scope, replay, send)
 
 
+class MemoryEventStore(EventStore):
+    """Every event kept in memory, so a stream can resume after any id."""
+
+    def __init__(self):
+        self.events = []  # (event id, stream id, message or None for priming)
+
+    async def store_event(self, stream_id, message):
+        event_id = str(len(self.events) + 1)
+        self.events.append((event_id, stream_id, message))
+        return event_id
+
+    async def replay_events_after(self, last_event_id, send_callback):
+        at = next((i for i, (e, _, _) in enumerate(self.events) if e == last_event_id), None)
+        if at is None:
+            return None
+        stream_id = self.events[at][1]
+        for event_id, sid, message in self.events[at + 1 :]:
+            if sid == stream_id and message is not None:
+                await send_callback(EventMessage(message, event_id))
+        return stream_id
+
+
+resumable = {"event_store": MemoryEventStore(), "retry_interval": 200} if args.resumable else {}
 starlette_app = app.streamable_http_app(
     json_response=args.mode == "json",
     stateless_http=args.mode == "stateless",
     session_idle_timeout=args.idle_timeout,
+    **resumable,
 )
 
 
