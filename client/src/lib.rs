@@ -15,8 +15,8 @@ pub use mcp_recovery_core as core;
 pub use types::*;
 
 use mcp_recovery_core::{
-    Action, BreakerConfig, CallEnd, CallError, CallId, Config, Dispatcher, Input, Job, Operation,
-    Protocol, RpcError, Token,
+    Action, BreakerConfig, CallEnd, CallError, CallId, Config, Dispatcher, Engine, Input, Job,
+    Operation, Protocol, RpcError, Token,
 };
 use serde::de::DeserializeOwned;
 use serde_json::{json, Map, Value};
@@ -72,6 +72,11 @@ pub trait TokenSource: Send + Sync {
     /// a 401 surfaces [`CallError::NeedsReauth`] at once.
     fn can_refresh(&self) -> bool {
         false
+    }
+    /// How long the current token has left, when known (an OAuth token's
+    /// `expires_in`): the client refreshes it shortly before.
+    fn expires_in(&self) -> Option<Duration> {
+        None
     }
     /// Produces a new token after the server refused the one of
     /// `generation`. Called once for all callers that failed on it (the
@@ -279,6 +284,36 @@ impl Settings {
         self.tokens.as_ref().and_then(|t| t.token())
     }
 
+    /// The engine for these settings, with the starting token and its expiry.
+    pub fn engine(&self, now: Instant) -> Engine {
+        let mut engine = Engine::new(self.config.clone());
+        engine.set_token(self.initial_token(), now);
+        engine.set_token_expiry(self.token_expiry(now), now);
+        engine
+    }
+
+    /// When the token source says its token expires.
+    pub fn token_expiry(&self, now: Instant) -> Option<Instant> {
+        let left = self.tokens.as_ref()?.expires_in()?;
+        now.checked_add(left)
+    }
+
+    /// Tells the engine how a refresh of `generation` went, and when the
+    /// new token expires.
+    pub fn refreshed(
+        &self,
+        d: &mut Dispatcher,
+        generation: u64,
+        outcome: &Result<Token, RefreshError>,
+        now: Instant,
+        jobs: &mut VecDeque<Job>,
+    ) {
+        refreshed(d, generation, outcome, now, jobs);
+        if outcome.is_ok() {
+            d.engine_mut().set_token_expiry(self.token_expiry(now), now);
+        }
+    }
+
     /// Runs the token source's refresh (it may block: the async client
     /// calls this off its executor).
     pub fn refresh(&self, generation: u64, challenge: Option<&str>) -> Result<Token, RefreshError> {
@@ -311,7 +346,7 @@ impl Settings {
 }
 
 /// Tells the engine how a refresh of `generation` went.
-pub fn refreshed(
+fn refreshed(
     d: &mut Dispatcher,
     generation: u64,
     outcome: &Result<Token, RefreshError>,

@@ -475,6 +475,11 @@ impl TokenSource for OAuth {
         true
     }
 
+    fn expires_in(&self) -> Option<Duration> {
+        let at = self.token_for_this_server()?.expires_at?;
+        Some(Duration::from_secs(at.saturating_sub(now_unix())))
+    }
+
     fn refresh(&self, _generation: u64, _challenge: Option<&str>) -> Result<Token, RefreshError> {
         self.refresh_now()
     }

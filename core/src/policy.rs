@@ -86,6 +86,9 @@ pub struct Config {
     /// Whether a 401 asks for a refresh ([`Action::Refresh401`]). Turn off
     /// for static tokens: a 401 then surfaces [`CallError::NeedsReauth`].
     pub refresh_on_401: bool,
+    /// A token known to expire ([`Engine::set_token_expiry`]) is refreshed
+    /// this long before it does, while calls go on with it (default 30 s).
+    pub refresh_skew: Duration,
     /// Circuit breaker settings.
     pub breaker: BreakerConfig,
     /// Messages that mean "session expired".
@@ -126,6 +129,7 @@ impl fmt::Debug for Config {
             .field("refresh_timeout", &self.refresh_timeout)
             .field("connect_retry_delay", &self.connect_retry_delay)
             .field("refresh_on_401", &self.refresh_on_401)
+            .field("refresh_skew", &self.refresh_skew)
             .field("breaker", &self.breaker)
             .field("max_body_size", &self.max_body_size)
             .field("resume_delay", &self.resume_delay)
@@ -149,6 +153,7 @@ impl Config {
             refresh_timeout: Duration::from_secs(30),
             connect_retry_delay: Duration::from_secs(1),
             refresh_on_401: true,
+            refresh_skew: Duration::from_secs(30),
             breaker: BreakerConfig::default(),
             session_patterns: SessionPatterns::default(),
             max_body_size: 16 * 1024 * 1024,
@@ -537,6 +542,8 @@ struct Auth {
     token: Option<Token>,
     generation: u64,
     flight: Option<Instant>,
+    /// When to refresh the current token ahead of its expiry, if known.
+    expires: Option<Instant>,
 }
 
 /// The sans-IO MCP client: feed it inputs, drain its actions, honour its
@@ -584,6 +591,7 @@ impl Engine {
                 token: None,
                 generation: 0,
                 flight: None,
+                expires: None,
             },
             calls: HashMap::new(),
             exchanges: HashMap::new(),
@@ -604,7 +612,27 @@ impl Engine {
         self.auth.token = token;
         self.auth.generation += 1;
         self.auth.flight = None;
+        self.auth.expires = None;
         self.wake_refresh_waiters(now);
+    }
+
+    /// Tells the engine when the current token expires (an OAuth token's
+    /// `expires_in`). Shortly before (`refresh_skew`), the next call asks
+    /// for a refresh ([`Action::Refresh401`] without a challenge) and goes
+    /// out with the current token meanwhile, so no call waits for it and
+    /// none needs a 401 to get there. A new token forgets the expiry: set
+    /// it again after each refresh.
+    ///
+    /// A token is never refreshed before half its remaining life has
+    /// passed, whatever the skew, so a short-lived token is not refreshed
+    /// on every call.
+    pub fn set_token_expiry(&mut self, expires_at: Option<Instant>, now: Instant) {
+        self.auth.expires = expires_at.map(|at| {
+            let left = at.saturating_duration_since(now);
+            let early = self.config.refresh_skew.min(left / 2);
+            // Stored as the moment to refresh: `expires - skew`.
+            at.checked_sub(early).unwrap_or(at)
+        });
     }
 
     /// The session (id, negotiated version, server info).
@@ -935,6 +963,7 @@ impl Engine {
             }
             return;
         }
+        self.refresh_if_due(now);
         let rpc = self.next_rpc_id();
         let Some(call) = self.calls.get(&id) else {
             return;
@@ -1152,6 +1181,17 @@ impl Engine {
         false
     }
 
+    /// Asks for a refresh once the token is about to expire.
+    fn refresh_if_due(&mut self, now: Instant) {
+        let due = self.auth.expires.is_some_and(|at| at <= now);
+        if due && self.config.refresh_on_401 && self.auth.flight.is_none() {
+            // Once: a refresh that fails is not asked for again on every
+            // call; a 401 will ask when the token is really refused.
+            self.auth.expires = None;
+            let _ = self.request_refresh(self.auth.generation, None, now);
+        }
+    }
+
     fn on_token_refreshed(&mut self, generation: u64, token: &Token, now: Instant) {
         if generation != self.auth.generation {
             return;
@@ -1164,6 +1204,7 @@ impl Engine {
         }
         self.auth.token = Some(token.clone());
         self.auth.generation += 1;
+        self.auth.expires = None;
         self.wake_refresh_waiters(now);
     }
 

@@ -415,3 +415,58 @@ fn a_token_set_by_the_user_wakes_calls_waiting_for_a_refresh() {
     assert_eq!(h.take("ping").bearer(), Some("Bearer fresh"));
     assert!(!h.ended.contains_key(&next));
 }
+
+#[test]
+fn a_token_about_to_expire_is_refreshed_while_calls_go_on_with_it() {
+    let mut h = ready_with_token(Config::new(URL), "t1");
+    h.engine
+        .set_token_expiry(Some(h.now + Duration::from_secs(90)), h.now);
+    // A minute before the 30 s skew: nothing to do.
+    let first = h.call(Operation::ping());
+    let s = h.take("ping");
+    assert_eq!(s.bearer(), Some("Bearer t1"));
+    h.result(&s, json!({}));
+    h.ok(first);
+    assert_eq!(h.refreshes(), 0);
+    // Within the skew: one refresh is asked for, and the call does not
+    // wait for it.
+    h.advance(Duration::from_secs(61));
+    let second = h.call(Operation::ping());
+    assert_eq!(h.refreshes(), 1);
+    let s = h.take("ping");
+    assert_eq!(s.bearer(), Some("Bearer t1"), "sent at once, current token");
+    let third = h.call(Operation::ping());
+    assert_eq!(h.refreshes(), 1, "asked once, not per call");
+    h.refreshed(1, "t2");
+    h.result(&s, json!({}));
+    h.ok(second);
+    let s = h.take("ping");
+    h.result(&s, json!({}));
+    h.ok(third);
+    let fourth = h.call(Operation::ping());
+    let s = h.take("ping");
+    assert_eq!(s.bearer(), Some("Bearer t2"));
+    h.result(&s, json!({}));
+    h.ok(fourth);
+    assert_eq!(
+        h.refreshes(),
+        1,
+        "the new token's expiry is unknown until set"
+    );
+
+    // A token with 10 s left and a 30 s skew is refreshed after 5 s, not
+    // at once: never before half its remaining life.
+    h.engine
+        .set_token_expiry(Some(h.now + Duration::from_secs(10)), h.now);
+    let early = h.call(Operation::ping());
+    let s = h.take("ping");
+    h.result(&s, json!({}));
+    h.ok(early);
+    assert_eq!(h.refreshes(), 1);
+    h.advance(Duration::from_secs(5));
+    let due = h.call(Operation::ping());
+    assert_eq!(h.refreshes(), 2);
+    let s = h.take("ping");
+    h.result(&s, json!({}));
+    h.ok(due);
+}

@@ -201,6 +201,11 @@ impl Peer {
         self.count("resume")
     }
 
+    /// 401 answers the MCP endpoint gave to POSTs.
+    pub fn unauthorized(&self) -> u64 {
+        self.count("unauthorized")
+    }
+
     /// Refresh-token requests the server's token endpoint received.
     pub fn refreshes(&self) -> u64 {
         self.count("refresh")

@@ -679,10 +679,36 @@ pub fn oauth_herd_shares_one_refresh<C: Mcp>() {
     let _ = std::fs::remove_file(&path);
 }
 
+/// A token about to expire is refreshed before any call is refused: the
+/// server issues 2-second tokens, the client refreshes after half of that
+/// (its 30 s skew is capped at half the life left), and calls made
+/// meanwhile never see a 401.
+pub fn oauth_refreshes_before_expiry<C: Mcp>() {
+    let peer = Peer::start(Kind::PythonAuth { access_ttl: 2.0 });
+    let path = token_file(&peer);
+    let c: C = oauth_client(&peer, FileTokenStore::new(&path));
+    c.authorize(browser).unwrap();
+    let before = stored(&path);
+    // Calls go on until the refresh shows at the server (bounded).
+    super::wait_for(Duration::from_secs(10), "a refresh ahead of expiry", || {
+        op(&c, "ping");
+        std::thread::sleep(Duration::from_millis(50));
+        peer.refreshes() >= 1
+    });
+    op(&c, "tools/call");
+    assert_eq!(peer.unauthorized(), 0, "no call was refused");
+    assert_ne!(stored(&path).access_token, before.access_token);
+    let _ = std::fs::remove_file(&path);
+}
+
 /// The scenarios both clients run, as `#[test]`s for client type `$c`.
 #[macro_export]
 macro_rules! scenario_tests {
     ($c:ty) => {
+        #[test]
+        fn oauth_token_refreshed_ahead_of_expiry() {
+            oauth_refreshes_before_expiry::<$c>();
+        }
         #[test]
         fn python_closed_stream_resumes_with_last_event_id() {
             resumes_a_closed_stream::<$c>();

@@ -227,7 +227,12 @@ class CountInitialize:
         async def replay():
             return pending.pop(0) if pending else await receive()
 
-        return await self.inner(scope, replay, send)
+        async def watch(message):
+            if message["type"] == "http.response.start" and message["status"] == 401 and scope["path"] == "/mcp":
+                bump("unauthorized")
+            await send(message)
+
+        return await self.inner(scope, replay, watch)
 
 
 class MemoryEventStore(EventStore):

@@ -14,10 +14,10 @@ use event_listener::Event;
 use futures_lite::future;
 use mcp_recovery_client::oauth::{Fetch, Fetched, OAuth};
 use mcp_recovery_client::{
-    answer, ready_deadline, refreshed, Caller, Error, Memory, ProgressFn, Settings, Watch,
+    answer, ready_deadline, Caller, Error, Memory, ProgressFn, Settings, Watch,
 };
 use mcp_recovery_core::{
-    CallId, Dispatcher, Engine, ExchangeId, FailureKind, HttpRequest, Input, Job, Mail, Operation,
+    CallId, Dispatcher, ExchangeId, FailureKind, HttpRequest, Input, Job, Mail, Operation,
     ReadyStep, Step, Token, TransportFailure,
 };
 use serde_json::Value;
@@ -117,8 +117,7 @@ impl Shared {
         };
         let oauth = settings.install_oauth(Arc::new(fetch));
         settings.validate()?;
-        let mut engine = Engine::new(settings.config.clone());
-        engine.set_token(settings.initial_token(), Instant::now());
+        let engine = settings.engine(Instant::now());
         Ok(Shared {
             state: Mutex::new(Dispatcher::new(engine, settings.observer.is_some())),
             event: Event::new(),
@@ -134,7 +133,10 @@ impl Shared {
         let mut jobs = VecDeque::new();
         {
             let mut st = self.lock();
-            st.engine_mut().set_token(Some(token), Instant::now());
+            let now = Instant::now();
+            st.engine_mut().set_token(Some(token), now);
+            let expiry = self.settings.token_expiry(now);
+            st.engine_mut().set_token_expiry(expiry, now);
             st.pump(&mut jobs);
             self.unlock(st);
         }
@@ -188,7 +190,9 @@ impl Shared {
                         })
                         .await;
                         let mut st = self.lock();
-                        refreshed(&mut st, generation, &outcome, Instant::now(), jobs);
+                        let now = Instant::now();
+                        self.settings
+                            .refreshed(&mut st, generation, &outcome, now, jobs);
                         self.unlock(st);
                     }
                     Some(Job::ServerRequest { id, method, params }) => {

@@ -11,7 +11,7 @@
 
 use mcp_recovery_client::oauth::{Fetch, Fetched, OAuth};
 use mcp_recovery_client::{
-    answer, ready_deadline, refreshed, Caller, Error, Memory, ProgressFn, Settings, Watch,
+    answer, ready_deadline, Caller, Error, Memory, ProgressFn, Settings, Watch,
 };
 use mcp_recovery_core::{
     Dispatcher, ExchangeId, FailureKind, HttpRequest, Input, Job, Mail, Operation, ReadyStep, Step,
@@ -86,7 +86,10 @@ impl Shared {
         let mut jobs = VecDeque::new();
         {
             let mut st = self.lock();
-            st.engine_mut().set_token(Some(token), Instant::now());
+            let now = Instant::now();
+            st.engine_mut().set_token(Some(token), now);
+            let expiry = self.settings.token_expiry(now);
+            st.engine_mut().set_token_expiry(expiry, now);
             st.pump(&mut jobs);
             self.unlock(st);
         }
@@ -132,7 +135,9 @@ impl Shared {
                 }) => {
                     let outcome = self.settings.refresh(generation, challenge.as_deref());
                     let mut st = self.lock();
-                    refreshed(&mut st, generation, &outcome, Instant::now(), jobs);
+                    let now = Instant::now();
+                    self.settings
+                        .refreshed(&mut st, generation, &outcome, now, jobs);
                     self.unlock(st);
                 }
                 Some(Job::ServerRequest { id, method, params }) => {

@@ -35,7 +35,7 @@ mod drive;
 pub use mcp_recovery_client::*;
 
 use crate::drive::Shared;
-use mcp_recovery_core::{BreakerState, Dispatcher, Engine, Operation};
+use mcp_recovery_core::{BreakerState, Dispatcher, Operation};
 use serde_json::Value;
 use std::fmt;
 use std::sync::Arc;
@@ -62,9 +62,7 @@ impl Build for Client {
             .new_agent();
         let oauth = s.install_oauth(Arc::new(drive::UreqFetch(agent.clone())));
         s.validate()?;
-        let token = s.initial_token();
-        let mut engine = Engine::new(s.config.clone());
-        engine.set_token(token, Instant::now());
+        let engine = s.engine(Instant::now());
         Ok(Client {
             shared: Arc::new(Shared::new(
                 Dispatcher::new(engine, s.observer.is_some()),
