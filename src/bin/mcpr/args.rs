@@ -69,6 +69,43 @@ pub struct Connection {
     /// Print the recovery steps the client takes (re-initialize, retry) on stderr
     #[arg(long, short, global = true)]
     pub verbose: bool,
+
+    #[command(flatten)]
+    pub oauth: OAuthArgs,
+}
+
+/// OAuth (authorization code with PKCE): tokens kept in a file between
+/// runs, refreshed on 401; when they cannot be renewed, the browser is
+/// opened once and the command retried. Not `Debug`: it holds a secret.
+#[derive(Args)]
+pub struct OAuthArgs {
+    /// Authorize with OAuth; a browser opens when a person must log in
+    #[arg(long, global = true, conflicts_with = "bearer")]
+    pub oauth: bool,
+
+    /// A pre-registered OAuth client id (default: register dynamically)
+    #[arg(long, global = true, value_name = "ID", requires = "oauth")]
+    pub oauth_client_id: Option<String>,
+
+    /// That client's secret (MCPR_OAUTH_CLIENT_SECRET keeps it out of `ps`)
+    #[arg(
+        long,
+        global = true,
+        env = "MCPR_OAUTH_CLIENT_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET",
+        requires = "oauth_client_id"
+    )]
+    pub oauth_client_secret: Option<String>,
+
+    /// Scopes to ask for (default: what the server says)
+    #[arg(long, global = true, value_name = "SCOPES", requires = "oauth")]
+    pub oauth_scope: Option<String>,
+
+    /// Where the tokens live (default:
+    /// $XDG_CONFIG_HOME/mcpr/tokens-<host_port_path>.json, or ~/.config/mcpr/...)
+    #[arg(long, global = true, value_name = "PATH", requires = "oauth")]
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 /// The subcommands.
@@ -108,8 +145,18 @@ pub enum Command {
         #[command(flatten)]
         repeat: Repeat,
     },
+    /// Authorize with OAuth now (with --oauth) and store the tokens
+    Login,
     /// Run a scripted recovery demo against an embedded DEMO server (no server needed)
     Demo,
+    /// The client command of the MCP conformance suite (scripts/conformance.sh):
+    /// runs the scenario named by MCP_CONFORMANCE_SCENARIO against SERVER-URL
+    #[command(hide = true)]
+    Conformance {
+        /// The scenario's server, appended by the conformance runner
+        #[arg(value_name = "SERVER-URL")]
+        server: String,
+    },
 }
 
 /// Running one command several times in one process: one client, one

@@ -26,8 +26,17 @@ pub enum Job {
 }
 
 /// Runs `job` `repeat.repeat` times, printing each result; the exit code is
-/// the last run's.
-pub fn run(client: &Client, job: &Job, repeat: Repeat, json: bool) -> Exit {
+/// the last run's. With `reauth` (`--oauth`), the first run that fails for
+/// want of credentials that can be renewed runs `reauth` (the authorization
+/// flow) and is retried once; a second such failure is reported as it is.
+pub fn run(
+    client: &Client,
+    job: &Job,
+    repeat: Repeat,
+    json: bool,
+    reauth: Option<&dyn Fn() -> Result<(), Failure>>,
+) -> Exit {
+    let mut reauth = reauth;
     let mut last = Exit::Ok;
     for i in 1..=repeat.repeat {
         if i > 1 && repeat.interval > 0 {
@@ -39,7 +48,20 @@ pub fn run(client: &Client, job: &Job, repeat: Repeat, json: bool) -> Exit {
         } else {
             String::new()
         };
-        last = match once(client, job, json, &prefix) {
+        let mut result = once(client, job, json, &prefix);
+        if let (Err(f), Some(authorize)) = (&result, reauth) {
+            if f.exit == Exit::NeedsReauth {
+                // Authorized once per process: a token refused right
+                // after a fresh authorization will not be cured by another.
+                reauth = None;
+                eprintln!(
+                    "mcpr: {prefix}{}: starting the OAuth authorization flow",
+                    f.label
+                );
+                result = authorize().and_then(|()| once(client, job, json, &prefix));
+            }
+        }
+        last = match result {
             Ok(exit) => exit,
             Err(f) => {
                 report(&f, json, &prefix);

@@ -5,15 +5,18 @@
 
 mod activity;
 mod args;
+mod auth;
 mod commands;
+mod conformance;
 mod demo;
 mod exit;
 mod render;
 
 use args::{Cli, Command, Connection, Repeat};
+use auth::Opener;
 use clap::Parser;
 use commands::Job;
-use exit::Failure;
+use exit::{Exit, Failure};
 use mcp_recovery::blocking::Client;
 use mcp_recovery::core::Action;
 use serde_json::Value;
@@ -25,9 +28,24 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let exit = match cli.command {
         Command::Demo => demo::run(),
+        Command::Conformance { server } => conformance::run(&server),
+        Command::Login => match login(&cli.conn) {
+            Ok(exit) => exit,
+            Err(f) => {
+                commands::report(&f, cli.conn.json, "");
+                f.exit
+            }
+        },
         command => match prepare(&cli.conn, command) {
-            Ok((client, job, repeat)) => {
-                let exit = commands::run(&client, &job, repeat, cli.conn.json);
+            Ok((client, job, repeat, opener)) => {
+                let reauth = opener.map(|o| {
+                    let client = &client;
+                    move || auth::authorize(client, o)
+                });
+                let reauth = reauth
+                    .as_ref()
+                    .map(|f| f as &dyn Fn() -> Result<(), Failure>);
+                let exit = commands::run(&client, &job, repeat, cli.conn.json, reauth);
                 // Ends the session on the server (DELETE); nothing to report
                 // if that fails: the result is already out.
                 let _ = client.close();
@@ -44,7 +62,10 @@ fn main() -> ExitCode {
 
 /// Checks the input and builds the client, before anything is sent: bad
 /// input never reaches the server.
-fn prepare(conn: &Connection, command: Command) -> Result<(Client, Job, Repeat), Failure> {
+fn prepare(
+    conn: &Connection,
+    command: Command,
+) -> Result<(Client, Job, Repeat, Option<Opener>), Failure> {
     let once = Repeat {
         repeat: 1,
         interval: 0,
@@ -64,9 +85,25 @@ fn prepare(conn: &Connection, command: Command) -> Result<(Client, Job, Repeat),
             let args = object_arg(args.as_deref())?;
             (Job::Prompt { name, args }, once)
         }
-        Command::Demo => unreachable!("handled by main"),
+        Command::Demo | Command::Login | Command::Conformance { .. } => {
+            unreachable!("handled by main")
+        }
     };
-    Ok((client(conn)?, job, repeat))
+    let (client, opener) = client(conn)?;
+    Ok((client, job, repeat, opener))
+}
+
+/// `mcpr --oauth login`: the authorization flow, whatever the stored tokens.
+fn login(conn: &Connection) -> Result<Exit, Failure> {
+    let (client, opener) = client(conn)?;
+    let opener = opener.ok_or_else(|| Failure::input("login needs --oauth"))?;
+    auth::authorize(&client, opener)?;
+    if conn.json {
+        println!("{}", serde_json::json!({"ok": true}));
+    } else {
+        println!("authorized");
+    }
+    Ok(Exit::Ok)
 }
 
 /// JSON arguments: must be an object, as MCP says.
@@ -82,7 +119,8 @@ fn object_arg(text: Option<&str>) -> Result<Option<Value>, Failure> {
     Ok(Some(v))
 }
 
-fn client(conn: &Connection) -> Result<Client, Failure> {
+/// The client, and with `--oauth` how the authorization URL will be opened.
+fn client(conn: &Connection) -> Result<(Client, Option<Opener>), Failure> {
     let url = conn
         .url
         .as_deref()
@@ -98,10 +136,16 @@ fn client(conn: &Connection) -> Result<Client, Failure> {
     if let Some(t) = conn.timeout {
         builder = builder.call_timeout(t);
     }
+    let mut opener = None;
+    if conn.oauth.oauth {
+        let o = Opener::from_env()?;
+        builder = builder.oauth(auth::config(url, &conn.oauth, o)?);
+        opener = Some(o);
+    }
     if conn.verbose {
         builder = builder.on_recovery(log_recovery);
     }
-    Ok(builder.build()?)
+    Ok((builder.build()?, opener))
 }
 
 /// `Name: value`. Errors name the header, never its value: header values

@@ -1,0 +1,155 @@
+//! `mcpr conformance SERVER-URL`: the client command that
+//! `@modelcontextprotocol/conformance` runs (`scripts/conformance.sh`).
+//! The runner starts a test server for one scenario, names it in
+//! `MCP_CONFORMANCE_SCENARIO` (and, for some, passes pre-registered
+//! credentials in `MCP_CONFORMANCE_CONTEXT`), and appends its URL.
+//!
+//! Every scenario gets what any MCP application would do through the
+//! blocking client: initialize, list the tools, call each one. What differs
+//! is set up here, never faked: the elicitation capability and a handler
+//! that accepts with the schema's defaults, and, for `auth/*`, `--oauth`'s
+//! behaviour (tokens in memory, the authorization flow with the
+//! redirect-following opener when the server wants credentials, then the
+//! operation retried once). The checks themselves are the runner's.
+
+use crate::auth::{self, Opener};
+use crate::exit::{classify, Exit, Failure};
+use mcp_recovery::blocking::{Client, Error, ServerHandler};
+use mcp_recovery::client::oauth::{MemoryTokenStore, OAuthConfig};
+use mcp_recovery::core::RpcError;
+use serde_json::{json, Map, Value};
+use std::cell::Cell;
+use std::time::Duration;
+
+/// The client id metadata document URL the suite expects a client to
+/// offer where the server supports such ids (`auth/basic-cimd`).
+const CIMD_URL: &str = "https://conformance-test.local/client-metadata.json";
+
+/// Runs the scenario; 0 when every operation worked, else the exit code
+/// of the failure, with one line on stderr.
+pub fn run(server: &str) -> Exit {
+    let scenario = std::env::var("MCP_CONFORMANCE_SCENARIO").unwrap_or_default();
+    match scenario_run(&scenario, server) {
+        Ok(()) => Exit::Ok,
+        Err(f) => {
+            eprintln!("mcpr conformance {scenario}: {}: {}", f.label, f.message);
+            f.exit
+        }
+    }
+}
+
+fn scenario_run(scenario: &str, server: &str) -> Result<(), Failure> {
+    // The runner gives a scenario 30 s: a call must fail before that, so
+    // the failure is ours to report.
+    let mut builder = Client::builder(server)
+        .read_timeout(Duration::from_secs(20))
+        .call_timeout(Duration::from_secs(25));
+    if scenario == "elicitation-sep1034-client-defaults" {
+        builder = builder
+            .configure(|c| c.capabilities = json!({"elicitation": {"applyDefaults": true}}))
+            .handler(AcceptDefaults);
+    }
+    let oauth = scenario.starts_with("auth/");
+    if oauth {
+        builder = builder.oauth(oauth_config()?);
+    }
+    let client = builder.build()?;
+    let authorized = Cell::new(!oauth);
+    let step = |what: &str, f: &dyn Fn() -> Result<Value, Error>| -> Result<Value, Failure> {
+        match f() {
+            Err(e) if !authorized.get() && classify(&e).0 == Exit::NeedsReauth => {
+                eprintln!("mcpr conformance: {what}: {e}: authorizing");
+                authorized.set(true);
+                auth::authorize(&client, Opener::Follow)?;
+                Ok(f()?)
+            }
+            other => Ok(other?),
+        }
+    };
+
+    let tools = step("tools/list", &|| {
+        let tools = client.all_tools()?;
+        Ok(json!(tools
+            .iter()
+            .map(|t| t.name.clone())
+            .collect::<Vec<_>>()))
+    })?;
+    for name in tools
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        let args = arguments(name);
+        let result = step(name, &|| {
+            let r = client.call_tool(name, args.clone())?;
+            Ok(json!({"isError": r.is_error, "text": r.text()}))
+        })?;
+        println!("{name}: {result}");
+    }
+    let _ = client.close();
+    Ok(())
+}
+
+/// Arguments for the suite's tools: `add_numbers` (`tools_call`) takes two
+/// numbers; the others take none.
+fn arguments(tool: &str) -> Value {
+    match tool {
+        "add_numbers" => json!({"a": 2, "b": 3}),
+        _ => json!({}),
+    }
+}
+
+/// OAuth as `--oauth` does it, with tokens in memory (each scenario is a
+/// new server) and pre-registered credentials when the runner gives some.
+fn oauth_config() -> Result<OAuthConfig, Failure> {
+    let mut config = OAuthConfig::new(MemoryTokenStore::default());
+    config.client_metadata_url = Some(CIMD_URL.into());
+    let context = context()?;
+    let field = |k: &str| context.get(k).and_then(Value::as_str);
+    let args = crate::args::OAuthArgs {
+        oauth: true,
+        oauth_client_id: field("client_id").map(str::to_owned),
+        oauth_client_secret: field("client_secret").map(str::to_owned),
+        oauth_scope: None,
+        token_file: None,
+    };
+    let mut config = auth::settings(config, &args, Opener::Follow);
+    config.client_name = "mcpr-conformance".into();
+    Ok(config)
+}
+
+/// `MCP_CONFORMANCE_CONTEXT`, a JSON object, if set.
+fn context() -> Result<Map<String, Value>, Failure> {
+    let Ok(raw) = std::env::var("MCP_CONFORMANCE_CONTEXT") else {
+        return Ok(Map::new());
+    };
+    match serde_json::from_str(&raw) {
+        Ok(Value::Object(m)) => Ok(m),
+        _ => Err(Failure::input(
+            "MCP_CONFORMANCE_CONTEXT is not a JSON object",
+        )),
+    }
+}
+
+/// Accepts every elicitation with each field's schema default: what an
+/// application with `applyDefaults` does when the user changes nothing.
+struct AcceptDefaults;
+
+impl ServerHandler for AcceptDefaults {
+    fn request(&self, method: &str, params: Option<Value>) -> Result<Value, RpcError> {
+        if method != "elicitation/create" {
+            return Err(RpcError::new(-32601, format!("method not found: {method}")));
+        }
+        let properties = params
+            .as_ref()
+            .and_then(|p| p.pointer("/requestedSchema/properties"))
+            .and_then(Value::as_object);
+        let content: Map<String, Value> = properties
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, schema)| Some((k.clone(), schema.get("default")?.clone())))
+            .collect();
+        Ok(json!({"action": "accept", "content": content}))
+    }
+}
