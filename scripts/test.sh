@@ -106,5 +106,8 @@ echo "$out" | grep -q "^echo: hello from smol$" || {
   exit 1
 }
 
+step "MCP conformance suite, client scenarios (core, auth) against mcpr conformance; baseline in tests/conformance"
+bash scripts/conformance.sh
+
 step "all green"
 echo "tests: ${passed} passed, ${failed} failed"
