@@ -167,7 +167,16 @@ pub struct OAuthConfig {
     pub redirect_timeout: Duration,
     /// Where tokens live.
     pub store: Arc<dyn TokenStore>,
+    /// Shows a person the authorization URL when the client must authorize
+    /// on its own: a 403 `insufficient_scope` (step-up) or a refresh the
+    /// server refused. Without one, those calls end in `NeedsReauth` and
+    /// the application calls the client's `authorize`.
+    pub opener: Option<Arc<Opener>>,
 }
+
+/// Shows a person an authorization URL (opens a browser, prints it...). It
+/// should return at once; the flow waits for the redirect.
+pub type Opener = dyn Fn(&str) + Send + Sync;
 
 impl OAuthConfig {
     /// Defaults, with tokens in `store`.
@@ -181,7 +190,15 @@ impl OAuthConfig {
             redirect_port: 0,
             redirect_timeout: Duration::from_secs(300),
             store: Arc::new(store),
+            opener: None,
         }
+    }
+
+    /// Lets the client authorize on its own (step-up, refused refresh),
+    /// showing the URL with `open`.
+    pub fn opener(mut self, open: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.opener = Some(Arc::new(open));
+        self
     }
 
     /// Uses a pre-registered client.
@@ -284,6 +301,17 @@ impl OAuth {
         challenge: Option<&str>,
         open: &dyn Fn(&str),
     ) -> Result<Token, AuthError> {
+        self.authorize_with(challenge, open, false)
+    }
+
+    /// The flow; with `step_up`, the scope asked for adds what the
+    /// challenge (or else the resource) names to what the stored token has.
+    fn authorize_with(
+        &self,
+        challenge: Option<&str>,
+        open: &dyn Fn(&str),
+        step_up: bool,
+    ) -> Result<Token, AuthError> {
         let bearer = challenge
             .and_then(BearerChallenge::from_header)
             .unwrap_or_default();
@@ -301,10 +329,19 @@ impl OAuth {
         asm.require_pkce()?;
         // Scope: what was asked for, else what the 401 said, else what the
         // resource lists.
-        let scope =
-            self.config.scope.clone().or(bearer.scope).or_else(|| {
-                (!prm.scopes_supported.is_empty()).then(|| prm.scopes_supported.join(" "))
-            });
+        let resource_scopes =
+            (!prm.scopes_supported.is_empty()).then(|| prm.scopes_supported.join(" "));
+        let scope = if step_up {
+            let had = self.config.store.load().and_then(|t| t.scope);
+            let had = had.or(self.config.scope.clone());
+            union(had.as_deref(), bearer.scope.or(resource_scopes).as_deref())
+        } else {
+            self.config
+                .scope
+                .clone()
+                .or(bearer.scope)
+                .or(resource_scopes)
+        };
 
         let listener = TcpListener::bind(("127.0.0.1", self.config.redirect_port))?;
         let redirect_uri = format!(
@@ -480,9 +517,40 @@ impl TokenSource for OAuth {
         Some(Duration::from_secs(at.saturating_sub(now_unix())))
     }
 
-    fn refresh(&self, _generation: u64, _challenge: Option<&str>) -> Result<Token, RefreshError> {
-        self.refresh_now()
+    fn refresh(&self, _generation: u64, challenge: Option<&str>) -> Result<Token, RefreshError> {
+        let step_up = challenge.is_some_and(insufficient);
+        let outcome = if step_up {
+            Err(RefreshError::NeedsReauth(
+                "the token lacks a scope the server requires".into(),
+            ))
+        } else {
+            self.refresh_now()
+        };
+        match (outcome, &self.config.opener) {
+            (Err(RefreshError::NeedsReauth(_)), Some(open)) => self
+                .authorize_with(challenge, open.as_ref(), step_up)
+                .map_err(|e| RefreshError::NeedsReauth(e.to_string())),
+            (outcome, _) => outcome,
+        }
     }
+}
+
+/// Whether a challenge is a 403 `insufficient_scope` (with or without the
+/// `scope` the server needs).
+fn insufficient(challenge: &str) -> bool {
+    BearerChallenge::from_header(challenge)
+        .is_some_and(|b| b.error.as_deref() == Some("insufficient_scope"))
+}
+
+/// Space-separated scopes of `a` and `b`, each once, in order.
+fn union(a: Option<&str>, b: Option<&str>) -> Option<String> {
+    let mut out: Vec<&str> = Vec::new();
+    for s in a.into_iter().chain(b).flat_map(str::split_whitespace) {
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    (!out.is_empty()).then(|| out.join(" "))
 }
 
 /// Waits for the browser's GET on the loopback listener and answers it.

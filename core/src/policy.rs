@@ -188,6 +188,14 @@ impl Config {
     }
 }
 
+/// Whether a 403's `WWW-Authenticate` asks for more scope (RFC 6750 §3.1).
+fn insufficient_scope(challenge: &Option<String>) -> bool {
+    challenge
+        .as_deref()
+        .and_then(crate::oauth::BearerChallenge::from_header)
+        .is_some_and(|b| b.error.as_deref() == Some("insufficient_scope"))
+}
+
 /// Which recovery a retry follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -224,9 +232,12 @@ pub enum Action {
         /// The exchange.
         exchange: ExchangeId,
     },
-    /// The server refused the token of `generation`. Refresh it once and
-    /// answer with [`Input::TokenRefreshed`] or [`Input::RefreshFailed`];
-    /// concurrent 401s on the same token share this one refresh.
+    /// The server refused the token of `generation` (401, or 403
+    /// `insufficient_scope`: `challenge` says which), or it is about to
+    /// expire (no challenge). Refresh it once, or authorize again with more
+    /// scope, and answer with [`Input::TokenRefreshed`] or
+    /// [`Input::RefreshFailed`]; concurrent failures on the same token share
+    /// this one refresh.
     Refresh401 {
         /// The token generation that failed.
         generation: u64,
@@ -1064,7 +1075,9 @@ impl Engine {
                     Err(p) => self.handshake_failed(CallError::Protocol(p), true, now),
                 }
             }
-            Outcome::Status { status: 401, .. } => {
+            Outcome::Status { status, .. }
+                if status == 401 || (status == 403 && insufficient_scope(&ex.challenge)) =>
+            {
                 let retried = self.handshake_mut().is_some_and(|h| h.auth_retried);
                 if retried || !self.config.refresh_on_401 {
                     let url = self.config.url.clone();
@@ -1283,6 +1296,14 @@ impl Engine {
             }
             // A resume the server refused (405: no resumption; 404: the
             // session is gone) cannot tell whether the request ran.
+            // 403 insufficient_scope: the token is good but too narrow. The
+            // auth path asks for a better one (a step-up authorization),
+            // once per call like any refresh.
+            Outcome::Status { status: 403, .. }
+                if !ex.resume && insufficient_scope(&ex.challenge) =>
+            {
+                return self.on_unauthorized(id, ex.token_generation, ex.challenge, now);
+            }
             Outcome::Status { status, .. } if ex.resume => {
                 let message = format!("resume refused: HTTP {status}");
                 let failure = TransportFailure::after_send(FailureKind::Other, message);
@@ -1607,7 +1628,7 @@ impl Engine {
         }
         ex.status = status;
         if !(200..300).contains(&status) {
-            if status == 401 {
+            if status == 401 || status == 403 {
                 ex.challenge = http::find(headers, "www-authenticate").map(str::to_owned);
             }
             ex.reader = Reader::Error(Vec::new());

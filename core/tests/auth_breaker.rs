@@ -470,3 +470,30 @@ fn a_token_about_to_expire_is_refreshed_while_calls_go_on_with_it() {
     h.result(&s, json!({}));
     h.ok(due);
 }
+
+#[test]
+fn forbidden_for_want_of_scope_takes_the_auth_path_once_and_other_403s_do_not() {
+    let mut h = ready_with_token(Config::new(URL), "narrow");
+    let call = h.call(Operation::ping());
+    let s = h.take("ping");
+    let challenge = r#"Bearer error="insufficient_scope", scope="mcp admin""#;
+    h.respond(s.exchange, 403, &[("www-authenticate", challenge)], "");
+    assert!(h.events.iter().any(|a| matches!(a,
+        Action::Refresh401 { challenge: Some(c), .. } if c == challenge)));
+    h.refreshed(1, "wide");
+    let s = h.take("ping");
+    assert_eq!(s.bearer(), Some("Bearer wide"));
+    // Still too narrow: no second step-up for the same call.
+    h.respond(s.exchange, 403, &[("www-authenticate", challenge)], "");
+    assert!(matches!(h.error(call), CallError::Unauthorized));
+    assert_eq!(h.refreshes(), 1);
+
+    let plain = h.call(Operation::ping());
+    let s = h.take("ping");
+    h.respond(s.exchange, 403, &[], "forbidden");
+    assert!(matches!(
+        h.error(plain),
+        CallError::Http { status: 403, .. }
+    ));
+    assert_eq!(h.refreshes(), 1);
+}

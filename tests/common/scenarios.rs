@@ -701,10 +701,40 @@ pub fn oauth_refreshes_before_expiry<C: Mcp>() {
     let _ = std::fs::remove_file(&path);
 }
 
+/// A token without a scope the server requires gets 403
+/// `insufficient_scope`: with an opener the client authorizes again with
+/// the wider scope (step-up) and retries once; without one the call ends
+/// in `NeedsReauth`, with no loop.
+pub fn oauth_step_up_on_insufficient_scope<C: Mcp>() {
+    let peer = Peer::start(Kind::PythonAuth { access_ttl: 600.0 });
+    let path = token_file(&peer);
+    let narrow = || OAuthConfig::new(FileTokenStore::new(&path)).scope("extra");
+    let c: C = builder(&peer).oauth(narrow()).build().unwrap();
+    c.authorize(browser).unwrap();
+    assert_eq!(stored(&path).scope.as_deref(), Some("extra"));
+    match c.ping() {
+        Err(Error::Call(CallError::NeedsReauth { .. })) => {}
+        other => panic!("expected NeedsReauth without an opener, got {other:?}"),
+    }
+    let c: C = builder(&peer)
+        .oauth(narrow().opener(browser))
+        .build()
+        .unwrap();
+    op(&c, "tools/call");
+    let scope = stored(&path).scope.unwrap_or_default();
+    assert!(scope.split(' ').any(|s| s == "mcp"), "{scope}");
+    assert!(scope.split(' ').any(|s| s == "extra"), "{scope}");
+    let _ = std::fs::remove_file(&path);
+}
+
 /// The scenarios both clients run, as `#[test]`s for client type `$c`.
 #[macro_export]
 macro_rules! scenario_tests {
     ($c:ty) => {
+        #[test]
+        fn oauth_403_insufficient_scope_steps_up_once() {
+            oauth_step_up_on_insufficient_scope::<$c>();
+        }
         #[test]
         fn oauth_token_refreshed_ahead_of_expiry() {
             oauth_refreshes_before_expiry::<$c>();

@@ -38,7 +38,9 @@ parser.add_argument("--access-ttl", type=float, default=3600, help="seconds an a
 args = parser.parse_args()
 
 # Bound before the app is built: an OAuth issuer URL names its port.
-sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+# Declared TCP, so the server's sockets get TCP_NODELAY: without it its
+# multi-write SSE answers stall ~40 ms on the client's delayed ACK.
+sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 sock.bind(("127.0.0.1", args.port))
 sock.listen(128)
@@ -81,7 +83,9 @@ if args.auth:
         "auth": AuthSettings(
             issuer_url=base_url,
             resource_server_url=f"{base_url}/mcp",
-            client_registration_options=ClientRegistrationOptions(enabled=True, valid_scopes=["mcp"], default_scopes=["mcp"]),
+            client_registration_options=ClientRegistrationOptions(
+                enabled=True, valid_scopes=["mcp", "extra"], default_scopes=["mcp"]
+            ),
             revocation_options=RevocationOptions(enabled=True),
             required_scopes=["mcp"],
             validate_token_resource=False,
