@@ -343,6 +343,127 @@ fn refused_token_needs_reauth_and_is_never_printed() {
     at(&url, &["--bearer", "the-right-token", "ping"]).expect(0);
 }
 
+/// `mcpr --oauth` with `$XDG_CONFIG_HOME` in a scratch directory and
+/// `MCPR_OAUTH_OPEN=follow` in place of a browser.
+fn oauth(config: &Path, url: &str, open: &str, args: &[&str]) -> Run {
+    let mut all = vec!["--url", url, "--oauth"];
+    all.extend_from_slice(args);
+    Run::from(
+        command(&all)
+            .env("XDG_CONFIG_HOME", config)
+            .env("MCPR_OAUTH_OPEN", open)
+            .env_remove("MCPR_OAUTH_CLIENT_SECRET")
+            .output()
+            .expect("run mcpr"),
+    )
+}
+
+/// Against the Python SDK's own authorization server: the first command
+/// finds no tokens, runs the authorization flow (dynamic registration,
+/// PKCE, the redirect delivered to the loopback listener) and is retried;
+/// the tokens land in `$XDG_CONFIG_HOME/mcpr/tokens-<host_port_path>.json`
+/// (0600, directory 0700). Later runs use them without a flow; an expired
+/// access token costs one refresh; a revoked refresh token one more flow.
+/// No token is ever printed.
+#[test]
+fn oauth_authorizes_once_stores_refreshes_and_reauthorizes() {
+    let peer = Peer::start(Kind::PythonAuth { access_ttl: 3600.0 });
+    let url = peer.url();
+    let config = std::env::temp_dir().join(format!("mcpr-cli-oauth-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&config);
+    let file = config
+        .join("mcpr")
+        .join(format!("tokens-127.0.0.1_{}_mcp.json", peer.port));
+    const FLOW: &str = "to authorize, open ";
+
+    let run = oauth(
+        &config,
+        &url,
+        "follow",
+        &["call", "echo", r#"{"text": "hi"}"#],
+    )
+    .expect(0);
+    assert_eq!(run.stdout, "hi\n");
+    assert!(run.stderr.contains(FLOW), "{}", run.stderr);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).expect("exists").permissions().mode() & 0o777;
+        assert_eq!(mode(&file), 0o600, "tokens readable by their owner only");
+        assert_eq!(mode(&config.join("mcpr")), 0o700);
+    }
+    let tokens: Value = serde_json::from_slice(&std::fs::read(&file).expect("token file"))
+        .expect("token file is JSON");
+    let secrets =
+        |t: &Value| ["access_token", "refresh_token"].map(|k| t[k].as_str().expect(k).to_owned());
+    let first = secrets(&tokens);
+
+    // Stored tokens: no flow (and no browser: `browser` mode would open one).
+    let run = oauth(&config, &url, "browser", &["--json", "tools"]).expect(0);
+    assert!(!run.stderr.contains(FLOW), "{}", run.stderr);
+    assert!(run.json_one()["tools"]
+        .as_array()
+        .is_some_and(|t| !t.is_empty()));
+
+    // Expired access token: one refresh, no flow.
+    peer.hook("/test/expire-access");
+    let run = oauth(&config, &url, "browser", &["ping"]).expect(0);
+    assert!(!run.stderr.contains(FLOW), "{}", run.stderr);
+    assert_eq!(peer.refreshes(), 1);
+
+    // Refresh token revoked: the flow once more, then the command.
+    peer.hook("/test/revoke-refresh");
+    peer.hook("/test/expire-access");
+    let run = oauth(
+        &config,
+        &url,
+        "follow",
+        &["call", "echo", r#"{"text": "again"}"#],
+    )
+    .expect(0);
+    assert_eq!(run.stdout, "again\n");
+    assert!(run.stderr.contains(FLOW), "{}", run.stderr);
+    assert_eq!(peer.refreshes(), 2, "one refused refresh, then the flow");
+
+    // `login` with a token file of one's own.
+    let own = config.join("own.json");
+    let run = oauth(
+        &config,
+        &url,
+        "follow",
+        &["--token-file", own.to_str().unwrap(), "login"],
+    )
+    .expect(0);
+    assert_eq!(run.stdout, "authorized\n");
+    let last: Value =
+        serde_json::from_slice(&std::fs::read(&own).expect("own token file")).expect("JSON");
+    for secret in first.iter().chain(secrets(&last).iter()) {
+        let all = format!("{}{}", run.stdout, run.stderr);
+        assert!(!all.contains(secret.as_str()), "a token was printed");
+    }
+    let _ = std::fs::remove_dir_all(&config);
+}
+
+/// A server that refuses the token and offers no OAuth metadata: the
+/// authorization flow cannot start, exit 4, with one line saying so.
+#[test]
+fn oauth_that_cannot_authorize_exits_4() {
+    let peer = BearerPeer::start("the-right-token");
+    let config = std::env::temp_dir().join(format!("mcpr-cli-oauth-fail-{}", std::process::id()));
+    let run = oauth(&config, &peer.url(), "follow", &["ping"]).expect(4);
+    let last = run.stderr.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("mcpr: authorization failed: "),
+        "{}",
+        run.stderr
+    );
+    oauth(&config, &peer.url(), "follow", &["login"]).expect(4);
+    // `login` is for --oauth only; a bad opener is bad input.
+    at(&peer.url(), &["login"]).expect(2);
+    oauth(&config, &peer.url(), "firefox", &["ping"]).expect(2);
+    let _ = std::fs::remove_dir_all(&config);
+}
+
 /// The Python server's idle timeout set far below a round trip: it forgets
 /// each session the moment initialize is answered, so the handshake's own
 /// `notifications/initialized` gets 404 "Session not found". No session
