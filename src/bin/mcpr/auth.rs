@@ -242,7 +242,7 @@ mod tests {
             sanitize("https://user:pw@example.com/a/mcp/?token=s3cr3t#x"),
             "example.com_a_mcp"
         );
-        assert_eq!(sanitize("http://[::1]:9/"), "__1__9");
+        assert_eq!(sanitize("http://[::1]:9/"), "___1__9");
         assert_eq!(sanitize("http://"), "default");
         assert!(!sanitize("http://h/../../etc").contains('/'));
     }
