@@ -178,6 +178,9 @@ impl Shared {
             Ok(r) => ureq::RequestExt::with_agent(r, &self.agent)
                 .configure()
                 .timeout_per_read(Some(read_timeout))
+                // A head trickling in a byte at a time never trips the
+                // per-read timeout: the head as a whole has the same limit.
+                .timeout_recv_response(Some(read_timeout))
                 .run(),
             Err(e) => return fail(TransportFailure::not_sent(FailureKind::Other, e), jobs),
         };

@@ -1,0 +1,268 @@
+//! The fault matrix: what real servers cannot be made to do on demand,
+//! from a controllable test server (`support/fault_server.rs`). Each fault
+//! ends the call with a typed error within its deadline, never a panic or
+//! a hang, and the same client works again once the fault is gone; the
+//! breaker counts transport and protocol failures, never answers. Run
+//! against both clients.
+
+mod common;
+#[path = "support/fault_server.rs"]
+mod fault_server;
+
+use common::scenarios::Mcp;
+use fault_server::{Fault, FaultServer};
+use mcp_recovery::client::oauth::{MemoryTokenStore, OAuthConfig, StoredTokens, TokenStore};
+use mcp_recovery::client::{ClientBuilder, Error};
+use mcp_recovery::core::oauth::canonical_resource;
+use mcp_recovery::core::{BreakerConfig, BreakerState, CallError, ProtocolError};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+/// Generous: every fault below ends well within it; a hang would not.
+const HANG_GUARD: Duration = Duration::from_secs(15);
+
+fn builder<C: Mcp>(server: &FaultServer) -> ClientBuilder<C> {
+    ClientBuilder::new(&server.url())
+        .read_timeout(Duration::from_secs(1))
+        .await_ready(Duration::from_secs(3))
+        .max_body_size(64 * 1024)
+        // The breaker has its own test; here it must not hide the faults.
+        .breaker(BreakerConfig::new(1000, Duration::from_secs(60)))
+        .configure(|c| c.connect_retry_delay = Duration::from_millis(50))
+}
+
+fn echo<C: Mcp>(c: &C) -> Result<String, Error> {
+    c.call_tool("echo", json!({"text": "hi"})).map(|r| r.text())
+}
+
+/// Runs `call` under `fault`, checks its error, then shows the client works.
+fn fault_then_good<C: Mcp, T: std::fmt::Debug>(
+    server: &FaultServer,
+    c: &C,
+    fault: Fault,
+    call: impl Fn(&C) -> Result<T, Error>,
+    expected: impl Fn(&Error) -> bool,
+) {
+    server.set(fault);
+    let t = Instant::now();
+    let r = call(c);
+    assert!(
+        t.elapsed() < HANG_GUARD,
+        "{fault:?}: took {:?}",
+        t.elapsed()
+    );
+    match &r {
+        Err(e) if expected(e) => {}
+        other => panic!("{fault:?}: unexpected outcome {other:?}"),
+    }
+    server.set(Fault::Good);
+    assert_eq!(echo(c).unwrap(), "hi", "{fault:?}: the client works again");
+}
+
+/// The error behind a failed handshake, or the error itself.
+fn unwrap_init(e: &CallError) -> &CallError {
+    match e {
+        CallError::InitializeFailed(inner) => unwrap_init(inner),
+        other => other,
+    }
+}
+
+fn cause(e: &Error) -> &CallError {
+    match e {
+        Error::Call(c) => unwrap_init(c),
+        other => panic!("not a call error: {other:?}"),
+    }
+}
+
+fn protocol(e: &Error) -> Option<&ProtocolError> {
+    match e {
+        Error::Call(CallError::Protocol(p)) => Some(p),
+        _ => None,
+    }
+}
+
+fn uncertain(e: &Error) -> bool {
+    matches!(e, Error::Call(CallError::OutcomeUncertain { .. }))
+}
+
+fn transport(e: &Error) -> bool {
+    matches!(e, Error::Call(CallError::Transport { .. }) | Error::Timeout)
+}
+
+pub fn fault_matrix<C: Mcp>() {
+    let server = FaultServer::start();
+    let c: C = builder(&server).build().unwrap();
+    c.initialize().unwrap();
+
+    fault_then_good(&server, &c, Fault::GarbageJson, echo, |e| {
+        matches!(protocol(e), Some(ProtocolError::Body(_)))
+    });
+    fault_then_good(&server, &c, Fault::WrongContentType, echo, |e| {
+        matches!(protocol(e), Some(ProtocolError::UnexpectedContentType(_)))
+    });
+    // A stream cut before any event id cannot be resumed: ambiguous. The
+    // side effect is not replayed; a read-only call is, once.
+    fault_then_good(&server, &c, Fault::SseCutMidEvent, echo, uncertain);
+    fault_then_good(&server, &c, Fault::SseCutMidEvent, |c| c.ping(), transport);
+    fault_then_good(&server, &c, Fault::Oversize, echo, |e| {
+        matches!(
+            protocol(e),
+            Some(ProtocolError::TooLarge { limit }) if *limit == 64 * 1024
+        )
+    });
+    // One byte every 100 ms never trips a per-read timeout: the head has
+    // a deadline of its own.
+    fault_then_good(&server, &c, Fault::Slowloris, echo, |e| {
+        uncertain(e) || transport(e)
+    });
+    fault_then_good(&server, &c, Fault::ResetAfter200, echo, uncertain);
+    fault_then_good(&server, &c, Fault::ResetAfter200, |c| c.ping(), transport);
+
+    // A server that forgets every session, even the one it just made: one
+    // re-initialize, then the call gives up (its handshake's own
+    // `initialized` got the 404), no loop.
+    let before = server.initializes.load(std::sync::atomic::Ordering::SeqCst);
+    fault_then_good(
+        &server,
+        &c,
+        Fault::Always404,
+        |c| c.ping(),
+        |e| {
+            matches!(
+                cause(e),
+                CallError::SessionLost | CallError::Http { status: 404, .. }
+            )
+        },
+    );
+    let after = server.initializes.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        after - before,
+        2,
+        "one re-initialize for the call, one for the good call after"
+    );
+}
+
+/// Faults of the handshake and of credentials, each on a fresh client.
+pub fn handshake_and_credential_faults<C: Mcp>() {
+    let server = FaultServer::start();
+
+    // A static token refused: a person must act; no refresh, no loop.
+    let c: C = builder(&server).bearer("static").build().unwrap();
+    fault_then_good(
+        &server,
+        &c,
+        Fault::Always401,
+        |c| c.ping(),
+        |e| matches!(e, Error::Call(CallError::NeedsReauth { .. })),
+    );
+
+    // A token endpoint that answers 500 with an HTML page: a typed refresh
+    // failure, not NeedsReauth (the grant may still be good), one request.
+    let store = MemoryTokenStore::default();
+    store
+        .save(&StoredTokens {
+            access_token: "old-access".into(),
+            refresh_token: Some("refresh-1".into()),
+            token_endpoint: format!("http://127.0.0.1:{}/token", server.port),
+            client_id: "test-client".into(),
+            resource: canonical_resource(&server.url()).unwrap(),
+            ..StoredTokens::default()
+        })
+        .unwrap();
+    let c: C = builder(&server)
+        .oauth(OAuthConfig::new(store))
+        .build()
+        .unwrap();
+    server.set(Fault::TokenEndpoint500);
+    match c.ping() {
+        Err(Error::Call(e)) => match unwrap_init(&e) {
+            CallError::RefreshFailed { message } => {
+                assert!(!message.contains("refresh-1"), "{message}")
+            }
+            other => panic!("expected RefreshFailed, got {other:?}"),
+        },
+        other => panic!("expected RefreshFailed, got {other:?}"),
+    }
+    assert_eq!(
+        server
+            .token_requests
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+
+    // A session id with a control character is refused, never adopted.
+    let c: C = builder(&server).build().unwrap();
+    fault_then_good(
+        &server,
+        &c,
+        Fault::SessionIdControlChars,
+        |c| c.ping(),
+        |e| matches!(e, Error::Call(_)),
+    );
+    assert!(c.session_id().unwrap().starts_with("good-"));
+
+    // A session id on an error answer is never adopted.
+    let c: C = builder(&server).build().unwrap();
+    server.set(Fault::SessionIdOnError);
+    assert!(c.ping().is_err(), "the first initialize was refused");
+    c.ping().unwrap();
+    assert!(
+        c.session_id().unwrap().starts_with("good-"),
+        "{:?}",
+        c.session_id()
+    );
+}
+
+/// Transport and protocol failures count toward the breaker; answers (a
+/// JSON-RPC error) never do.
+pub fn breaker_counts_failures_not_answers<C: Mcp>() {
+    let server = FaultServer::start();
+    let c: C = ClientBuilder::new(&server.url())
+        .breaker(BreakerConfig::new(3, Duration::from_secs(60)))
+        .build()
+        .unwrap();
+    for _ in 0..5 {
+        match c.request("no/such/method", None) {
+            Err(Error::Rpc(e)) => assert_eq!(e.code, -32601),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(matches!(
+        c.breaker_state(),
+        BreakerState::Closed { failures: 0 }
+    ));
+    server.set(Fault::GarbageJson);
+    for _ in 0..3 {
+        assert!(echo(&c).is_err());
+    }
+    server.set(Fault::Good);
+    match echo(&c) {
+        Err(Error::Call(CallError::CircuitOpen { retry_in })) => {
+            assert!(retry_in <= Duration::from_secs(60))
+        }
+        other => panic!("expected CircuitOpen, got {other:?}"),
+    }
+}
+
+macro_rules! fault_tests {
+    ($name:ident, $c:ty) => {
+        mod $name {
+            use super::*;
+            #[test]
+            fn each_fault_is_typed_within_its_deadline_and_the_client_goes_on() {
+                fault_matrix::<$c>();
+            }
+            #[test]
+            fn handshake_and_credential_faults_are_typed() {
+                handshake_and_credential_faults::<$c>();
+            }
+            #[test]
+            fn the_breaker_counts_failures_not_answers() {
+                breaker_counts_failures_not_answers::<$c>();
+            }
+        }
+    };
+}
+
+fault_tests!(blocking, mcp_recovery::blocking::Client);
+fault_tests!(smol_client, mcp_recovery::smol::Client);
