@@ -285,12 +285,13 @@ impl Shared {
                 (open, progress)
             };
             me.progress(progress);
+            if !open {
+                // Done with this response; the caller runs the jobs it caused.
+                return;
+            }
             // A server request on this stream (elicitation, sampling) waits
             // for our answer before the stream goes on: answer it now.
             self.run(jobs, me).await;
-            if !open {
-                return;
-            }
         }
     }
 

@@ -228,13 +228,16 @@ impl Shared {
                     let progress = me.take_progress(&mut st);
                     self.unlock(st);
                     me.progress(progress);
+                    if !open {
+                        // Done with this response: its connection goes back
+                        // to the pool before the jobs it caused (the
+                        // handshake's `initialized`...) need one.
+                        return;
+                    }
                     // A server request on this stream (elicitation,
                     // sampling) waits for our answer before the stream goes
                     // on: answer it now, not after the stream ends.
                     self.run(jobs, me);
-                    if !open {
-                        return;
-                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) if mine && me.gave_up() => return,
