@@ -118,7 +118,8 @@ impl SseParser {
     }
 
     fn scan(&mut self, mut chunk: &[u8]) -> Result<(), SseError> {
-        if self.after_cr {
+        // An empty chunk says nothing about the byte after the CR.
+        if self.after_cr && !chunk.is_empty() {
             self.after_cr = false;
             if chunk.first() == Some(&b'\n') {
                 chunk = &chunk[1..];
