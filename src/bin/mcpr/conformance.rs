@@ -114,6 +114,10 @@ fn oauth_config() -> Result<OAuthConfig, Failure> {
         oauth_scope: None,
         token_file: None,
     };
+    // With an opener the client authorizes on its own where a person
+    // would be asked (no tokens, a refused refresh, a 403 step-up), with
+    // the server's challenge at hand (its resource_metadata and scope).
+    let config = config.opener(|url| Opener::Follow.open(url));
     let mut config = auth::settings(config, &args, Opener::Follow);
     config.client_name = "mcpr-conformance".into();
     Ok(config)
