@@ -513,6 +513,14 @@ impl<C: Build> ClientBuilder<C> {
         f(&mut self.settings.config);
         self
     }
+    /// Keeps a GET event stream open for what the server sends on its own
+    /// (its requests and notifications reach the handler), reopened after
+    /// `Last-Event-ID` when it drops. Off by default: it holds a connection
+    /// (and, in the blocking client, a thread) for the session's life.
+    pub fn listen(mut self, yes: bool) -> Self {
+        self.settings.config.listen = yes;
+        self
+    }
     /// Who answers server requests and notifications.
     pub fn handler(mut self, h: impl ServerHandler + 'static) -> Self {
         self.settings.handler = Some(Arc::new(h));

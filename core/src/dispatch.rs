@@ -35,6 +35,15 @@ pub enum Job {
         /// What to send.
         request: HttpRequest,
     },
+    /// Open the long-lived GET stream and read it in the background (a
+    /// thread, a task), reporting it like any exchange; it may stay open
+    /// for as long as the session lives.
+    Listen {
+        /// Report its response under this id.
+        exchange: ExchangeId,
+        /// The GET to send.
+        request: HttpRequest,
+    },
     /// Refresh the token of `generation`; answer with
     /// [`Input::TokenRefreshed`](crate::Input::TokenRefreshed) or
     /// [`Input::RefreshFailed`](crate::Input::RefreshFailed).
@@ -214,6 +223,9 @@ impl Dispatcher {
                     // A response nobody asked for: nothing waits for it.
                     Message::Response { .. } => {}
                 },
+                Action::Listen { exchange, request } => {
+                    jobs.push_back(Job::Listen { exchange, request })
+                }
                 Action::Refresh401 {
                     generation,
                     challenge,

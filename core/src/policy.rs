@@ -104,6 +104,11 @@ pub struct Config {
     /// Resumes in a row that bring no new event before the call gives up
     /// as if the stream had simply broken (default 3).
     pub max_resumes: u8,
+    /// Whether to keep a GET event stream open for what the server sends
+    /// on its own (requests, notifications), resumed like a call's stream
+    /// when it drops (default off: it holds a connection, and a thread in
+    /// the blocking client).
+    pub listen: bool,
 }
 
 impl fmt::Debug for Config {
@@ -135,6 +140,7 @@ impl fmt::Debug for Config {
             .field("resume_delay", &self.resume_delay)
             .field("max_resume_delay", &self.max_resume_delay)
             .field("max_resumes", &self.max_resumes)
+            .field("listen", &self.listen)
             .finish_non_exhaustive()
     }
 }
@@ -160,6 +166,7 @@ impl Config {
             resume_delay: Duration::from_secs(1),
             max_resume_delay: Duration::from_secs(10),
             max_resumes: 3,
+            listen: false,
         }
     }
 
@@ -224,6 +231,16 @@ pub enum Action {
         /// The call it serves.
         call: Option<CallId>,
         /// What to send.
+        request: HttpRequest,
+    },
+    /// Open the long-lived GET stream of server messages ([`Config::listen`])
+    /// and read it in the background (a thread, a task): it stays open for
+    /// as long as the server keeps it. Report it like any exchange; its
+    /// messages come out as [`Action::ServerMessage`]s.
+    Listen {
+        /// The exchange to report under.
+        exchange: ExchangeId,
+        /// The GET to send.
         request: HttpRequest,
     },
     /// The core no longer wants this exchange's response (its call ended):
@@ -321,6 +338,8 @@ pub enum Timer {
     HandshakeRetry(u64),
     /// A call's broken event stream is resumed (GET with `Last-Event-ID`) then.
     ResumeStream(CallId),
+    /// The listening GET stream is opened again then.
+    Listen,
 }
 
 /// An event from the outside world. Responses come in pieces, as they
@@ -464,6 +483,22 @@ enum Purpose {
     Initialized,
     /// Fire and forget: cancellations, replies, DELETE.
     Notify,
+    /// The long-lived GET stream of server messages.
+    Listen,
+}
+
+/// The listening GET stream ([`Config::listen`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Listen {
+    Off,
+    Open(ExchangeId),
+    /// Dropped: opened again then, after `last_event_id`.
+    Waiting {
+        until: Instant,
+        last_event_id: Option<String>,
+    },
+    /// The server has no GET stream (405): not asked again this session.
+    Unsupported,
 }
 
 #[derive(Debug)]
@@ -571,6 +606,9 @@ pub struct Engine {
     exchanges: HashMap<ExchangeId, Exchange>,
     actions: VecDeque<Action>,
     scratch: Vec<CallId>,
+    listen: Listen,
+    /// Listening-stream openings in a row that brought no message.
+    listen_failures: u8,
     next_call: u64,
     next_exchange: u64,
     next_rpc: i64,
@@ -608,6 +646,8 @@ impl Engine {
             exchanges: HashMap::new(),
             actions: VecDeque::new(),
             scratch: Vec::new(),
+            listen: Listen::Off,
+            listen_failures: 0,
             next_call: 0,
             next_exchange: 0,
             next_rpc: 0,
@@ -736,6 +776,7 @@ impl Engine {
     /// and the server gets a DELETE if there is a session to end (a 405
     /// answer is fine). Later calls surface `Closed` at once.
     pub fn close(&mut self, now: Instant) {
+        self.stop_listen();
         let mut ids = self.waiters(|_| true);
         for id in ids.drain(..) {
             self.end(id, Err(CallError::Closed), Verdict::Neutral, now);
@@ -862,6 +903,16 @@ impl Engine {
                 self.handshake_failed(CallError::ReconnectTimeout { waited }, true, now);
             }
         }
+        if let Listen::Waiting {
+            until,
+            last_event_id,
+        } = &self.listen
+        {
+            if *until <= now && matches!(self.phase, Phase::Ready) {
+                let last = last_event_id.clone();
+                self.open_listen(last);
+            }
+        }
         if self.auth.flight.is_some_and(|d| d <= now) {
             // A late answer is still taken (a rotated token must not be
             // lost); a new 401 may now ask again.
@@ -892,10 +943,15 @@ impl Engine {
             .auth
             .flight
             .map(|d| (d, Timer::Refresh(self.auth.generation)));
+        let listen = match (&self.listen, &self.phase) {
+            (Listen::Waiting { until, .. }, Phase::Ready) => Some((*until, Timer::Listen)),
+            _ => None,
+        };
         calls
             .chain(handshake)
             .chain(handshake_retry)
             .chain(refresh)
+            .chain(listen)
             .min_by_key(|(deadline, _)| *deadline)
     }
 
@@ -938,10 +994,16 @@ impl Engine {
             Purpose::Call(c) => Some(c),
             _ => None,
         };
-        self.actions.push_back(Action::Transmit {
-            exchange: id,
-            call,
-            request,
+        self.actions.push_back(match purpose {
+            Purpose::Listen => Action::Listen {
+                exchange: id,
+                request,
+            },
+            _ => Action::Transmit {
+                exchange: id,
+                call,
+                request,
+            },
         });
         id
     }
@@ -1011,6 +1073,7 @@ impl Engine {
     // ----- the handshake -----
 
     fn start_handshake(&mut self, now: Instant) {
+        self.stop_listen();
         let reconnect = self.generation > 0;
         self.generation += 1;
         self.session.forget();
@@ -1138,6 +1201,10 @@ impl Engine {
         self.actions.push_back(Action::SessionReady {
             generation: self.generation,
         });
+        if self.config.listen {
+            self.listen_failures = 0;
+            self.open_listen(None);
+        }
         let mut waiting = self.waiters(|s| matches!(s, CallState::AwaitReady { .. }));
         for id in waiting.drain(..) {
             self.attempt(id, now);
@@ -1519,6 +1586,65 @@ impl Engine {
         };
     }
 
+    /// Opens the listening stream (after `last_event_id`, when resuming).
+    fn open_listen(&mut self, last_event_id: Option<String>) {
+        let request = self
+            .session
+            .listen(last_event_id.as_deref(), self.auth.token.as_ref());
+        let sent = self.session.id().is_some();
+        let exchange = self.transmit(Purpose::Listen, None, sent, request);
+        if let Some(ex) = self.exchanges.get_mut(&exchange) {
+            ex.resume_from = last_event_id;
+        }
+        self.listen = Listen::Open(exchange);
+    }
+
+    fn stop_listen(&mut self) {
+        if let Listen::Open(exchange) = self.listen {
+            self.abort(exchange);
+        }
+        self.listen = Listen::Off;
+    }
+
+    /// The listening stream ended: open it again after the server's
+    /// `retry:`, unless it has none (405) or keeps failing without news.
+    fn on_listen_end(
+        &mut self,
+        exchange: ExchangeId,
+        ex: Exchange,
+        outcome: Outcome,
+        now: Instant,
+    ) {
+        if self.listen != Listen::Open(exchange) {
+            return;
+        }
+        if matches!(outcome, Outcome::Status { status: 405, .. }) {
+            self.listen = Listen::Unsupported;
+            return;
+        }
+        self.listen_failures = self.listen_failures.saturating_add(1);
+        if self.listen_failures > self.config.max_resumes || !matches!(self.phase, Phase::Ready) {
+            self.listen = Listen::Off;
+            return;
+        }
+        let (seen, retry) = match &ex.reader {
+            Reader::Sse(p) => (
+                Some(p.last_event_id())
+                    .filter(|id| !id.is_empty())
+                    .map(str::to_owned),
+                p.retry(),
+            ),
+            _ => (None, None),
+        };
+        let delay = retry
+            .unwrap_or(self.config.resume_delay)
+            .min(self.config.max_resume_delay);
+        self.listen = Listen::Waiting {
+            until: later(now, delay),
+            last_event_id: seen.or(ex.resume_from),
+        };
+    }
+
     /// Sends the GET that resumes a call's stream after its last event.
     fn resume(&mut self, id: CallId, now: Instant) {
         let Some(CallState::Resuming {
@@ -1710,12 +1836,14 @@ impl Engine {
             match parsed {
                 Ok(message) => {
                     // News on the stream: a later cut may be resumed again.
-                    if let Some(Purpose::Call(id)) =
-                        self.exchanges.get(&exchange).map(|e| e.purpose)
-                    {
-                        if let Some(c) = self.calls.get_mut(&id) {
-                            c.resumes = 0;
+                    match self.exchanges.get(&exchange).map(|e| e.purpose) {
+                        Some(Purpose::Call(id)) => {
+                            if let Some(c) = self.calls.get_mut(&id) {
+                                c.resumes = 0;
+                            }
                         }
+                        Some(Purpose::Listen) => self.listen_failures = 0,
+                        _ => {}
                     }
                     self.on_message(exchange, message, now)
                 }
@@ -1848,6 +1976,7 @@ impl Engine {
             Purpose::Initialize => self.on_initialize(exchange, ex, outcome, now),
             Purpose::Initialized => self.on_initialized(exchange, outcome, now),
             Purpose::Notify => {}
+            Purpose::Listen => self.on_listen_end(exchange, ex, outcome, now),
         }
     }
 }

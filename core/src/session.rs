@@ -261,12 +261,17 @@ impl Session {
 
     /// The GET that resumes an event stream after `last_event_id`.
     pub fn resume(&self, last_event_id: &str, token: Option<&Token>) -> HttpRequest {
+        self.listen(Some(last_event_id), token)
+    }
+
+    /// The GET that opens the session's stream of server messages, or
+    /// resumes a stream after `last_event_id`.
+    pub fn listen(&self, last_event_id: Option<&str>, token: Option<&Token>) -> HttpRequest {
         let mut headers = Vec::with_capacity(5 + self.extra_headers.len());
         headers.push((Text::Static("Accept"), Text::Static("text/event-stream")));
-        headers.push((
-            Text::Static("Last-Event-ID"),
-            Text::Shared(last_event_id.into()),
-        ));
+        if let Some(id) = last_event_id {
+            headers.push((Text::Static("Last-Event-ID"), Text::Shared(id.into())));
+        }
         self.common_headers(&mut headers, true, token);
         HttpRequest {
             method: Method::Get,

@@ -831,3 +831,41 @@ fn initialize_answered_as_an_event_stream_like_python_does() {
         "py"
     );
 }
+
+#[test]
+fn the_listening_stream_reopens_after_its_last_event_and_stops_on_405() {
+    let mut config = Config::new(URL);
+    config.listen = true;
+    let mut h = Harness::ready_with(config);
+    let l = h
+        .listens
+        .pop_front()
+        .expect("a GET stream once the session is ready");
+    assert_eq!(l.request.method, mcp_recovery_core::Method::Get);
+    assert_eq!(l.request.header("accept"), Some("text/event-stream"));
+    assert!(l.request.header("mcp-session-id").is_some());
+    assert_eq!(l.request.header("last-event-id"), None);
+    let note = json!({"jsonrpc":"2.0","method":"notifications/tools/list_changed"});
+    h.respond(
+        l.exchange,
+        200,
+        &[("content-type", "text/event-stream")],
+        &format!("id: 5\nretry: 300\ndata: {note}\n\n"),
+    );
+    assert!(h.events.iter().any(|a| matches!(a,
+        Action::ServerMessage { call: None, message: mcp_recovery_core::Message::Notification { method, .. } }
+            if method == "notifications/tools/list_changed")));
+    assert!(
+        h.listens.is_empty(),
+        "reopened after the server's retry, not at once"
+    );
+    assert!(matches!(h.engine.poll_timeout(), Some((_, Timer::Listen))));
+    h.advance(Duration::from_millis(300));
+    let l = h.listens.pop_front().expect("reopened");
+    assert_eq!(l.request.header("last-event-id"), Some("5"));
+    // A server without a GET stream: never asked again in this session.
+    h.respond(l.exchange, 405, &[], "");
+    h.advance(Duration::from_secs(60));
+    assert!(h.listens.is_empty());
+    assert_eq!(h.engine.poll_timeout(), None);
+}

@@ -540,6 +540,51 @@ pub fn resumes_a_closed_stream<C: Mcp>() {
     op(&c, "tools/call");
 }
 
+/// Counts the notifications that reach the handler, by method.
+struct Notes(Arc<Mutex<Vec<String>>>);
+
+impl ServerHandler for Notes {
+    fn notification(&self, method: &str, _params: Option<Value>) {
+        self.0.lock().unwrap().push(method.to_owned());
+    }
+}
+
+/// With `listen`, a notification the server sends outside any call
+/// (`tools/list_changed`) reaches the handler over the GET stream, and the
+/// stream is opened again for the new session after a restart.
+pub fn listening_stream_carries_session_messages<C: Mcp>() {
+    let mut peer = Peer::start(PY_SSE);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let c: C = builder(&peer)
+        .listen(true)
+        .handler(Notes(seen.clone()))
+        .build()
+        .unwrap();
+    let changed = || {
+        let got = seen.lock().unwrap();
+        got.iter()
+            .filter(|m| *m == "notifications/tools/list_changed")
+            .count()
+    };
+    // The server drops a session message sent before it has set up the
+    // GET stream (it keeps none for later), so announce until one arrives.
+    let announce = |n: usize, what: &str| {
+        super::wait_for(Duration::from_secs(10), what, || {
+            assert_eq!(
+                c.call_tool("announce", json!({})).unwrap().text(),
+                "announced"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+            changed() >= n
+        });
+    };
+    announce(1, "list_changed on the GET stream");
+    peer.restart();
+    let before = changed();
+    announce(before + 1, "list_changed on the new session's GET stream");
+    assert_eq!(c.generation(), 2);
+}
+
 // ----- OAuth against the Python SDK's own authorization server -----
 
 /// A person's browser, for tests: like a real one it runs beside the
@@ -731,6 +776,10 @@ pub fn oauth_step_up_on_insufficient_scope<C: Mcp>() {
 #[macro_export]
 macro_rules! scenario_tests {
     ($c:ty) => {
+        #[test]
+        fn python_listening_stream_carries_session_notifications() {
+            listening_stream_carries_session_messages::<$c>();
+        }
         #[test]
         fn oauth_403_insufficient_scope_steps_up_once() {
             oauth_step_up_on_insufficient_scope::<$c>();

@@ -130,6 +130,14 @@ async def polled_increment(ctx: Context) -> int:
 
 
 @app.tool(annotations=ToolAnnotations(readOnlyHint=True))
+async def announce(ctx: Context) -> str:
+    """Sends `notifications/tools/list_changed`, a message of the session
+    rather than of this call: it travels on the client's GET stream."""
+    await ctx.session.send_tool_list_changed()
+    return "announced"
+
+
+@app.tool(annotations=ToolAnnotations(readOnlyHint=True))
 def counter_get() -> int:
     """The persistent counter."""
     return read("counter")

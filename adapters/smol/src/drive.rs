@@ -179,6 +179,20 @@ impl Shared {
                     Some(Job::Send { exchange, request }) => {
                         self.exchange(exchange, &request, false, me, jobs).await
                     }
+                    Some(Job::Listen { exchange, request }) => {
+                        // The listening stream is read by a task of its
+                        // own for as long as the server keeps it open.
+                        let shared = self.clone();
+                        smol::spawn(async move {
+                            let mut jobs = VecDeque::new();
+                            let mut me = Caller::none();
+                            shared
+                                .exchange(exchange, &request, false, &mut me, &mut jobs)
+                                .await;
+                            shared.run(&mut jobs, &mut me).await;
+                        })
+                        .detach();
+                    }
                     Some(Job::Refresh {
                         generation,
                         challenge,

@@ -20,7 +20,7 @@ use mcp_recovery_core::{
 use serde_json::Value;
 use std::collections::VecDeque;
 use std::io::{self, Read};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Instant;
 
 pub(crate) struct Shared {
@@ -30,6 +30,8 @@ pub(crate) struct Shared {
     pub settings: Settings,
     pub memory: Memory,
     pub oauth: Option<Arc<OAuth>>,
+    /// Itself, for the listening stream's thread.
+    me: Weak<Shared>,
 }
 
 /// The adapter's HTTP for OAuth's discovery, registration and token
@@ -70,15 +72,16 @@ impl Shared {
         agent: ureq::Agent,
         settings: Settings,
         oauth: Option<Arc<OAuth>>,
-    ) -> Self {
-        Shared {
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|me| Shared {
             state: Mutex::new(dispatcher),
             wake: Condvar::new(),
             agent,
             settings,
             memory: Memory::default(),
             oauth,
-        }
+            me: me.clone(),
+        })
     }
 
     /// Uses `token` from now on; calls waiting for one go on with it.
@@ -129,6 +132,7 @@ impl Shared {
                 Some(Job::Send { exchange, request }) => {
                     self.exchange(exchange, &request, false, me, jobs)
                 }
+                Some(Job::Listen { exchange, request }) => self.listen(exchange, request, jobs),
                 Some(Job::Refresh {
                     generation,
                     challenge,
@@ -149,6 +153,33 @@ impl Shared {
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// Reads the listening stream on a thread of its own (the one thread
+    /// this client starts): it lives as long as the server keeps it open,
+    /// or until its read timeout, after which the core opens it again.
+    fn listen(&self, exchange: ExchangeId, request: HttpRequest, jobs: &mut VecDeque<Job>) {
+        let Some(shared) = self.me.upgrade() else {
+            return;
+        };
+        let spawned = std::thread::Builder::new()
+            .name("mcp-recovery-listen".into())
+            .spawn(move || {
+                let mut jobs = VecDeque::new();
+                let mut me = Caller::none();
+                shared.exchange(exchange, &request, false, &mut me, &mut jobs);
+                shared.run(&mut jobs, &mut me);
+            });
+        if let Err(e) = spawned {
+            let failure = TransportFailure::not_sent(FailureKind::Other, e.to_string());
+            self.feed(
+                Input::Failed {
+                    exchange,
+                    failure: &failure,
+                },
+                jobs,
+            );
         }
     }
 

@@ -64,12 +64,12 @@ impl Build for Client {
         s.validate()?;
         let engine = s.engine(Instant::now());
         Ok(Client {
-            shared: Arc::new(Shared::new(
+            shared: Shared::new(
                 Dispatcher::new(engine, s.observer.is_some()),
                 agent,
                 s,
                 oauth,
-            )),
+            ),
         })
     }
 }

@@ -46,6 +46,8 @@ pub struct Harness {
     pub now: Instant,
     /// Requests not answered yet, oldest first.
     pub outbox: VecDeque<Sent>,
+    /// Listening GET streams opened ([`Action::Listen`]).
+    pub listens: VecDeque<Sent>,
     /// Every request ever sent.
     pub sent: Vec<Sent>,
     /// Every action except transmits, in order.
@@ -63,6 +65,7 @@ impl Harness {
             t0,
             now: t0,
             outbox: VecDeque::new(),
+            listens: VecDeque::new(),
             sent: Vec::new(),
             events: Vec::new(),
             ended: BTreeMap::new(),
@@ -118,6 +121,12 @@ impl Harness {
                     self.sent.push(s.clone());
                     self.outbox.push_back(s);
                 }
+                Action::Listen { exchange, request } => self.listens.push_back(Sent {
+                    exchange,
+                    call: None,
+                    request,
+                    json: Value::Null,
+                }),
                 Action::Complete { call, result } => {
                     assert!(
                         self.ended.insert(call, Ok(result)).is_none(),
