@@ -47,7 +47,9 @@ fn scenario_run(scenario: &str, server: &str) -> Result<(), Failure> {
     if scenario == "elicitation-sep1034-client-defaults" {
         builder = builder
             .configure(|c| c.capabilities = json!({"elicitation": {"applyDefaults": true}}))
-            .handler(AcceptDefaults);
+            .handler(AcceptDefaults)
+            // The server asks on the session's GET stream, outside any call.
+            .listen(true);
     }
     let oauth = scenario.starts_with("auth/");
     if oauth {
