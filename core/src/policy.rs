@@ -607,6 +607,9 @@ pub struct Engine {
     actions: VecDeque<Action>,
     scratch: Vec<CallId>,
     listen: Listen,
+    /// The last 401/403 `WWW-Authenticate`, for an authorization flow the
+    /// application starts itself.
+    last_challenge: Option<String>,
     /// Listening-stream openings in a row that brought no message.
     listen_failures: u8,
     next_call: u64,
@@ -647,6 +650,7 @@ impl Engine {
             actions: VecDeque::new(),
             scratch: Vec::new(),
             listen: Listen::Off,
+            last_challenge: None,
             listen_failures: 0,
             next_call: 0,
             next_exchange: 0,
@@ -684,6 +688,12 @@ impl Engine {
             // Stored as the moment to refresh: `expires - skew`.
             at.checked_sub(early).unwrap_or(at)
         });
+    }
+
+    /// The `WWW-Authenticate` of the last 401 or 403, if any: where an
+    /// authorization flow starts (its `resource_metadata`, its `scope`).
+    pub fn last_challenge(&self) -> Option<&str> {
+        self.last_challenge.as_deref()
     }
 
     /// The session (id, negotiated version, server info).
@@ -1756,6 +1766,9 @@ impl Engine {
         if !(200..300).contains(&status) {
             if status == 401 || status == 403 {
                 ex.challenge = http::find(headers, "www-authenticate").map(str::to_owned);
+                if ex.challenge.is_some() {
+                    self.last_challenge.clone_from(&ex.challenge);
+                }
             }
             ex.reader = Reader::Error(Vec::new());
             return;

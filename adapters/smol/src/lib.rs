@@ -190,7 +190,14 @@ impl Client {
         let oauth = self.shared.oauth.clone().ok_or_else(|| {
             Error::Config("authorize needs OAuth: set it with ClientBuilder::oauth".into())
         })?;
-        let token = smol::unblock(move || oauth.authorize(None, &open)).await?;
+        // The last 401/403 says where to look and what scope to ask for.
+        let challenge = self
+            .shared
+            .lock()
+            .engine()
+            .last_challenge()
+            .map(str::to_owned);
+        let token = smol::unblock(move || oauth.authorize(challenge.as_deref(), &open)).await?;
         self.shared.set_token(token).await;
         Ok(())
     }

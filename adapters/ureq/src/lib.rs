@@ -189,7 +189,14 @@ impl Client {
         let oauth = self.shared.oauth.as_ref().ok_or_else(|| {
             Error::Config("authorize needs OAuth: set it with ClientBuilder::oauth".into())
         })?;
-        let token = oauth.authorize(None, &open)?;
+        // The last 401/403 says where to look and what scope to ask for.
+        let challenge = self
+            .shared
+            .lock()
+            .engine()
+            .last_challenge()
+            .map(str::to_owned);
+        let token = oauth.authorize(challenge.as_deref(), &open)?;
         self.shared.set_token(token);
         Ok(())
     }
