@@ -252,6 +252,22 @@ pub fn idle_expiry(peer: &mut Peer) {
     peer.await_no_sessions(Duration::from_secs(10));
 }
 
+/// `n` threads released at once, each adding its index and one.
+pub fn threads<C: Mcp>(c: &C, n: usize) -> Vec<Result<String, Error>> {
+    let start = Arc::new(std::sync::Barrier::new(n));
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            let (c, start) = (c.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                c.call_tool("add", json!({"a": i, "b": 1}))
+                    .map(|r| r.text())
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
 /// `callers` calls at once (`spawn_all` starts them: threads or tasks) on
 /// an expired session: all succeed, and the server sees exactly one new
 /// initialize.
@@ -706,19 +722,8 @@ pub fn oauth_herd_shares_one_refresh<C: Mcp>() {
     c.authorize(browser).unwrap();
     op(&c, "ping");
     peer.hook("/test/expire-access");
-    let start = Arc::new(std::sync::Barrier::new(16));
-    let threads: Vec<_> = (0..16)
-        .map(|i| {
-            let (c, start) = (c.clone(), start.clone());
-            std::thread::spawn(move || {
-                start.wait();
-                c.call_tool("add", json!({"a": i, "b": 1}))
-                    .map(|r| r.text())
-            })
-        })
-        .collect();
-    for (i, t) in threads.into_iter().enumerate() {
-        assert_eq!(t.join().unwrap().unwrap(), (i + 1).to_string());
+    for (i, r) in threads(&c, 16).into_iter().enumerate() {
+        assert_eq!(r.unwrap(), (i + 1).to_string());
     }
     assert_eq!(peer.refreshes(), 1, "exactly one refresh for 16 callers");
     let _ = std::fs::remove_file(&path);
