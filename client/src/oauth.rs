@@ -228,6 +228,9 @@ pub enum AuthError {
     /// The token store failed.
     #[error("token store: {0}")]
     Store(#[from] std::io::Error),
+    /// The operating system gave no random bytes for PKCE and the state.
+    #[error("no randomness available: {0}")]
+    Random(String),
     /// The browser did not come back in time.
     #[error("no authorization redirect within {0:?}")]
     Timeout(Duration),
@@ -247,11 +250,11 @@ fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn random_token(bytes: usize) -> String {
+fn random_token(bytes: usize) -> Result<String, AuthError> {
     let mut buf = vec![0u8; bytes];
     // No randomness means no safe PKCE verifier or state: refuse to go on.
-    getrandom::fill(&mut buf).expect("the OS random source is available");
-    oauth::base64(&buf, true)
+    getrandom::fill(&mut buf).map_err(|e| AuthError::Random(e.to_string()))?;
+    Ok(oauth::base64(&buf, true))
 }
 
 impl OAuth {
@@ -350,9 +353,9 @@ impl OAuth {
         );
         let client = self.client(&asm, &redirect_uri, scope.as_deref())?;
 
-        let verifier = random_token(32);
+        let verifier = random_token(32)?;
         let challenge = oauth::base64(&Sha256::digest(verifier.as_bytes()), true);
-        let state = random_token(16);
+        let state = random_token(16)?;
         let url = AuthorizationRequest {
             endpoint: &asm.authorization_endpoint,
             client_id: &client.id,
