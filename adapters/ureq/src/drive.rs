@@ -239,7 +239,8 @@ impl Shared {
         );
         // The core enforces the body size limit; the reader has none.
         let mut reader = body.into_with_config().limit(u64::MAX).reader();
-        let mut buf = vec![0u8; 16 * 1024];
+        // On the stack: a heap buffer per exchange was measurable per call.
+        let mut buf = [0u8; 8 * 1024];
         loop {
             if mine && me.gave_up() {
                 return; // dropping the reader closes the connection
