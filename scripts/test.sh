@@ -109,5 +109,10 @@ echo "$out" | grep -q "^echo: hello from smol$" || {
 step "MCP conformance suite, client scenarios (core, auth) against mcpr conformance; baseline in tests/conformance"
 bash scripts/conformance.sh
 
+step "soak, short: 1 000 calls per client (8 threads, 32 tasks) against the Python peer restarted every 2 s"
+# The long runs and their numbers: RELIABILITY.md. Exits non-zero if a call
+# is lost, answered wrong, or counter_increment ran more often than allowed.
+cargo run -q -j"$JOBS" --all-features --example soak -- --client both --calls 1000 --restart-every 2
+
 step "all green"
 echo "tests: ${passed} passed, ${failed} failed"
