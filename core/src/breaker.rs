@@ -6,6 +6,10 @@
 
 use std::time::{Duration, Instant};
 
+/// What a caller refused while the half-open probe is out is told to wait
+/// (at most the cooldown): the probe's end is not known in advance.
+pub const PROBE_WAIT: Duration = Duration::from_secs(1);
+
 /// Breaker settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -93,7 +97,9 @@ impl Breaker {
         self.state
     }
 
-    /// Asks whether a new call may go out at `now`.
+    /// Asks whether a new call may go out at `now`. While the half-open
+    /// probe is out, others are told to retry in [`PROBE_WAIT`] (or the
+    /// cooldown, if shorter).
     pub fn admit(&mut self, now: Instant) -> Admission {
         match self.state {
             BreakerState::Closed { .. } => Admission::Pass,
@@ -104,9 +110,11 @@ impl Breaker {
                 self.state = BreakerState::HalfOpen { probing: true };
                 Admission::Probe
             }
-            // The probe decides; until it does, nobody else goes.
+            // The probe decides; until it does, nobody else goes. Its end
+            // is not known in advance: come back in a second (or the
+            // cooldown, if shorter), never "in no time", which would spin.
             BreakerState::HalfOpen { probing: true } => Admission::Reject {
-                retry_in: Duration::ZERO,
+                retry_in: PROBE_WAIT.min(self.config.cooldown),
             },
         }
     }

@@ -264,8 +264,9 @@ fn half_open_lets_exactly_one_probe_and_a_failed_probe_rearms() {
     assert_eq!(
         h.error(other),
         &CallError::CircuitOpen {
-            retry_in: Duration::ZERO
-        }
+            retry_in: Duration::from_secs(1)
+        },
+        "told to come back once the probe has had time, never in no time"
     );
     let s = h.take("ping");
     assert!(h.outbox.is_empty());
