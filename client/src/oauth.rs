@@ -618,3 +618,112 @@ fn read_callback(mut stream: TcpStream) -> Result<Option<String>, AuthError> {
     let _ = stream.write_all(body);
     Ok(query)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mcp_recovery_core::FailureKind;
+
+    /// A token endpoint that answers each request with the next canned
+    /// answer, and remembers the bodies it got.
+    struct Canned {
+        answers: Mutex<Vec<(u16, &'static str)>>,
+        bodies: Mutex<Vec<String>>,
+    }
+
+    impl Fetch for Canned {
+        fn fetch(&self, request: &HttpRequest) -> Result<Fetched, TransportFailure> {
+            self.bodies
+                .lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&request.body).into_owned());
+            let (status, body) = self.answers.lock().unwrap().pop().ok_or_else(|| {
+                TransportFailure::not_sent(FailureKind::Connect, "no more answers")
+            })?;
+            Ok(Fetched {
+                status,
+                headers: vec![],
+                body: body.as_bytes().to_vec(),
+            })
+        }
+    }
+
+    fn oauth(answers: Vec<(u16, &'static str)>) -> (OAuth, Arc<MemoryTokenStore>, Arc<Canned>) {
+        let store = Arc::new(MemoryTokenStore::default());
+        store
+            .save(&StoredTokens {
+                access_token: "a1".into(),
+                refresh_token: Some("r1".into()),
+                token_endpoint: "http://127.0.0.1:9/token".into(),
+                client_id: "c".into(),
+                resource: "http://127.0.0.1:9/mcp".into(),
+                ..StoredTokens::default()
+            })
+            .unwrap();
+        let fetch = Arc::new(Canned {
+            answers: Mutex::new(answers),
+            bodies: Mutex::new(vec![]),
+        });
+        let mut config = OAuthConfig::new(MemoryTokenStore::default());
+        config.store = store.clone();
+        let o = OAuth::new("http://127.0.0.1:9/mcp", config, fetch.clone());
+        (o, store, fetch)
+    }
+
+    #[test]
+    fn a_refresh_without_a_new_refresh_token_keeps_the_old_one() {
+        let (o, store, fetch) = oauth(vec![(
+            200,
+            r#"{"access_token":"a2","token_type":"Bearer","expires_in":60}"#,
+        )]);
+        assert_eq!(o.token().unwrap().header_value(), "Bearer a1");
+        let t = o.refresh(1, None).unwrap();
+        assert_eq!(t.header_value(), "Bearer a2");
+        let kept = store.load().unwrap();
+        assert_eq!(kept.access_token, "a2");
+        assert_eq!(kept.refresh_token.as_deref(), Some("r1"));
+        assert!(kept.expires_at.is_some());
+        let body = fetch.bodies.lock().unwrap()[0].clone();
+        assert!(
+            body.contains("grant_type=refresh_token&refresh_token=r1"),
+            "{body}"
+        );
+        assert!(
+            body.contains("resource=http%3A%2F%2F127.0.0.1%3A9%2Fmcp"),
+            "{body}"
+        );
+    }
+
+    #[test]
+    fn a_refused_grant_needs_reauth_and_a_broken_endpoint_does_not() {
+        let (o, _, _) = oauth(vec![(400, r#"{"error":"invalid_grant"}"#)]);
+        assert!(matches!(
+            o.refresh(1, None),
+            Err(RefreshError::NeedsReauth(_))
+        ));
+        let (o, store, _) = oauth(vec![(502, "<html>bad gateway</html>")]);
+        match o.refresh(1, None) {
+            Err(RefreshError::Failed(m)) => assert!(!m.contains("r1"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(store.load().unwrap().refresh_token.as_deref(), Some("r1"));
+    }
+
+    #[test]
+    fn tokens_are_only_for_the_server_they_were_issued_for() {
+        let (o, store, _) = oauth(vec![]);
+        let mut other = store.load().unwrap();
+        other.resource = "https://elsewhere.example/mcp".into();
+        store.save(&other).unwrap();
+        assert!(o.token().is_none());
+        assert!(!format!("{other:?}").contains("a1"));
+    }
+
+    #[test]
+    fn scopes_union_once_each() {
+        assert_eq!(union(Some("a b"), Some("b c")).as_deref(), Some("a b c"));
+        assert_eq!(union(None, None), None);
+        assert!(insufficient(r#"Bearer error="insufficient_scope""#));
+        assert!(!insufficient(r#"Bearer error="invalid_token""#));
+    }
+}
