@@ -59,7 +59,7 @@ fn label(nodelay: bool) -> &'static str {
     if nodelay {
         "Python peer with TCP_NODELAY (nodelay_peer.py)"
     } else {
-        "Python peer as shipped (Nagle on)"
+        "Python peer as shipped (TCP_NODELAY since 82d3f59)"
     }
 }
 
