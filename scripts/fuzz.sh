@@ -24,13 +24,13 @@ if [ "${#targets[@]}" -eq 0 ]; then
   mapfile -t targets < <(cargo fuzz list)
 fi
 
-cargo fuzz build -O
+cargo fuzz build -O -a
 echo "date: $(date -u +%FT%TZ)  nproc: $(nproc)  commit: $(git rev-parse --short HEAD)"
 for t in "${targets[@]}"; do
   echo "== $t (${SECONDS_EACH}s)"
   mkdir -p "corpus/$t"
   start=$(date +%s)
-  nice -n 19 cargo fuzz run -O "$t" -- \
+  nice -n 19 cargo fuzz run -O -a "$t" -- \
     -max_total_time="$SECONDS_EACH" -jobs=1 -workers=1 -print_final_stats=1 \
     >"fuzz-$t.log" 2>&1 || {
       tail -n 60 fuzz-0.log "fuzz-$t.log" 2>/dev/null || true
