@@ -556,7 +556,12 @@ impl BearerPeer {
              (the README's test command does)",
             python.display()
         );
-        let state = std::env::temp_dir().join(format!("mcpr-cli-bearer-{}", std::process::id()));
+        // One directory per peer: two tests in this binary run at once, and
+        // one removing a shared directory broke the other's counters.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let state =
+            std::env::temp_dir().join(format!("mcpr-cli-bearer-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&state).expect("state dir");
         let mut child = Command::new(python)
             .arg(dir.join("python_server.py"))
