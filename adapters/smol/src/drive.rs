@@ -301,6 +301,9 @@ impl Shared {
             me.progress(progress);
             if !open {
                 // Done with this response; the caller runs the jobs it caused.
+                if chunk.is_some() {
+                    body.finish(self.settings.read_timeout).await;
+                }
                 return;
             }
             // A server request on this stream (elicitation, sampling) waits

@@ -17,12 +17,13 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::{Request, Response, Uri};
+use mcp_recovery_client::DrainBudget;
 use mcp_recovery_core::{FailureKind, HttpRequest, TransportFailure};
 use smol::net::TcpStream;
 use smol_hyper::rt::FuturesIo;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 type Sender = SendRequest<Full<Bytes>>;
 
@@ -75,13 +76,7 @@ impl Body {
                     ))
                 }
                 Some(None) => {
-                    if let Some((origin, sender)) = self.back.take() {
-                        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-                        let list = idle.entry(origin).or_default();
-                        if list.len() < MAX_IDLE {
-                            list.push(sender);
-                        }
-                    }
+                    self.pool();
                     return Ok(None);
                 }
                 Some(Some(Ok(frame))) => {
@@ -98,6 +93,39 @@ impl Body {
                 }
             }
         }
+    }
+
+    /// The body was read to its end: its connection can carry another
+    /// request.
+    fn pool(&mut self) {
+        if let Some((origin, sender)) = self.back.take() {
+            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            let list = idle.entry(origin).or_default();
+            if list.len() < MAX_IDLE {
+                list.push(sender);
+            }
+        }
+    }
+
+    /// Reads what is left of a response the core is done with, so its
+    /// connection goes back to the pool (see [`DrainBudget`]): at once if
+    /// the end is already here, the usual case, else on a detached task
+    /// so the caller does not wait for it.
+    pub async fn finish(mut self, read_timeout: Duration) {
+        match future::poll_once(self.body.frame()).await {
+            Some(None) => return self.pool(),
+            Some(Some(Err(_))) => return,
+            Some(Some(Ok(_))) | None => {}
+        }
+        smol::spawn(async move {
+            let mut budget = DrainBudget::new(Instant::now());
+            while let Ok(Some(chunk)) = self.chunk(read_timeout).await {
+                if !budget.spend(chunk.len(), Instant::now()) {
+                    break;
+                }
+            }
+        })
+        .detach();
     }
 }
 

@@ -9,6 +9,7 @@
 //! on the condvar, woken by the engine's own deadlines. Every decision,
 //! down to how long to wait, is the dispatcher's.
 
+use crate::drain::Drainer;
 use mcp_recovery_client::oauth::{Fetch, Fetched, OAuth};
 use mcp_recovery_client::{
     answer, ready_deadline, Caller, Error, Memory, ProgressFn, Settings, Watch,
@@ -27,6 +28,7 @@ pub(crate) struct Shared {
     state: Mutex<Dispatcher>,
     wake: Condvar,
     agent: ureq::Agent,
+    drain: Drainer,
     pub settings: Settings,
     pub memory: Memory,
     pub oauth: Option<Arc<OAuth>>,
@@ -77,6 +79,7 @@ impl Shared {
             state: Mutex::new(dispatcher),
             wake: Condvar::new(),
             agent,
+            drain: Drainer::default(),
             settings,
             memory: Memory::default(),
             oauth,
@@ -261,9 +264,14 @@ impl Shared {
                     self.unlock(st);
                     me.progress(progress);
                     if !open {
-                        // Done with this response: its connection goes back
-                        // to the pool before the jobs it caused (the
-                        // handshake's `initialized`...) need one.
+                        // Done with this response. Read to its end, its
+                        // connection is back in the pool before the jobs
+                        // it caused (the handshake's `initialized`...)
+                        // need one; if not (an SSE stream's closing chunk
+                        // is still to come), the drain thread finishes it.
+                        if n > 0 {
+                            self.drain.finish(reader);
+                        }
                         return;
                     }
                     // A server request on this stream (elicitation,

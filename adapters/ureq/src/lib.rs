@@ -30,6 +30,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod drain;
 mod drive;
 
 pub use mcp_recovery_client::*;
