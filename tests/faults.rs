@@ -244,6 +244,31 @@ pub fn breaker_counts_failures_not_answers<C: Mcp>() {
     }
 }
 
+/// A server that keeps an answered event stream open (the spec says it
+/// SHOULD close it) must not hold the call up: the answer is the end of the
+/// call, and what is left of the stream is read off the caller's path.
+fn held_open_stream_does_not_hold_the_call<C: Mcp>() {
+    let server = FaultServer::start();
+    // A long read timeout: waiting for the stream's end would show.
+    let c: C = builder(&server)
+        .read_timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    assert_eq!(echo(&c).unwrap(), "hi");
+    server.set(Fault::SseHeldOpen);
+    for held in 1..=2 {
+        assert_eq!(echo(&c).unwrap(), "hi");
+        assert_eq!(
+            server.held_open(),
+            held,
+            "the call returned while the server held its stream open"
+        );
+    }
+    server.release();
+    server.set(Fault::Good);
+    assert_eq!(echo(&c).unwrap(), "hi");
+}
+
 macro_rules! fault_tests {
     ($name:ident, $c:ty) => {
         mod $name {
@@ -255,6 +280,10 @@ macro_rules! fault_tests {
             #[test]
             fn handshake_and_credential_faults_are_typed() {
                 handshake_and_credential_faults::<$c>();
+            }
+            #[test]
+            fn a_stream_held_open_after_the_answer_does_not_hold_the_call() {
+                held_open_stream_does_not_hold_the_call::<$c>();
             }
             #[test]
             fn the_breaker_counts_failures_not_answers() {

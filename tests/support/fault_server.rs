@@ -9,7 +9,7 @@
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,6 +41,10 @@ pub enum Fault {
     /// `400` with a throwaway `Mcp-Session-Id` to the first initialize,
     /// then good.
     SessionIdOnError,
+    /// A good answer to `tools/call` as an event stream that the server then
+    /// keeps open (against the spec's SHOULD close) until
+    /// [`FaultServer::release`], at most 10 s.
+    SseHeldOpen,
 }
 
 struct State {
@@ -56,6 +60,14 @@ pub struct FaultServer {
     state: Arc<Mutex<State>>,
     pub initializes: Arc<AtomicU64>,
     pub token_requests: Arc<AtomicU64>,
+    held: Arc<Held>,
+}
+
+/// Streams kept open by [`Fault::SseHeldOpen`], and their release.
+#[derive(Default)]
+struct Held {
+    open: AtomicU64,
+    released: AtomicBool,
 }
 
 impl FaultServer {
@@ -69,11 +81,17 @@ impl FaultServer {
         }));
         let initializes = Arc::new(AtomicU64::new(0));
         let token_requests = Arc::new(AtomicU64::new(0));
-        let (s, i, t) = (state.clone(), initializes.clone(), token_requests.clone());
+        let held = Arc::new(Held::default());
+        let (s, i, t, h) = (
+            state.clone(),
+            initializes.clone(),
+            token_requests.clone(),
+            held.clone(),
+        );
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                let (s, i, t) = (s.clone(), i.clone(), t.clone());
-                std::thread::spawn(move || serve(conn, &s, &i, &t));
+                let (s, i, t, h) = (s.clone(), i.clone(), t.clone(), h.clone());
+                std::thread::spawn(move || serve(conn, &s, &i, &t, &h));
             }
         });
         FaultServer {
@@ -81,7 +99,18 @@ impl FaultServer {
             state,
             initializes,
             token_requests,
+            held,
         }
+    }
+
+    /// Event streams [`Fault::SseHeldOpen`] holds open right now.
+    pub fn held_open(&self) -> u64 {
+        self.held.open.load(Ordering::SeqCst)
+    }
+
+    /// Lets every held stream end (its closing chunk is sent).
+    pub fn release(&self) {
+        self.held.released.store(true, Ordering::SeqCst);
     }
 
     pub fn url(&self) -> String {
@@ -157,7 +186,13 @@ fn json_reply(out: &mut TcpStream, extra: &[(&str, &str)], body: &Value) {
     respond(out, "200 OK", &headers, body.to_string().as_bytes());
 }
 
-fn serve(conn: TcpStream, state: &Mutex<State>, inits: &AtomicU64, tokens: &AtomicU64) {
+fn serve(
+    conn: TcpStream,
+    state: &Mutex<State>,
+    inits: &AtomicU64,
+    tokens: &AtomicU64,
+    held: &Held,
+) {
     let mut out = conn.try_clone().expect("clone");
     let mut reader = BufReader::new(conn);
     while let Some(req) = read_request(&mut reader) {
@@ -259,6 +294,26 @@ fn serve(conn: TcpStream, state: &Mutex<State>, inits: &AtomicU64, tokens: &Atom
                     ],
                     body.to_string().as_bytes(),
                 );
+            }
+            Fault::SseHeldOpen if method == "tools/call" => {
+                let text = msg["params"]["arguments"]["text"].as_str().unwrap_or("");
+                let answer = json!({"jsonrpc":"2.0","id":id,"result":{"content":[{"type":"text","text":text}]}});
+                let event = format!("event: message\ndata: {answer}\n\n");
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+                let chunk = format!("{:x}\r\n{event}\r\n", event.len());
+                // Counted before the answer goes out, so a client that has
+                // the answer sees the stream counted.
+                held.open.fetch_add(1, Ordering::SeqCst);
+                let _ = out.write_all(format!("{head}{chunk}").as_bytes());
+                let _ = out.flush();
+                for _ in 0..200 {
+                    if held.released.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                held.open.fetch_sub(1, Ordering::SeqCst);
+                let _ = out.write_all(b"0\r\n\r\n");
             }
             _ => good(&mut out, state, &method, &id, &msg),
         }
