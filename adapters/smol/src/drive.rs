@@ -302,7 +302,7 @@ impl Shared {
             if !open {
                 // Done with this response; the caller runs the jobs it caused.
                 if chunk.is_some() {
-                    body.finish(self.settings.read_timeout).await;
+                    body.finish();
                 }
                 return;
             }

@@ -21,11 +21,14 @@ use mcp_recovery_client::DrainBudget;
 use mcp_recovery_core::{FailureKind, HttpRequest, TransportFailure};
 use smol::net::TcpStream;
 use smol_hyper::rt::FuturesIo;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 type Sender = SendRequest<Full<Bytes>>;
+type Conn = http1::Connection<FuturesIo<Box<dyn Io>>, Full<Bytes>>;
+type Idle = Arc<Mutex<HashMap<Origin, VecDeque<Link>>>>;
 
 /// Idle connections kept per origin; more are closed when they come back.
 const MAX_IDLE: usize = 32;
@@ -42,17 +45,157 @@ struct Origin {
 
 #[derive(Clone)]
 pub(crate) struct Http {
-    idle: Arc<Mutex<HashMap<Origin, Vec<Sender>>>>,
+    idle: Idle,
     tls: TlsConnector,
     connect_timeout: Duration,
+}
+
+/// One keep-alive connection.
+///
+/// hyper's `Connection` does the connection's I/O only while it is polled.
+/// Its user polls it, on their own task, next to what they wait for: a
+/// task per connection would put two cross-thread wake-ups (request in,
+/// response out) on every exchange, measurably more CPU per call.
+struct Link {
+    sender: Sender,
+    /// `None` once the connection ended.
+    conn: Option<Conn>,
+    /// The read timeout's timer, kept with the connection (see [`Lapse`]).
+    lapse: Lapse,
+    /// What is left of the last response, which the core was done with.
+    rest: Option<Rest>,
+}
+
+/// The end of an answered event stream, still to be read before the
+/// connection can carry another request (see [`DrainBudget`]).
+struct Rest {
+    body: Incoming,
+    budget: DrainBudget,
+}
+
+impl Link {
+    /// Reads what has arrived of the last response's rest: `Some(true)`
+    /// once the link can carry a request, `Some(false)` if it must be
+    /// closed instead, `None` while the server has not sent the end yet.
+    /// Polled once, never waited for: a caller does not wait on the end of
+    /// somebody else's answer.
+    async fn settle(&mut self) -> Option<bool> {
+        let Some(rest) = self.rest.as_mut() else {
+            return Some(true);
+        };
+        let settled = {
+            let conn = &mut self.conn;
+            let mut drain = std::pin::pin!(async {
+                loop {
+                    match driving(conn, rest.body.frame()).await {
+                        None => return true,
+                        Some(Ok(frame)) => {
+                            let n = frame.data_ref().map_or(0, Bytes::len);
+                            if !rest.budget.spend(n, Instant::now()) {
+                                return false;
+                            }
+                        }
+                        Some(Err(_)) => return false,
+                    }
+                }
+            });
+            // Twice: the first poll lets the connection read what arrived,
+            // the second hands it to the body.
+            let mut settled = None;
+            for _ in 0..2 {
+                settled = future::poll_once(drain.as_mut()).await;
+                if settled.is_some() {
+                    break;
+                }
+            }
+            settled
+        };
+        match settled {
+            Some(true) => {
+                self.rest = None;
+                Some(true)
+            }
+            Some(false) => Some(false),
+            // Not there yet, but for too long: close it.
+            None if self
+                .rest
+                .as_mut()
+                .is_some_and(|r| !r.budget.spend(0, Instant::now())) =>
+            {
+                Some(false)
+            }
+            None => None,
+        }
+    }
+}
+
+/// Runs `f` while driving `conn`. A connection that ends first (the server
+/// closed it) is dropped, which ends `f`'s wait on it with hyper's error.
+async fn driving<T>(conn: &mut Option<Conn>, f: impl Future<Output = T>) -> T {
+    let drive = async {
+        if let Some(c) = conn.as_mut() {
+            let _ = c.await;
+        }
+        *conn = None;
+        future::pending::<T>().await
+    };
+    future::or(f, drive).await
+}
+
+/// A read timeout on one timer, moved only when it must be.
+///
+/// Arming an `async-io` timer wakes the reactor (a write to its eventfd,
+/// another turn of `epoll_wait`, a `timerfd_settime`): per read that was
+/// several system calls per MCP call. A deadline later than the armed one
+/// leaves the timer alone and is checked when it fires, so a busy
+/// connection re-arms about once per read timeout.
+struct Lapse {
+    timer: Timer,
+    armed: Option<Instant>,
+}
+
+impl Lapse {
+    fn new() -> Self {
+        Lapse {
+            timer: Timer::never(),
+            armed: None,
+        }
+    }
+
+    /// Resolves at `deadline`.
+    async fn until(&mut self, deadline: Instant) {
+        loop {
+            match self.armed {
+                Some(at) if at <= deadline => {}
+                _ => {
+                    self.timer.set_at(deadline);
+                    self.armed = Some(deadline);
+                }
+            }
+            (&mut self.timer).await;
+            // Fired: for this deadline, or for an earlier one (re-armed).
+            if self.armed.take().is_some_and(|at| at >= deadline) {
+                return;
+            }
+        }
+    }
+}
+
+/// `now + timeout`, or far away if that overflows.
+fn deadline(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(365 * 86400))
 }
 
 /// A response whose body is read chunk by chunk; its connection goes back
 /// to the pool only once the body was read to its end.
 pub(crate) struct Body {
     body: Incoming,
-    back: Option<(Origin, Sender)>,
-    idle: Arc<Mutex<HashMap<Origin, Vec<Sender>>>>,
+    origin: Origin,
+    /// `None` once back in the pool.
+    link: Option<Link>,
+    idle: Idle,
 }
 
 impl Body {
@@ -62,11 +205,19 @@ impl Body {
         &mut self,
         read_timeout: Duration,
     ) -> Result<Option<Bytes>, TransportFailure> {
+        let deadline = deadline(read_timeout);
         loop {
-            let frame = future::or(async { Some(self.body.frame().await) }, async {
-                Timer::after(read_timeout).await;
-                None
-            })
+            let Body { body, link, .. } = self;
+            let Some(Link { conn, lapse, .. }) = link.as_mut() else {
+                return Ok(None);
+            };
+            let frame = driving(
+                conn,
+                future::or(async { Some(body.frame().await) }, async {
+                    lapse.until(deadline).await;
+                    None
+                }),
+            )
             .await;
             match frame {
                 None => {
@@ -98,34 +249,40 @@ impl Body {
     /// The body was read to its end: its connection can carry another
     /// request.
     fn pool(&mut self) {
-        if let Some((origin, sender)) = self.back.take() {
-            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-            let list = idle.entry(origin).or_default();
-            if list.len() < MAX_IDLE {
-                list.push(sender);
-            }
+        if let Some(link) = self.link.take() {
+            put(&self.idle, &self.origin, link);
         }
     }
 
-    /// Reads what is left of a response the core is done with, so its
-    /// connection goes back to the pool (see [`DrainBudget`]): at once if
-    /// the end is already here, the usual case, else on a detached task
-    /// so the caller does not wait for it.
-    pub async fn finish(mut self, read_timeout: Duration) {
-        match future::poll_once(self.body.frame()).await {
-            Some(None) => return self.pool(),
-            Some(Some(Err(_))) => return,
-            Some(Some(Ok(_))) | None => {}
+    /// Hands a response the core is done with back to the pool with what
+    /// is left of it (an event stream's closing chunk, usually on its way),
+    /// for the next user of the connection to read (see [`Link::settle`]).
+    pub fn finish(self) {
+        let Body {
+            body,
+            origin,
+            link,
+            idle,
+        } = self;
+        if let Some(mut link) = link {
+            link.rest = Some(Rest {
+                body,
+                budget: DrainBudget::new(Instant::now()),
+            });
+            put(&idle, &origin, link);
         }
-        smol::spawn(async move {
-            let mut budget = DrainBudget::new(Instant::now());
-            while let Ok(Some(chunk)) = self.chunk(read_timeout).await {
-                if !budget.spend(chunk.len(), Instant::now()) {
-                    break;
-                }
-            }
-        })
-        .detach();
+    }
+}
+
+/// Puts `link` in the pool, unless it ended or the pool is full.
+fn put(idle: &Idle, origin: &Origin, link: Link) {
+    if link.conn.is_none() {
+        return;
+    }
+    let mut idle = idle.lock().unwrap_or_else(PoisonError::into_inner);
+    let list = idle.entry(origin.clone()).or_default();
+    if list.len() < MAX_IDLE {
+        list.push_back(link);
     }
 }
 
@@ -171,20 +328,30 @@ impl Http {
                 }),
         };
         let mut req = Some(build(request, &uri)?);
+        let deadline = deadline(read_timeout);
         // A pooled connection the server closed meanwhile gives the request
         // back unsent: then, and only then, try the next one.
         loop {
-            let (mut sender, pooled) = match self.pooled(&origin) {
-                Some(s) => (s, true),
+            let (mut link, pooled) = match self.pooled(&origin).await {
+                Some(l) => (l, true),
                 None => (self.connect(&origin).await?, false),
             };
+            let Link {
+                sender,
+                conn,
+                lapse,
+                ..
+            } = &mut link;
             if pooled {
                 // Resolves at once on a live idle connection, with an error
                 // on one the server closed.
-                let ready = future::or(async { sender.ready().await.is_ok() }, async {
-                    Timer::after(read_timeout).await;
-                    false
-                });
+                let ready = driving(
+                    conn,
+                    future::or(async { sender.ready().await.is_ok() }, async {
+                        lapse.until(deadline).await;
+                        false
+                    }),
+                );
                 if !ready.await {
                     continue;
                 }
@@ -195,10 +362,13 @@ impl Http {
                     "request lost",
                 ));
             };
-            let sent = future::or(async { Some(sender.try_send_request(r).await) }, async {
-                Timer::after(read_timeout).await;
-                None
-            })
+            let sent = driving(
+                conn,
+                future::or(async { Some(sender.try_send_request(r).await) }, async {
+                    lapse.until(deadline).await;
+                    None
+                }),
+            )
             .await;
             match sent {
                 None => {
@@ -211,7 +381,8 @@ impl Http {
                     let (head, body) = response.into_parts();
                     let body = Body {
                         body,
-                        back: Some((origin, sender)),
+                        origin,
+                        link: Some(link),
                         idle: self.idle.clone(),
                     };
                     return Ok((Response::from_parts(head, ()), body));
@@ -238,18 +409,30 @@ impl Http {
         }
     }
 
-    fn pooled(&self, origin: &Origin) -> Option<Sender> {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        let list = idle.get_mut(origin)?;
-        while let Some(s) = list.pop() {
-            if !s.is_closed() {
-                return Some(s);
+    /// An idle connection to `origin` that can carry a request now, oldest
+    /// first: the one that has had the longest to receive the end of its
+    /// last answer. Those still waiting for it stay in the pool.
+    async fn pooled(&self, origin: &Origin) -> Option<Link> {
+        let mut waiting = Vec::new();
+        let found = loop {
+            let next = {
+                let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+                idle.get_mut(origin).and_then(VecDeque::pop_front)
+            };
+            let Some(mut link) = next else { break None };
+            match link.settle().await {
+                Some(true) => break Some(link),
+                Some(false) => {}
+                None => waiting.push(link),
             }
+        };
+        for link in waiting {
+            put(&self.idle, origin, link);
         }
-        None
+        found
     }
 
-    async fn connect(&self, origin: &Origin) -> Result<Sender, TransportFailure> {
+    async fn connect(&self, origin: &Origin) -> Result<Link, TransportFailure> {
         let failed = |e: &dyn std::fmt::Display| {
             TransportFailure::not_sent(FailureKind::Connect, e.to_string())
         };
@@ -268,13 +451,12 @@ impl Http {
             let (sender, conn) = http1::handshake(FuturesIo::new(io))
                 .await
                 .map_err(|e| failed(&e))?;
-            // The connection is driven by its own task; it ends when the
-            // sender is dropped or the server closes it.
-            smol::spawn(async move {
-                let _ = conn.await;
+            Ok(Link {
+                sender,
+                conn: Some(conn),
+                lapse: Lapse::new(),
+                rest: None,
             })
-            .detach();
-            Ok(sender)
         };
         future::or(connect, async {
             Timer::after(self.connect_timeout).await;
