@@ -4,7 +4,9 @@
 //!   same JSON-RPC bytes and headers (an agent configured like the client's);
 //! - smol client (`mcp_recovery::smol`) vs a raw hyper 1
 //!   `client::conn::http1` connection over smol-hyper (the smol adapter's
-//!   own stack), body collected frame by frame.
+//!   own stack), body collected frame by frame, two ways: the connection
+//!   driven by the calling task, as the adapter does (the baseline of the
+//!   ratio), and by a task of its own, as hyper's examples do.
 //!
 //! Servers: a minimal static responder in this process (fixed answers, no
 //! JSON parsing: the client side is most visible) and, when
@@ -102,14 +104,21 @@ impl Raw {
     }
 }
 
-async fn hyper_connection(port: u16) -> SendRequest<Full<Bytes>> {
+type Conn = http1::Connection<FuturesIo<smol::net::TcpStream>, Full<Bytes>>;
+
+async fn hyper_connection(port: u16) -> (SendRequest<Full<Bytes>>, Conn) {
     let tcp = smol::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
     tcp.set_nodelay(true).expect("nodelay");
-    let (sender, conn) = http1::handshake(FuturesIo::new(tcp))
+    http1::handshake(FuturesIo::new(tcp))
         .await
-        .expect("handshake");
+        .expect("handshake")
+}
+
+/// A connection driven by a task of its own (hyper's examples).
+async fn hyper_spawned(port: u16) -> SendRequest<Full<Bytes>> {
+    let (sender, conn) = hyper_connection(port).await;
     smol::spawn(async move {
         let _ = conn.await;
     })
@@ -117,10 +126,34 @@ async fn hyper_connection(port: u16) -> SendRequest<Full<Bytes>> {
     sender
 }
 
+/// Runs `work` while the calling task drives `conn` (the adapter's way).
+async fn driving<T>(conn: &mut Conn, work: impl std::future::Future<Output = T>) -> T {
+    smol::future::or(work, async {
+        let _ = conn.await;
+        panic!("the raw connection ended");
+    })
+    .await
+}
+
 /// Per-call times (seconds) of each variant per round, and the ratios.
 struct Series {
     name: &'static str,
     per_call: Vec<f64>,
+    /// CPU time (user + system) of the calling thread, all rounds.
+    cpu: f64,
+    calls: usize,
+}
+
+/// CPU time (user + system) the calling thread has used, in seconds.
+fn thread_cpu() -> f64 {
+    // SAFETY: getrusage fills the zeroed struct it is given.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_THREAD, &mut ru);
+        ru
+    };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 fn median(xs: &[f64]) -> f64 {
@@ -174,37 +207,60 @@ fn measure(server: &str, url: &str, port: u16, rounds: usize, block: usize) {
         agent: ureq::Agent::new_with_defaults(),
         next_id: 1 << 20,
     };
-    let mut sender = smol::block_on(hyper_connection(port));
+    let mut sender = smol::block_on(hyper_spawned(port));
+    let (mut inline_sender, mut inline_conn) = smol::block_on(hyper_connection(port));
     for _ in 0..200 {
         ureq_raw.ureq_call();
         smol::block_on(hyper_raw.hyper_call(&mut sender));
+        smol::block_on(driving(
+            &mut inline_conn,
+            hyper_raw.hyper_call(&mut inline_sender),
+        ));
     }
 
     let mut series = [
         Series {
             name: "ureq client call_tool",
             per_call: vec![],
+            cpu: 0.0,
+            calls: 0,
         },
         Series {
             name: "raw ureq POST",
             per_call: vec![],
+            cpu: 0.0,
+            calls: 0,
         },
         Series {
             name: "smol client call_tool",
             per_call: vec![],
+            cpu: 0.0,
+            calls: 0,
         },
         Series {
-            name: "raw hyper (smol-hyper) POST",
+            name: "raw hyper (smol-hyper) POST, connection driven by the caller",
             per_call: vec![],
+            cpu: 0.0,
+            calls: 0,
+        },
+        Series {
+            name: "raw hyper (smol-hyper) POST, connection on its own task",
+            per_call: vec![],
+            cpu: 0.0,
+            calls: 0,
         },
     ];
     for round in 0..rounds {
-        let mut order = [0usize, 1, 2, 3];
+        let mut order = [0usize, 1, 2, 3, 4];
         if round % 2 == 1 {
-            order = [1, 0, 3, 2];
+            order = [1, 0, 4, 3, 2];
         }
         for which in order {
+            if which == 4 && std::env::var_os("NO_SPAWNED").is_some() {
+                continue;
+            }
             let t = Instant::now();
+            let cpu = thread_cpu();
             match which {
                 0 => {
                     for _ in 0..block {
@@ -228,6 +284,11 @@ fn measure(server: &str, url: &str, port: u16, rounds: usize, block: usize) {
                         std::hint::black_box(r);
                     }
                 }),
+                3 => smol::block_on(driving(&mut inline_conn, async {
+                    for _ in 0..block {
+                        hyper_raw.hyper_call(&mut inline_sender).await;
+                    }
+                })),
                 _ => smol::block_on(async {
                     for _ in 0..block {
                         hyper_raw.hyper_call(&mut sender).await;
@@ -237,15 +298,19 @@ fn measure(server: &str, url: &str, port: u16, rounds: usize, block: usize) {
             series[which]
                 .per_call
                 .push(t.elapsed().as_secs_f64() / block as f64);
+            series[which].cpu += thread_cpu() - cpu;
+            series[which].calls += block;
         }
     }
     println!(
         "\n### {server}: {rounds} rounds x {block} calls per variant, interleaved (load average {})\n",
         loadavg()
     );
-    println!("| variant | median per call | ratio (median of rounds) | middle half of rounds |");
-    println!("|---|---|---|---|");
-    for pair in [[0usize, 1], [2, 3]] {
+    println!(
+        "| variant | median per call | ratio (median of rounds) | middle half of rounds | calling thread's CPU per call | CPU ratio |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for pair in [[0usize, 1], [2, 3], [2, 4]] {
         let [ours, raw] = pair;
         let ratios: Vec<f64> = series[ours]
             .per_call
@@ -256,18 +321,22 @@ fn measure(server: &str, url: &str, port: u16, rounds: usize, block: usize) {
         let mut sorted = ratios.clone();
         sorted.sort_by(|a, b| a.total_cmp(b));
         let (lo, hi) = (sorted[sorted.len() / 4], sorted[sorted.len() * 3 / 4]);
+        let cpu = |s: &Series| s.cpu / s.calls as f64;
         println!(
-            "| {} | {:.1} µs | **{:.3}×** | {:.3}–{:.3}× |",
+            "| {} | {:.1} µs | **{:.3}×** | {:.3}–{:.3}× | {:.1} µs | {:.3}× |",
             series[ours].name,
             median(&series[ours].per_call) * 1e6,
             median(&ratios),
             lo,
-            hi
+            hi,
+            cpu(&series[ours]) * 1e6,
+            cpu(&series[ours]) / cpu(&series[raw]),
         );
         println!(
-            "| {} | {:.1} µs | 1.000× | |",
+            "| {} | {:.1} µs | 1.000× | | {:.1} µs | 1.000× |",
             series[raw].name,
-            median(&series[raw].per_call) * 1e6
+            median(&series[raw].per_call) * 1e6,
+            cpu(&series[raw]) * 1e6,
         );
     }
     drop(sender);

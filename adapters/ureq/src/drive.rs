@@ -21,12 +21,17 @@ use mcp_recovery_core::{
 use serde_json::Value;
 use std::collections::VecDeque;
 use std::io::{self, Read};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Instant;
 
 pub(crate) struct Shared {
     state: Mutex<Dispatcher>,
     wake: Condvar,
+    /// Threads asleep on `wake`: a notify with none is a wasted system call
+    /// (std's futex condvar makes one every time), two per call otherwise.
+    /// Changed and read under the lock (see [`Shared::notify`]).
+    sleepers: AtomicUsize,
     agent: ureq::Agent,
     drain: Drainer,
     pub settings: Settings,
@@ -78,6 +83,7 @@ impl Shared {
         Arc::new_cyclic(|me| Shared {
             state: Mutex::new(dispatcher),
             wake: Condvar::new(),
+            sleepers: AtomicUsize::new(0),
             agent,
             drain: Drainer::default(),
             settings,
@@ -112,13 +118,22 @@ impl Shared {
     /// again. Taking the lock orders this with a waiter's checks.
     pub fn wake_all(&self) {
         drop(self.lock());
-        self.wake.notify_all();
+        self.notify();
+    }
+
+    /// Wakes the sleepers, if any. A thread counts itself while it holds
+    /// the lock, before the condvar releases it: whoever changed the state
+    /// under the lock afterwards sees it counted.
+    fn notify(&self) {
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
+            self.wake.notify_all();
+        }
     }
 
     /// Releases the lock, waking the waiters if the dispatcher says so.
     fn unlock(&self, mut st: MutexGuard<'_, Dispatcher>) {
         if st.take_woke() {
-            self.wake.notify_all();
+            self.notify();
         }
     }
 
@@ -288,7 +303,8 @@ impl Shared {
 
     /// Sleeps on the condvar until woken or `until`.
     fn wait(&self, st: MutexGuard<'_, Dispatcher>, until: Option<Instant>) {
-        drop(match until {
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        let st = match until {
             Some(at) => {
                 let wait = at.saturating_duration_since(Instant::now());
                 self.wake
@@ -297,7 +313,10 @@ impl Shared {
                     .0
             }
             None => self.wake.wait(st).unwrap_or_else(PoisonError::into_inner),
-        });
+        };
+        // Still under the lock.
+        self.sleepers.fetch_sub(1, Ordering::SeqCst);
+        drop(st);
     }
 
     /// Runs one call to its end on this thread.
@@ -325,7 +344,7 @@ impl Shared {
             let now = Instant::now();
             let step = st.step(id, watch.gave_up(now), watch.deadline, now, &mut jobs);
             if st.take_woke() {
-                self.wake.notify_all();
+                self.notify();
             }
             match step {
                 Step::Mail(Mail::Send { exchange, request }) => {
@@ -355,7 +374,7 @@ impl Shared {
         loop {
             let step = st.ready_step(start, deadline, Instant::now(), &mut jobs);
             if st.take_woke() {
-                self.wake.notify_all();
+                self.notify();
             }
             match step {
                 ReadyStep::Ready => return Ok(()),
