@@ -247,6 +247,13 @@ impl Shared {
             .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
             .collect();
         let status = parts.status.as_u16();
+        // With a declared length, once that much is read the end is known
+        // without touching the socket.
+        let length: Option<usize> = parts
+            .headers
+            .get("content-length")
+            .and_then(|v| v.to_str().ok()?.trim().parse().ok());
+        let mut total = 0usize;
         self.feed(
             Input::Head {
                 exchange,
@@ -265,6 +272,7 @@ impl Shared {
             }
             match reader.read(&mut buf) {
                 Ok(n) => {
+                    total = total.saturating_add(n);
                     let mut st = self.lock();
                     let input = match n {
                         0 => Input::End { exchange },
@@ -284,7 +292,11 @@ impl Shared {
                         // it caused (the handshake's `initialized`...)
                         // need one; if not (an SSE stream's closing chunk
                         // is still to come), the drain thread finishes it.
-                        if n > 0 {
+                        if n > 0 && length == Some(total) {
+                            // Returns at once: ureq sees the length reached
+                            // before any I/O, and pools the connection.
+                            let _ = reader.read(&mut buf);
+                        } else if n > 0 {
                             self.drain.finish(reader);
                         }
                         return;
