@@ -265,10 +265,13 @@ impl Body {
             idle,
         } = self;
         if let Some(mut link) = link {
-            link.rest = Some(Rest {
-                body,
-                budget: DrainBudget::new(Instant::now()),
-            });
+            // A body of declared length read to its end has no rest.
+            if !hyper::body::Body::is_end_stream(&body) {
+                link.rest = Some(Rest {
+                    body,
+                    budget: DrainBudget::new(Instant::now()),
+                });
+            }
             put(&idle, &origin, link);
         }
     }
