@@ -412,43 +412,6 @@ impl Caller<'_, '_> {
     }
 }
 
-/// How much of a response the core is done with an adapter reads, off the
-/// caller's path, so its keep-alive connection can be used again.
-///
-/// An SSE answer ends for the core with the event that answers the call;
-/// the server's closing chunk usually follows a moment later, and a
-/// connection is pooled only once its body was read to the end. Closing it
-/// instead costs a TCP handshake (and the server an accept) per call; a
-/// server that keeps the stream open must not hold anything up for long.
-#[derive(Debug)]
-pub struct DrainBudget {
-    start: Instant,
-    read: usize,
-}
-
-impl DrainBudget {
-    /// Bytes read from one response before it is closed instead.
-    pub const MAX_BYTES: usize = 64 * 1024;
-    /// Time after which it is closed instead (checked between reads, each
-    /// bounded by the read timeout).
-    pub const MAX_TIME: Duration = Duration::from_secs(1);
-
-    /// A budget starting at `now`.
-    pub fn new(now: Instant) -> Self {
-        DrainBudget {
-            start: now,
-            read: 0,
-        }
-    }
-
-    /// Counts `n` more bytes read at `now`; `false` once either bound is
-    /// passed.
-    pub fn spend(&mut self, n: usize, now: Instant) -> bool {
-        self.read = self.read.saturating_add(n);
-        self.read <= Self::MAX_BYTES && now.saturating_duration_since(self.start) <= Self::MAX_TIME
-    }
-}
-
 /// The await-ready deadline from `start`, saturating.
 pub fn ready_deadline(start: Instant, wait: Duration) -> Instant {
     start

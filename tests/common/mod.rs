@@ -238,12 +238,6 @@ impl Peer {
         self.stat("sessions")
     }
 
-    /// TCP connections that carried POSTs to the MCP endpoint since the
-    /// server (process) started.
-    pub fn connections(&self) -> u64 {
-        self.stat("connections")
-    }
-
     /// Waits until the server has dropped every session (idle timeout).
     pub fn await_no_sessions(&self, within: Duration) {
         wait_for(within, "sessions to expire", || self.live_sessions() == 0);

@@ -777,42 +777,10 @@ pub fn oauth_step_up_on_insufficient_scope<C: Mcp>() {
     let _ = std::fs::remove_file(&path);
 }
 
-/// Sequential calls reuse a keep-alive connection: an SSE answer the core
-/// is done with is still read to its end (off the caller's path), so its
-/// connection goes back to the pool instead of being closed. Before, each
-/// call cost a TCP connection (32 for the calls below).
-pub fn calls_reuse_connections<C: Mcp>(kind: Kind) {
-    const CALLS: u64 = 30;
-    let peer = Peer::start(kind);
-    let c: C = client(&peer);
-    for _ in 0..CALLS {
-        assert_eq!(
-            c.call_tool("echo", json!({"text": "hi"})).unwrap().text(),
-            "hi"
-        );
-    }
-    let used = peer.connections();
-    // The handshake and the calls are 32 POSTs. A call that starts while
-    // the previous answer is still being drained takes another connection,
-    // so the bound is loose; closing every connection blows it.
-    assert!(
-        used <= CALLS / 3,
-        "{CALLS} calls after the handshake used {used} connections"
-    );
-}
-
 /// The scenarios both clients run, as `#[test]`s for client type `$c`.
 #[macro_export]
 macro_rules! scenario_tests {
     ($c:ty) => {
-        #[test]
-        fn python_sse_calls_reuse_connections() {
-            calls_reuse_connections::<$c>(PY_SSE);
-        }
-        #[test]
-        fn ts_sse_calls_reuse_connections() {
-            calls_reuse_connections::<$c>(TS_SSE);
-        }
         #[test]
         fn python_listening_stream_carries_session_notifications() {
             listening_stream_carries_session_messages::<$c>();

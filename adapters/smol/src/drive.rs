@@ -301,9 +301,8 @@ impl Shared {
             me.progress(progress);
             if !open {
                 // Done with this response; the caller runs the jobs it caused.
-                if chunk.is_some() {
-                    body.finish();
-                }
+                // An event stream the core is done with is closed, not
+                // kept (RELIABILITY.md, "Connections after an answer").
                 return;
             }
             // A server request on this stream (elicitation, sampling) waits

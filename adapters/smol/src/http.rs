@@ -17,7 +17,6 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::{Request, Response, Uri};
-use mcp_recovery_client::DrainBudget;
 use mcp_recovery_core::{FailureKind, HttpRequest, TransportFailure};
 use smol::net::TcpStream;
 use smol_hyper::rt::FuturesIo;
@@ -62,71 +61,6 @@ struct Link {
     conn: Option<Conn>,
     /// The read timeout's timer, kept with the connection (see [`Lapse`]).
     lapse: Lapse,
-    /// What is left of the last response, which the core was done with.
-    rest: Option<Rest>,
-}
-
-/// The end of an answered event stream, still to be read before the
-/// connection can carry another request (see [`DrainBudget`]).
-struct Rest {
-    body: Incoming,
-    budget: DrainBudget,
-}
-
-impl Link {
-    /// Reads what has arrived of the last response's rest: `Some(true)`
-    /// once the link can carry a request, `Some(false)` if it must be
-    /// closed instead, `None` while the server has not sent the end yet.
-    /// Polled once, never waited for: a caller does not wait on the end of
-    /// somebody else's answer.
-    async fn settle(&mut self) -> Option<bool> {
-        let Some(rest) = self.rest.as_mut() else {
-            return Some(true);
-        };
-        let settled = {
-            let conn = &mut self.conn;
-            let mut drain = std::pin::pin!(async {
-                loop {
-                    match driving(conn, rest.body.frame()).await {
-                        None => return true,
-                        Some(Ok(frame)) => {
-                            let n = frame.data_ref().map_or(0, Bytes::len);
-                            if !rest.budget.spend(n, Instant::now()) {
-                                return false;
-                            }
-                        }
-                        Some(Err(_)) => return false,
-                    }
-                }
-            });
-            // Twice: the first poll lets the connection read what arrived,
-            // the second hands it to the body.
-            let mut settled = None;
-            for _ in 0..2 {
-                settled = future::poll_once(drain.as_mut()).await;
-                if settled.is_some() {
-                    break;
-                }
-            }
-            settled
-        };
-        match settled {
-            Some(true) => {
-                self.rest = None;
-                Some(true)
-            }
-            Some(false) => Some(false),
-            // Not there yet, but for too long: close it.
-            None if self
-                .rest
-                .as_mut()
-                .is_some_and(|r| !r.budget.spend(0, Instant::now())) =>
-            {
-                Some(false)
-            }
-            None => None,
-        }
-    }
 }
 
 /// Runs `f` while driving `conn`. A connection that ends first (the server
@@ -253,28 +187,6 @@ impl Body {
             put(&self.idle, &self.origin, link);
         }
     }
-
-    /// Hands a response the core is done with back to the pool with what
-    /// is left of it (an event stream's closing chunk, usually on its way),
-    /// for the next user of the connection to read (see [`Link::settle`]).
-    pub fn finish(self) {
-        let Body {
-            body,
-            origin,
-            link,
-            idle,
-        } = self;
-        if let Some(mut link) = link {
-            // A body of declared length read to its end has no rest.
-            if !hyper::body::Body::is_end_stream(&body) {
-                link.rest = Some(Rest {
-                    body,
-                    budget: DrainBudget::new(Instant::now()),
-                });
-            }
-            put(&idle, &origin, link);
-        }
-    }
 }
 
 /// Puts `link` in the pool, unless it ended or the pool is full.
@@ -335,7 +247,7 @@ impl Http {
         // A pooled connection the server closed meanwhile gives the request
         // back unsent: then, and only then, try the next one.
         loop {
-            let (mut link, pooled) = match self.pooled(&origin).await {
+            let (mut link, pooled) = match self.pooled(&origin) {
                 Some(l) => (l, true),
                 None => (self.connect(&origin).await?, false),
             };
@@ -343,7 +255,6 @@ impl Http {
                 sender,
                 conn,
                 lapse,
-                ..
             } = &mut link;
             if pooled {
                 // Resolves at once on a live idle connection, with an error
@@ -412,27 +323,10 @@ impl Http {
         }
     }
 
-    /// An idle connection to `origin` that can carry a request now, oldest
-    /// first: the one that has had the longest to receive the end of its
-    /// last answer. Those still waiting for it stay in the pool.
-    async fn pooled(&self, origin: &Origin) -> Option<Link> {
-        let mut waiting = Vec::new();
-        let found = loop {
-            let next = {
-                let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-                idle.get_mut(origin).and_then(VecDeque::pop_front)
-            };
-            let Some(mut link) = next else { break None };
-            match link.settle().await {
-                Some(true) => break Some(link),
-                Some(false) => {}
-                None => waiting.push(link),
-            }
-        };
-        for link in waiting {
-            put(&self.idle, origin, link);
-        }
-        found
+    /// An idle connection to `origin`, the most recently used first.
+    fn pooled(&self, origin: &Origin) -> Option<Link> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.get_mut(origin)?.pop_back()
     }
 
     async fn connect(&self, origin: &Origin) -> Result<Link, TransportFailure> {
@@ -458,7 +352,6 @@ impl Http {
                 sender,
                 conn: Some(conn),
                 lapse: Lapse::new(),
-                rest: None,
             })
         };
         future::or(connect, async {

@@ -9,7 +9,6 @@
 //! on the condvar, woken by the engine's own deadlines. Every decision,
 //! down to how long to wait, is the dispatcher's.
 
-use crate::drain::Drainer;
 use mcp_recovery_client::oauth::{Fetch, Fetched, OAuth};
 use mcp_recovery_client::{
     answer, ready_deadline, Caller, Error, Memory, ProgressFn, Settings, Watch,
@@ -33,7 +32,6 @@ pub(crate) struct Shared {
     /// Changed and read under the lock (see [`Shared::notify`]).
     sleepers: AtomicUsize,
     agent: ureq::Agent,
-    drain: Drainer,
     pub settings: Settings,
     pub memory: Memory,
     pub oauth: Option<Arc<OAuth>>,
@@ -85,7 +83,6 @@ impl Shared {
             wake: Condvar::new(),
             sleepers: AtomicUsize::new(0),
             agent,
-            drain: Drainer::default(),
             settings,
             memory: Memory::default(),
             oauth,
@@ -247,13 +244,6 @@ impl Shared {
             .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
             .collect();
         let status = parts.status.as_u16();
-        // With a declared length, once that much is read the end is known
-        // without touching the socket.
-        let length: Option<usize> = parts
-            .headers
-            .get("content-length")
-            .and_then(|v| v.to_str().ok()?.trim().parse().ok());
-        let mut total = 0usize;
         self.feed(
             Input::Head {
                 exchange,
@@ -272,7 +262,6 @@ impl Shared {
             }
             match reader.read(&mut buf) {
                 Ok(n) => {
-                    total = total.saturating_add(n);
                     let mut st = self.lock();
                     let input = match n {
                         0 => Input::End { exchange },
@@ -287,18 +276,12 @@ impl Shared {
                     self.unlock(st);
                     me.progress(progress);
                     if !open {
-                        // Done with this response. Read to its end, its
-                        // connection is back in the pool before the jobs
-                        // it caused (the handshake's `initialized`...)
-                        // need one; if not (an SSE stream's closing chunk
-                        // is still to come), the drain thread finishes it.
-                        if n > 0 && length == Some(total) {
-                            // Returns at once: ureq sees the length reached
-                            // before any I/O, and pools the connection.
-                            let _ = reader.read(&mut buf);
-                        } else if n > 0 {
-                            self.drain.finish(reader);
-                        }
+                        // Done with this response: its connection goes back
+                        // to the pool if it was read to its end (a JSON
+                        // answer), before the jobs it caused (the
+                        // handshake's `initialized`...) need one. An event
+                        // stream the core is done with is closed instead
+                        // (RELIABILITY.md, "Connections after an answer").
                         return;
                     }
                     // A server request on this stream (elicitation,

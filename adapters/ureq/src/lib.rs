@@ -30,7 +30,6 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
-mod drain;
 mod drive;
 
 pub use mcp_recovery_client::*;
