@@ -412,7 +412,8 @@ impl Caller<'_, '_> {
     }
 }
 
-/// The await-ready deadline from `start`, saturating.
+/// `wait` after `start`, saturating: the await-ready deadline, and the smol
+/// adapter's read deadlines.
 pub fn ready_deadline(start: Instant, wait: Duration) -> Instant {
     start
         .checked_add(wait)

@@ -218,8 +218,8 @@ impl Peer {
         assert_eq!(status, 200, "{path}");
     }
 
-    /// One of the live figures of the server's `/stats`.
-    fn stat(&self, name: &str) -> u64 {
+    /// Sessions the server holds right now.
+    pub fn live_sessions(&self) -> u64 {
         let url = format!("http://127.0.0.1:{}/stats", self.port);
         let body = ureq::get(&url)
             .call()
@@ -228,14 +228,7 @@ impl Peer {
             .read_to_string()
             .expect("stats body");
         let v: serde_json::Value = serde_json::from_str(&body).expect("stats json");
-        v[name]
-            .as_u64()
-            .unwrap_or_else(|| panic!("/stats has no {name}"))
-    }
-
-    /// Sessions the server holds right now.
-    pub fn live_sessions(&self) -> u64 {
-        self.stat("sessions")
+        v["sessions"].as_u64().expect("sessions")
     }
 
     /// Waits until the server has dropped every session (idle timeout).

@@ -177,13 +177,7 @@ async def stats(request):
     """Live sessions (SDK internals, test peer only) and the counters."""
     live = len(app.session_manager._server_instances)
     return JSONResponse(
-        {
-            "sessions": live,
-            "initialize": read("initialize"),
-            "counter": read("counter"),
-            "refresh": read("refresh"),
-            "connections": len(mcp_connections),
-        }
+        {"sessions": live, "initialize": read("initialize"), "counter": read("counter"), "refresh": read("refresh")}
     )
 
 
@@ -213,11 +207,6 @@ def greet(name: str) -> str:
     return f"Say hello to {name}."
 
 
-# Client ports that POSTed to /mcp since this process started: one per TCP
-# connection, so tests can see whether a client reuses its connections.
-mcp_connections = set()
-
-
 class CountInitialize:
     """ASGI middleware counting JSON-RPC initialize requests in POST bodies."""
 
@@ -229,8 +218,6 @@ class CountInitialize:
             bump("resume")
         if scope["type"] != "http" or scope["method"] != "POST":
             return await self.inner(scope, receive, send)
-        if scope["path"] == "/mcp" and scope.get("client"):
-            mcp_connections.add(scope["client"][1])
         chunks = []
         while True:
             message = await receive()

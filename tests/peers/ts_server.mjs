@@ -91,12 +91,8 @@ const json = args.mode === 'json';
 const app = express();
 app.use(express.json({ limit: '4mb' }));
 const transports = new Map();
-// Client ports that POSTed to /mcp: one per TCP connection, so tests can see
-// whether a client reuses its connections.
-const connections = new Set();
 
 app.post('/mcp', async (req, res) => {
-  connections.add(req.socket.remotePort);
   const body = req.body;
   const items = Array.isArray(body) ? body : [body];
   if (items.some((m) => m && m.method === 'initialize')) bump('initialize');
@@ -140,7 +136,7 @@ const sessionRequest = async (req, res) => {
   await transport.handleRequest(req, res);
 };
 app.get('/stats', (req, res) => {
-  res.json({ sessions: transports.size, initialize: read('initialize'), counter: read('counter'), connections: connections.size });
+  res.json({ sessions: transports.size, initialize: read('initialize'), counter: read('counter') });
 });
 app.get('/mcp', sessionRequest);
 app.delete('/mcp', sessionRequest);

@@ -17,17 +17,18 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::{Request, Response, Uri};
+use mcp_recovery_client::ready_deadline;
 use mcp_recovery_core::{FailureKind, HttpRequest, TransportFailure};
 use smol::net::TcpStream;
 use smol_hyper::rt::FuturesIo;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 type Sender = SendRequest<Full<Bytes>>;
 type Conn = http1::Connection<FuturesIo<Box<dyn Io>>, Full<Bytes>>;
-type Idle = Arc<Mutex<HashMap<Origin, VecDeque<Link>>>>;
+type Idle = Arc<Mutex<HashMap<Origin, Vec<Link>>>>;
 
 /// Idle connections kept per origin; more are closed when they come back.
 const MAX_IDLE: usize = 32;
@@ -115,13 +116,6 @@ impl Lapse {
     }
 }
 
-/// `now + timeout`, or far away if that overflows.
-fn deadline(timeout: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(timeout)
-        .unwrap_or_else(|| now + Duration::from_secs(365 * 86400))
-}
-
 /// A response whose body is read chunk by chunk; its connection goes back
 /// to the pool only once the body was read to its end.
 pub(crate) struct Body {
@@ -139,7 +133,7 @@ impl Body {
         &mut self,
         read_timeout: Duration,
     ) -> Result<Option<Bytes>, TransportFailure> {
-        let deadline = deadline(read_timeout);
+        let deadline = ready_deadline(Instant::now(), read_timeout);
         loop {
             let Body { body, link, .. } = self;
             let Some(Link { conn, lapse, .. }) = link.as_mut() else {
@@ -197,7 +191,7 @@ fn put(idle: &Idle, origin: &Origin, link: Link) {
     let mut idle = idle.lock().unwrap_or_else(PoisonError::into_inner);
     let list = idle.entry(origin.clone()).or_default();
     if list.len() < MAX_IDLE {
-        list.push_back(link);
+        list.push(link);
     }
 }
 
@@ -243,7 +237,7 @@ impl Http {
                 }),
         };
         let mut req = Some(build(request, &uri)?);
-        let deadline = deadline(read_timeout);
+        let deadline = ready_deadline(Instant::now(), read_timeout);
         // A pooled connection the server closed meanwhile gives the request
         // back unsent: then, and only then, try the next one.
         loop {
@@ -326,7 +320,7 @@ impl Http {
     /// An idle connection to `origin`, the most recently used first.
     fn pooled(&self, origin: &Origin) -> Option<Link> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        idle.get_mut(origin)?.pop_back()
+        idle.get_mut(origin)?.pop()
     }
 
     async fn connect(&self, origin: &Origin) -> Result<Link, TransportFailure> {
