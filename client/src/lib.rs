@@ -8,11 +8,21 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod drive;
 pub mod oauth;
+mod request;
 pub mod types;
 
 pub use mcp_recovery_core as core;
+pub use request::Request;
 pub use types::*;
+
+/// What `client_methods!` names from the adapters' side.
+#[doc(hidden)]
+pub mod __private {
+    pub use futures_lite::future::block_on;
+    pub use serde_json::Value;
+}
 
 use mcp_recovery_core::{
     Action, BreakerConfig, CallEnd, CallError, CallId, Config, Dispatcher, Engine, Input, Job,
@@ -121,7 +131,7 @@ pub trait ServerHandler: Send + Sync {
 
 /// The answer to a server request when no [`ServerHandler`] is set, or the
 /// handler's.
-pub fn answer(
+pub(crate) fn answer(
     handler: Option<&dyn ServerHandler>,
     method: &str,
     params: Option<Value>,
@@ -244,7 +254,10 @@ pub struct Settings {
 impl Settings {
     /// Turns the OAuth config into the token source, over the adapter's
     /// HTTP; returns it for the client's `authorize`.
-    pub fn install_oauth(&mut self, fetch: Arc<dyn oauth::Fetch>) -> Option<Arc<oauth::OAuth>> {
+    pub(crate) fn install_oauth(
+        &mut self,
+        fetch: Arc<dyn oauth::Fetch>,
+    ) -> Option<Arc<oauth::OAuth>> {
         let config = self.oauth.take()?;
         let o = Arc::new(oauth::OAuth::new(&self.config.url, config, fetch));
         self.tokens = Some(o.clone());
@@ -254,7 +267,7 @@ impl Settings {
     /// Checks what every adapter needs and fixes up the core config:
     /// an http(s) URL with a host, no credential in plain headers, and a
     /// 401 asks for a refresh only when the token source can refresh.
-    pub fn validate(&mut self) -> Result<(), Error> {
+    pub(crate) fn validate(&mut self) -> Result<(), Error> {
         let url = self.config.url.as_str();
         let rest = url
             .strip_prefix("http://")
@@ -280,12 +293,12 @@ impl Settings {
     }
 
     /// The token to start with.
-    pub fn initial_token(&self) -> Option<Token> {
+    pub(crate) fn initial_token(&self) -> Option<Token> {
         self.tokens.as_ref().and_then(|t| t.token())
     }
 
     /// The engine for these settings, with the starting token and its expiry.
-    pub fn engine(&self, now: Instant) -> Engine {
+    pub(crate) fn engine(&self, now: Instant) -> Engine {
         let mut engine = Engine::new(self.config.clone());
         engine.set_token(self.initial_token(), now);
         engine.set_token_expiry(self.token_expiry(now), now);
@@ -293,14 +306,14 @@ impl Settings {
     }
 
     /// When the token source says its token expires.
-    pub fn token_expiry(&self, now: Instant) -> Option<Instant> {
+    pub(crate) fn token_expiry(&self, now: Instant) -> Option<Instant> {
         let left = self.tokens.as_ref()?.expires_in()?;
         now.checked_add(left)
     }
 
     /// Tells the engine how a refresh of `generation` went, and when the
     /// new token expires.
-    pub fn refreshed(
+    pub(crate) fn refreshed(
         &self,
         d: &mut Dispatcher,
         generation: u64,
@@ -316,7 +329,11 @@ impl Settings {
 
     /// Runs the token source's refresh (it may block: the async client
     /// calls this off its executor).
-    pub fn refresh(&self, generation: u64, challenge: Option<&str>) -> Result<Token, RefreshError> {
+    pub(crate) fn refresh(
+        &self,
+        generation: u64,
+        challenge: Option<&str>,
+    ) -> Result<Token, RefreshError> {
         match &self.tokens {
             Some(t) => t.refresh(generation, challenge),
             None => Err(RefreshError::NeedsReauth("no token source".into())),
@@ -326,7 +343,7 @@ impl Settings {
     /// Does the jobs that need no I/O of the adapter's: notifications to
     /// the handler, recovery steps to the observer. Hands back the others
     /// (sends, refreshes, server requests).
-    pub fn local(&self, job: Job) -> Option<Job> {
+    pub(crate) fn local(&self, job: Job) -> Option<Job> {
         match job {
             Job::Notification { method, params } => {
                 if let Some(h) = &self.handler {
@@ -368,7 +385,7 @@ fn refreshed(
 /// The caller an adapter runs for: its call (none for initialize and
 /// close), what it watches, and where its progress goes while its
 /// response streams in.
-pub struct Caller<'w, 'p> {
+pub(crate) struct Caller<'w, 'p> {
     /// The call, if any.
     pub call: Option<CallId>,
     /// Its cancel handle and deadline.
@@ -378,7 +395,7 @@ pub struct Caller<'w, 'p> {
 }
 
 /// A watch that never gives up, for callers without a call.
-pub const NO_WATCH: Watch = Watch {
+const NO_WATCH: Watch = Watch {
     cancel: None,
     deadline: None,
 };
@@ -391,6 +408,12 @@ impl Caller<'_, '_> {
             watch: &NO_WATCH,
             progress: None,
         }
+    }
+
+    /// The read timeout for this caller's next read (see
+    /// [`Watch::read_timeout`]).
+    pub fn read_timeout(&self, configured: Duration) -> Duration {
+        self.watch.read_timeout(configured, Instant::now())
     }
 
     /// Whether this caller's call gave up, so its reads may stop.
@@ -414,7 +437,7 @@ impl Caller<'_, '_> {
 
 /// `wait` after `start`, saturating: the await-ready deadline, and the smol
 /// adapter's read deadlines.
-pub fn ready_deadline(start: Instant, wait: Duration) -> Instant {
+pub(crate) fn ready_deadline(start: Instant, wait: Duration) -> Instant {
     start
         .checked_add(wait)
         .or_else(|| start.checked_add(Duration::from_secs(365 * 86400)))
@@ -541,7 +564,7 @@ impl<C: Build> ClientBuilder<C> {
 }
 
 /// What a call's driver watches: its cancel handle and its deadline.
-pub struct Watch {
+pub(crate) struct Watch {
     /// The call's cancel handle, if any.
     pub cancel: Option<CancelHandle>,
     /// When the call gives up with [`Error::Timeout`].
@@ -589,7 +612,7 @@ impl Watch {
 /// What the clients remember between calls, apart from the session: which
 /// tools said they are replay-safe, and the next progress token.
 #[derive(Default)]
-pub struct Memory {
+pub(crate) struct Memory {
     replay_safe: Mutex<HashMap<String, bool>>,
     progress_tokens: AtomicU64,
 }
@@ -638,14 +661,14 @@ impl Memory {
 }
 
 /// Decodes a result into its MCP type.
-pub fn decode<T: DeserializeOwned>(v: Value) -> Result<T, Error> {
+pub(crate) fn decode<T: DeserializeOwned>(v: Value) -> Result<T, Error> {
     serde_json::from_value(v).map_err(|e| Error::Decode(e.to_string()))
 }
 
 /// Tells whether a pagination cursor is new; a cursor seen twice ends the
 /// listing, so a server that loops cannot loop us.
 #[derive(Default)]
-pub struct Cursors(HashSet<String>);
+pub(crate) struct Cursors(HashSet<String>);
 
 impl Cursors {
     /// The cursor to ask for next, if any.

@@ -16,8 +16,7 @@ use futures_rustls::TlsConnector;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper::{Request, Response, Uri};
-use mcp_recovery_client::ready_deadline;
+use hyper::{HeaderMap, Request, Uri};
 use mcp_recovery_core::{FailureKind, HttpRequest, TransportFailure};
 use smol::net::TcpStream;
 use smol_hyper::rt::FuturesIo;
@@ -119,6 +118,10 @@ impl Lapse {
 /// A response whose body is read chunk by chunk; its connection goes back
 /// to the pool only once the body was read to its end.
 pub(crate) struct Body {
+    pub status: u16,
+    pub headers: HeaderMap,
+    /// The chunk last read, lent out by `chunk`.
+    current: Bytes,
     body: Incoming,
     origin: Origin,
     /// `None` once back in the pool.
@@ -132,8 +135,8 @@ impl Body {
     pub async fn chunk(
         &mut self,
         read_timeout: Duration,
-    ) -> Result<Option<Bytes>, TransportFailure> {
-        let deadline = ready_deadline(Instant::now(), read_timeout);
+    ) -> Result<Option<&[u8]>, TransportFailure> {
+        let deadline = after(read_timeout);
         loop {
             let Body { body, link, .. } = self;
             let Some(Link { conn, lapse, .. }) = link.as_mut() else {
@@ -160,7 +163,8 @@ impl Body {
                 }
                 Some(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
-                        return Ok(Some(data));
+                        self.current = data;
+                        return Ok(Some(&self.current));
                     }
                     // Trailers: nothing for us.
                 }
@@ -216,7 +220,7 @@ impl Http {
         &self,
         request: &HttpRequest,
         read_timeout: Duration,
-    ) -> Result<(Response<()>, Body), TransportFailure> {
+    ) -> Result<Body, TransportFailure> {
         let uri: Uri = request
             .url
             .parse()
@@ -237,7 +241,7 @@ impl Http {
                 }),
         };
         let mut req = Some(build(request, &uri)?);
-        let deadline = ready_deadline(Instant::now(), read_timeout);
+        let deadline = after(read_timeout);
         // A pooled connection the server closed meanwhile gives the request
         // back unsent: then, and only then, try the next one.
         loop {
@@ -287,13 +291,15 @@ impl Http {
                 }
                 Some(Ok(response)) => {
                     let (head, body) = response.into_parts();
-                    let body = Body {
+                    return Ok(Body {
+                        status: head.status.as_u16(),
+                        headers: head.headers,
+                        current: Bytes::new(),
                         body,
                         origin,
                         link: Some(link),
                         idle: self.idle.clone(),
-                    };
-                    return Ok((Response::from_parts(head, ()), body));
+                    });
                 }
                 Some(Err(mut e)) => match e.take_message() {
                     Some(r) if pooled => req = Some(r),
@@ -357,6 +363,14 @@ impl Http {
         })
         .await
     }
+}
+
+/// `d` from now, saturating (a read timeout of "forever" stays far away).
+fn after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(365 * 86400)))
+        .unwrap_or(now)
 }
 
 fn build(request: &HttpRequest, uri: &Uri) -> Result<Request<Full<Bytes>>, TransportFailure> {

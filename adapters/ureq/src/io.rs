@@ -1,0 +1,172 @@
+//! The blocking client's I/O: ureq 3 for HTTP, a parked thread for waiting.
+//!
+//! The driver's futures run to completion on the caller's own thread
+//! (`block_on`), so every method here simply blocks inside `poll`: a send
+//! or a read is ureq's, a wait is `EventListener::wait_deadline`, user code
+//! runs inline, and the listening stream gets a thread of its own.
+
+use event_listener::{EventListener, Listener};
+use mcp_recovery_client::drive::{Body, Exchange, Io};
+use mcp_recovery_client::Settings;
+use mcp_recovery_core::{FailureKind, HttpRequest, TransportFailure};
+use std::future::Future;
+use std::io::{self, Read};
+use std::time::{Duration, Instant};
+use ureq::http::{HeaderMap, Request};
+
+/// A response: its head, and its body read into a buffer of its own.
+pub(crate) struct UreqBody {
+    status: u16,
+    headers: HeaderMap,
+    reader: ureq::BodyReader<'static>,
+    /// Inline, so it lives in the call's future on the caller's stack: a
+    /// heap buffer per exchange was measurable per call.
+    buf: [u8; 8 * 1024],
+}
+
+/// A ureq agent: HTTP/1.1 with keep-alive, no redirects (a bearer token
+/// never follows one), HTTP statuses as answers, not errors.
+#[derive(Clone)]
+pub(crate) struct Ureq(ureq::Agent);
+
+impl Io for Ureq {
+    type Body = UreqBody;
+
+    fn new(s: &Settings) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .timeout_connect(Some(s.connect_timeout))
+            .timeout_per_read(Some(s.read_timeout))
+            .user_agent(concat!("mcp-recovery/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .new_agent();
+        Ureq(agent)
+    }
+
+    fn send(
+        &self,
+        x: &Exchange<'_>,
+    ) -> impl Future<Output = Result<UreqBody, TransportFailure>> + Send {
+        let result = (|| {
+            let req =
+                build(x.request).map_err(|e| TransportFailure::not_sent(FailureKind::Other, e))?;
+            let mut config = ureq::RequestExt::with_agent(req, &self.0)
+                .configure()
+                .timeout_per_read(Some(x.read_timeout))
+                // A head trickling in a byte at a time never trips the
+                // per-read timeout: the head as a whole has the same limit.
+                .timeout_recv_response(Some(x.read_timeout));
+            if let Some(deadline) = x.deadline {
+                // The call's end bounds every read of this exchange,
+                // however the silences fall.
+                let left = deadline.saturating_duration_since(Instant::now());
+                config = config.timeout_global(Some(left.max(Duration::from_millis(1))));
+            }
+            let response = config.run().map_err(failure)?;
+            let (parts, body) = response.into_parts();
+            Ok(UreqBody {
+                status: parts.status.as_u16(),
+                headers: parts.headers,
+                // The core enforces the body size limit; the reader has none.
+                reader: body.into_with_config().limit(u64::MAX).reader(),
+                buf: [0; 8 * 1024],
+            })
+        })();
+        std::future::ready(result)
+    }
+
+    fn wait(
+        &self,
+        listener: EventListener,
+        until: Option<Instant>,
+    ) -> impl Future<Output = ()> + Send {
+        match until {
+            Some(at) => drop(listener.wait_deadline(at)),
+            None => listener.wait(),
+        }
+        std::future::ready(())
+    }
+
+    fn blocking<R: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> impl Future<Output = R> + Send {
+        std::future::ready(f())
+    }
+
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) -> Result<(), String> {
+        std::thread::Builder::new()
+            .name("mcp-recovery-listen".into())
+            .spawn(move || mcp_recovery_client::__private::block_on(task))
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl Body for UreqBody {
+    fn status(&self) -> u16 {
+        self.status
+    }
+
+    fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// The read timeouts were set on the request (ureq's are per request):
+    /// the client's per read, and the call's deadline as a whole.
+    fn chunk(
+        &mut self,
+        _read_timeout: Duration,
+    ) -> impl Future<Output = Result<Option<&[u8]>, TransportFailure>> + Send {
+        let result = loop {
+            match self.reader.read(&mut self.buf) {
+                Ok(0) => break Ok(None),
+                Ok(n) => break Ok(Some(n)),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(failure(ureq::Error::from(e))),
+            }
+        };
+        std::future::ready(result.map(|n| n.map(|n| &self.buf[..n])))
+    }
+}
+
+fn build(request: &HttpRequest) -> Result<Request<&[u8]>, String> {
+    let mut b = Request::builder()
+        .method(request.method.as_str())
+        .uri(&*request.url);
+    for (name, value) in request.headers() {
+        b = b.header(name, value);
+    }
+    // The error text of `http` never repeats header values, so a token
+    // cannot leak through it.
+    b.body(&request.body[..]).map_err(|e| e.to_string())
+}
+
+/// Sorts a ureq error into "never reached the server" (safe to resend
+/// anything) and "may have reached it".
+fn failure(e: ureq::Error) -> TransportFailure {
+    use ureq::Error as E;
+    use ureq::Timeout as T;
+    let message = e.to_string();
+    match &e {
+        E::ConnectionFailed | E::HostNotFound | E::Tls(_) => {
+            TransportFailure::not_sent(FailureKind::Connect, message)
+        }
+        E::Timeout(T::Resolve | T::Connect) => {
+            TransportFailure::not_sent(FailureKind::Connect, message)
+        }
+        E::Timeout(_) => TransportFailure::after_send(FailureKind::Timeout, message),
+        E::Io(io) => match io.kind() {
+            io::ErrorKind::ConnectionRefused | io::ErrorKind::AddrNotAvailable => {
+                TransportFailure::not_sent(FailureKind::Connect, message)
+            }
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
+                TransportFailure::after_send(FailureKind::Timeout, message)
+            }
+            _ => TransportFailure::after_send(FailureKind::Reset, message),
+        },
+        E::BadUri(_) | E::Http(_) => TransportFailure::not_sent(FailureKind::Other, message),
+        _ => TransportFailure::after_send(FailureKind::Other, message),
+    }
+}

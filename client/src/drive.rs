@@ -1,0 +1,620 @@
+//! The call driver, written once for every adapter.
+//!
+//! Everything between "a caller wants this operation" and "here is its
+//! typed answer" lives here, as `async` code generic over an [`Io`]: the
+//! [`Dispatcher`] (the core's sans-IO router) decides, this module carries
+//! its decisions out — runs the jobs a caller drained, feeds each exchange
+//! to the engine as it arrives, hands progress to the call's callback and
+//! server messages to the handler, waits for the next deadline. An adapter
+//! supplies only what differs between a thread and a task: sending a
+//! request and reading its body, waiting on an [`EventListener`] until a
+//! deadline, running user code that may block, and starting the listening
+//! stream's reader. The blocking client runs these futures to completion
+//! on the caller's thread (its [`Io`] blocks inside `poll`), the smol
+//! client awaits them.
+//!
+//! There is no background task of ours: whoever drained a job does it, so
+//! the caller whose request found the session gone performs the
+//! re-initialize while the others wait.
+
+use crate::oauth::{Fetch, Fetched, OAuth};
+use crate::request::{First, Next, Request};
+use crate::{answer, ready_deadline, Caller, Error, Memory, ProgressFn, RefreshError, Settings};
+use crate::{CancelHandle, Watch};
+use event_listener::{Event, EventListener};
+use http::HeaderMap;
+use mcp_recovery_core::{
+    BreakerState, CallId, Dispatcher, ExchangeId, FailureKind, HttpRequest, Input, Job, Mail,
+    Operation, ReadyStep, Step, Token, TransportFailure,
+};
+use serde_json::Value;
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+/// What an adapter supplies: bytes and waiting. Every decision is the
+/// driver's (and, below it, the core's).
+pub trait Io: Clone + Send + Sync + 'static {
+    /// A response being read.
+    type Body: Body;
+
+    /// The I/O for a client with these settings (connect timeout...).
+    fn new(settings: &Settings) -> Self;
+
+    /// Sends the request and returns once the response head is in, or the
+    /// failure (sorted into "never reached the server" and "may have").
+    /// `exchange.read_timeout` bounds the wait for the head and each read;
+    /// `exchange.deadline`, when set, is the call's own end, which no read
+    /// may outlast.
+    fn send(
+        &self,
+        exchange: &Exchange<'_>,
+    ) -> impl Future<Output = Result<Self::Body, TransportFailure>> + Send;
+
+    /// Waits until `listener` fires or, at the latest, `until`.
+    fn wait(
+        &self,
+        listener: EventListener,
+        until: Option<Instant>,
+    ) -> impl Future<Output = ()> + Send;
+
+    /// Runs user code that may block (a token source, a server handler):
+    /// inline on a blocking caller's thread, on a blocking pool in async.
+    fn blocking<R: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> impl Future<Output = R> + Send;
+
+    /// Runs `task` on its own (a thread, a detached task): the listening
+    /// stream's reader, and what a dropped call's cancel sends.
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) -> Result<(), String>;
+}
+
+/// One request to send, with the limits on waiting for its answer.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Exchange<'a> {
+    /// What to send.
+    pub request: &'a HttpRequest,
+    /// The longest silence: for the head, and for each read of the body.
+    pub read_timeout: Duration,
+    /// The call's own deadline, if it has one.
+    pub deadline: Option<Instant>,
+}
+
+/// A response: its head, then its body chunk by chunk.
+pub trait Body: Send {
+    /// The HTTP status.
+    fn status(&self) -> u16;
+    /// The headers.
+    fn headers(&self) -> &HeaderMap;
+    /// The next chunk, `Ok(None)` at the end, or a failure (after send: the
+    /// server may have acted on the request). At most `read_timeout` of
+    /// silence.
+    fn chunk(
+        &mut self,
+        read_timeout: Duration,
+    ) -> impl Future<Output = Result<Option<&[u8]>, TransportFailure>> + Send;
+}
+
+/// The headers whose values are strings (the others cannot matter to MCP).
+fn strings(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+    headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
+}
+
+type BoxFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// One client's session, its engine and its I/O, shared by every caller.
+pub struct Driver<I: Io> {
+    state: Mutex<Dispatcher>,
+    event: Event,
+    io: I,
+    settings: Settings,
+    memory: Memory,
+    oauth: Option<Arc<OAuth>>,
+}
+
+impl<I: Io> fmt::Debug for Driver<I> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let st = self.lock();
+        let engine = st.engine();
+        f.debug_struct("Driver")
+            .field("url", &engine.session().url())
+            .field("generation", &engine.generation())
+            .field("ready", &engine.is_ready())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Metadata and token answers are small; more is an error, not a feast.
+const OAUTH_BODY_LIMIT: usize = 1024 * 1024;
+
+/// OAuth's discovery, registration and token requests over the adapter's
+/// [`Io`], read whole. The flow is blocking code, so this blocks its thread
+/// (the smol client runs it off the executor).
+struct IoFetch<I> {
+    io: I,
+    read_timeout: Duration,
+}
+
+impl<I: Io> Fetch for IoFetch<I> {
+    fn fetch(&self, request: &HttpRequest) -> Result<Fetched, TransportFailure> {
+        futures_lite::future::block_on(async {
+            let exchange = Exchange {
+                request,
+                read_timeout: self.read_timeout,
+                deadline: None,
+            };
+            let mut body = self.io.send(&exchange).await?;
+            let status = body.status();
+            let headers = strings(body.headers())
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+            let mut bytes = Vec::new();
+            while let Some(chunk) = body.chunk(self.read_timeout).await? {
+                if bytes.len() + chunk.len() > OAUTH_BODY_LIMIT {
+                    return Err(TransportFailure::after_send(
+                        FailureKind::Other,
+                        "answer too large",
+                    ));
+                }
+                bytes.extend_from_slice(chunk);
+            }
+            Ok(Fetched {
+                status,
+                headers,
+                body: bytes,
+            })
+        })
+    }
+}
+
+/// Ends the call if its future is dropped before the call ended (only an
+/// async caller can do that): the core gets a cancel, and what that sends
+/// (`notifications/cancelled`) goes out apart, since a destructor cannot
+/// wait.
+struct CallGuard<'a, I: Io> {
+    driver: &'a Arc<Driver<I>>,
+    id: CallId,
+    done: bool,
+}
+
+impl<I: Io> Drop for CallGuard<'_, I> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let mut jobs = VecDeque::new();
+        {
+            let mut st = self.driver.lock();
+            st.abandon(self.id, Instant::now(), &mut jobs);
+            self.driver.unlock(st);
+        }
+        if !jobs.is_empty() {
+            let driver = self.driver.clone();
+            // Nothing to tell if it cannot start: the call is over anyway.
+            let _ = self.driver.io.spawn(async move {
+                driver.run(&mut jobs, &mut Caller::none()).await;
+            });
+        }
+    }
+}
+
+impl<I: Io> Driver<I> {
+    /// A driver for `settings` over its own `I`. OAuth (if configured) is
+    /// installed over the same I/O; nothing is sent yet.
+    pub fn new(mut settings: Settings) -> Result<Arc<Self>, Error> {
+        let io = I::new(&settings);
+        let fetch = IoFetch {
+            io: io.clone(),
+            read_timeout: settings.read_timeout,
+        };
+        let oauth = settings.install_oauth(Arc::new(fetch));
+        settings.validate()?;
+        let engine = settings.engine(Instant::now());
+        Ok(Arc::new(Driver {
+            state: Mutex::new(Dispatcher::new(engine, settings.observer.is_some())),
+            event: Event::new(),
+            io,
+            settings,
+            memory: Memory::default(),
+            oauth,
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Dispatcher> {
+        // Never held across an await or a send, and no user code runs under
+        // it: a poisoned lock means a bug in this crate's bookkeeping, and
+        // the engine itself stays consistent.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wakes every waiting caller so it looks at its mailbox and watch
+    /// again. Taking the lock orders this with a waiter's checks: a waiter
+    /// registers its listener under the lock, after looking.
+    fn wake_all(&self) {
+        drop(self.lock());
+        self.event.notify(usize::MAX);
+    }
+
+    /// Releases the lock, waking the waiters if the dispatcher says so.
+    fn unlock(&self, mut st: MutexGuard<'_, Dispatcher>) {
+        let woke = st.take_woke();
+        drop(st);
+        if woke {
+            self.event.notify(usize::MAX);
+        }
+    }
+
+    fn feed(&self, input: Input<'_>, jobs: &mut VecDeque<Job>) {
+        let mut st = self.lock();
+        st.feed(input, Instant::now(), jobs);
+        self.unlock(st);
+    }
+
+    /// Runs a typed request to its end: one call, or one per page.
+    pub async fn send<T>(self: &Arc<Self>, request: Request<'_, T>) -> Result<T, Error> {
+        let Request {
+            first,
+            mut opts,
+            mut then,
+        } = request;
+        let mut op = match first {
+            First::Op(op) => op,
+            First::Tool { name, arguments } => self.memory.tools_call(&name, arguments, &opts),
+        };
+        loop {
+            let watch = Memory::watch(&opts, self.settings.call_timeout, Instant::now());
+            let value = self.call(op, &watch, opts.progress.as_deref_mut()).await?;
+            match then(value, &self.memory)? {
+                Next::Done(t) => return Ok(t),
+                Next::Page(next) => op = next,
+            }
+        }
+    }
+
+    /// Does this caller's jobs, including whatever they produce. Boxed: it
+    /// recurses through `exchange` (a server request on a stream).
+    fn run<'a>(
+        self: &'a Arc<Self>,
+        jobs: &'a mut VecDeque<Job>,
+        me: &'a mut Caller<'_, '_>,
+    ) -> BoxFuture<'a> {
+        Box::pin(async move {
+            while let Some(job) = jobs.pop_front() {
+                match self.settings.local(job) {
+                    Some(Job::Send { exchange, request }) => {
+                        self.exchange(exchange, &request, false, me, jobs).await
+                    }
+                    Some(Job::Listen { exchange, request }) => self.listen(exchange, request, jobs),
+                    Some(Job::Refresh {
+                        generation,
+                        challenge,
+                    }) => {
+                        let driver = self.clone();
+                        let outcome = self
+                            .io
+                            .blocking(move || {
+                                driver.settings.refresh(generation, challenge.as_deref())
+                            })
+                            .await;
+                        self.refreshed(generation, &outcome, jobs);
+                    }
+                    Some(Job::ServerRequest { id, method, params }) => {
+                        let handler = self.settings.handler.clone();
+                        let reply = self
+                            .io
+                            .blocking(move || answer(handler.as_deref(), &method, params))
+                            .await;
+                        let mut st = self.lock();
+                        st.engine_mut().reply(id, reply);
+                        st.pump(jobs);
+                        self.unlock(st);
+                    }
+                    _ => {}
+                }
+            }
+        })
+    }
+
+    fn refreshed(
+        &self,
+        generation: u64,
+        outcome: &Result<Token, RefreshError>,
+        jobs: &mut VecDeque<Job>,
+    ) {
+        let mut st = self.lock();
+        self.settings
+            .refreshed(&mut st, generation, outcome, Instant::now(), jobs);
+        self.unlock(st);
+    }
+
+    /// Reads the listening stream apart (a thread, a task) for as long as
+    /// the server keeps it open, or until its read timeout, after which the
+    /// core opens it again.
+    fn listen(
+        self: &Arc<Self>,
+        exchange: ExchangeId,
+        request: HttpRequest,
+        jobs: &mut VecDeque<Job>,
+    ) {
+        let driver = self.clone();
+        let spawned = self.io.spawn(async move {
+            let mut jobs = VecDeque::new();
+            let mut me = Caller::none();
+            driver
+                .exchange(exchange, &request, false, &mut me, &mut jobs)
+                .await;
+            driver.run(&mut jobs, &mut me).await;
+        });
+        if let Err(e) = spawned {
+            let failure = TransportFailure::not_sent(FailureKind::Other, e);
+            self.feed(
+                Input::Failed {
+                    exchange,
+                    failure: &failure,
+                },
+                jobs,
+            );
+        }
+    }
+
+    /// One HTTP exchange, fed to the engine as it arrives. `mine`: it
+    /// carries this caller's own call, whose cancel may cut it short.
+    async fn exchange(
+        self: &Arc<Self>,
+        exchange: ExchangeId,
+        request: &HttpRequest,
+        mine: bool,
+        me: &mut Caller<'_, '_>,
+        jobs: &mut VecDeque<Job>,
+    ) {
+        let fail = |failure: TransportFailure, jobs: &mut VecDeque<Job>| {
+            let input = Input::Failed {
+                exchange,
+                failure: &failure,
+            };
+            self.feed(input, jobs)
+        };
+        let x = Exchange {
+            request,
+            read_timeout: me.read_timeout(self.settings.read_timeout),
+            deadline: me.watch.deadline,
+        };
+        let mut body = match self.io.send(&x).await {
+            Ok(b) => b,
+            // The call gave up (cancel, its own deadline): that is what cut
+            // the exchange short, and its caller tells the core so.
+            Err(_) if mine && me.gave_up() => return,
+            Err(failure) => return fail(failure, jobs),
+        };
+        {
+            let headers: Vec<_> = strings(body.headers()).collect();
+            let input = Input::Head {
+                exchange,
+                status: body.status(),
+                headers: &headers,
+            };
+            self.feed(input, jobs);
+        }
+        loop {
+            if mine && me.gave_up() {
+                return; // dropping the body closes the connection
+            }
+            let timeout = me.read_timeout(self.settings.read_timeout);
+            let chunk = match body.chunk(timeout).await {
+                Ok(c) => c,
+                Err(_) if mine && me.gave_up() => return,
+                Err(failure) => return fail(failure, jobs),
+            };
+            let (open, progress) = {
+                let mut st = self.lock();
+                let input = match chunk {
+                    None => Input::End { exchange },
+                    Some(bytes) => Input::Body { exchange, bytes },
+                };
+                let more = matches!(input, Input::Body { .. });
+                st.feed(input, Instant::now(), jobs);
+                let open = more && st.engine().exchange_open(exchange);
+                let progress = me.take_progress(&mut st);
+                self.unlock(st);
+                (open, progress)
+            };
+            me.progress(progress);
+            if !open {
+                // Done with this response: a body read to its end goes back
+                // to the pool before the jobs it caused (the handshake's
+                // `initialized`...) need a connection. An event stream the
+                // core is done with is closed instead (RELIABILITY.md,
+                // "Connections after an answer").
+                return;
+            }
+            // A server request on this stream (elicitation, sampling) waits
+            // for our answer before the stream goes on: answer it now.
+            self.run(jobs, me).await;
+        }
+    }
+
+    /// Registers a listener if `wait`, before the lock is released: a
+    /// wake-up sent after the dispatcher's checks cannot be missed.
+    fn listener(&self, wait: bool) -> Option<EventListener> {
+        wait.then(|| self.event.listen())
+    }
+
+    async fn wait(&self, listener: Option<EventListener>, until: Option<Instant>) {
+        if let Some(listener) = listener {
+            self.io.wait(listener, until).await;
+        }
+    }
+
+    /// Runs one call to its end. Dropping the future cancels the call.
+    async fn call(
+        self: &Arc<Self>,
+        op: Operation,
+        watch: &Watch,
+        progress: Option<&mut ProgressFn<'_>>,
+    ) -> Result<Value, Error> {
+        let mut jobs = VecDeque::new();
+        let id = {
+            let mut st = self.lock();
+            let id = st.call(op, Instant::now(), &mut jobs);
+            self.unlock(st);
+            id
+        };
+        let mut guard = CallGuard {
+            driver: self,
+            id,
+            done: false,
+        };
+        let mut me = Caller {
+            call: Some(id),
+            watch,
+            progress,
+        };
+        loop {
+            self.run(&mut jobs, &mut me).await;
+            let (step, listener) = {
+                let mut st = self.lock();
+                let now = Instant::now();
+                let step = st.step(id, watch.gave_up(now), watch.deadline, now, &mut jobs);
+                let listener = self.listener(matches!(step, Step::Wait(_)));
+                self.unlock(st);
+                (step, listener)
+            };
+            match step {
+                Step::Mail(Mail::Send { exchange, request }) => {
+                    self.exchange(exchange, &request, true, &mut me, &mut jobs)
+                        .await
+                }
+                Step::Mail(Mail::Progress(p)) => me.progress(vec![p]),
+                Step::Mail(Mail::End(end)) => {
+                    guard.done = true;
+                    return watch.finish(end);
+                }
+                Step::Wait(until) => self.wait(listener, until).await,
+                _ => {}
+            }
+        }
+    }
+
+    /// Brings the session up (or waits for the caller doing it), for at
+    /// most the await-ready deadline.
+    pub async fn initialize(self: &Arc<Self>) -> Result<(), Error> {
+        let start = Instant::now();
+        let deadline = ready_deadline(start, self.settings.config.await_ready);
+        let mut jobs = VecDeque::new();
+        let mut me = Caller::none();
+        {
+            let mut st = self.lock();
+            st.connect(start, &mut jobs);
+            self.unlock(st);
+        }
+        loop {
+            self.run(&mut jobs, &mut me).await;
+            let (step, listener) = {
+                let mut st = self.lock();
+                let step = st.ready_step(start, deadline, Instant::now(), &mut jobs);
+                let listener = self.listener(matches!(step, ReadyStep::Wait(_)));
+                self.unlock(st);
+                (step, listener)
+            };
+            match step {
+                ReadyStep::Ready => return Ok(()),
+                ReadyStep::Failed(e) => return Err(Error::Call(e)),
+                ReadyStep::Wait(until) => self.wait(listener, Some(until)).await,
+                _ => {}
+            }
+        }
+    }
+
+    /// Ends the session: pending calls fail with `Closed`, the server gets
+    /// a DELETE (a 405 is fine), later calls fail at once.
+    pub async fn close(self: &Arc<Self>) -> Result<(), Error> {
+        let mut jobs = VecDeque::new();
+        {
+            let mut st = self.lock();
+            st.engine_mut().close(Instant::now());
+            st.pump(&mut jobs);
+            self.unlock(st);
+        }
+        self.run(&mut jobs, &mut Caller::none()).await;
+        Ok(())
+    }
+
+    /// Uses `token` from now on; calls waiting for one go on with it.
+    pub async fn set_token(self: &Arc<Self>, token: Token) {
+        let mut jobs = VecDeque::new();
+        {
+            let mut st = self.lock();
+            let now = Instant::now();
+            st.engine_mut().set_token(Some(token), now);
+            let expiry = self.settings.token_expiry(now);
+            st.engine_mut().set_token_expiry(expiry, now);
+            st.pump(&mut jobs);
+            self.unlock(st);
+        }
+        self.run(&mut jobs, &mut Caller::none()).await;
+    }
+
+    /// The OAuth flow's state for a client's `authorize`: the configured
+    /// OAuth and the last 401/403 challenge (where to look, what scope to
+    /// ask for).
+    pub fn authorization(&self) -> Result<(Arc<OAuth>, Option<String>), Error> {
+        let oauth = self.oauth.clone().ok_or_else(|| {
+            Error::Config("authorize needs OAuth: set it with ClientBuilder::oauth".into())
+        })?;
+        let challenge = self.lock().engine().last_challenge().map(str::to_owned);
+        Ok((oauth, challenge))
+    }
+
+    /// Runs the authorization flow on the adapter's blocking side, then
+    /// goes on with its token.
+    pub async fn authorize(
+        self: &Arc<Self>,
+        open: impl Fn(&str) + Send + 'static,
+    ) -> Result<(), Error> {
+        let (oauth, challenge) = self.authorization()?;
+        let token = self
+            .io
+            .blocking(move || oauth.authorize(challenge.as_deref(), &open))
+            .await?;
+        self.set_token(token).await;
+        Ok(())
+    }
+
+    /// A handle that cancels one call.
+    pub fn cancel_handle(self: &Arc<Self>) -> CancelHandle {
+        let driver = self.clone();
+        CancelHandle::new(Arc::new(move || driver.wake_all()))
+    }
+
+    /// The session id the server gave, if any.
+    pub fn session_id(&self) -> Option<String> {
+        self.lock().engine().session().id().map(str::to_owned)
+    }
+
+    /// The server's whole `InitializeResult`, once initialized.
+    pub fn initialize_result(&self) -> Option<Value> {
+        self.lock().engine().session().server().cloned()
+    }
+
+    /// The negotiated protocol version, once initialized.
+    pub fn protocol_version(&self) -> Option<&'static str> {
+        self.lock().engine().session().protocol_version()
+    }
+
+    /// How many sessions this client has initialized.
+    pub fn generation(&self) -> u64 {
+        self.lock().engine().generation()
+    }
+
+    /// The circuit breaker's state.
+    pub fn breaker_state(&self) -> BreakerState {
+        self.lock().engine().breaker()
+    }
+}

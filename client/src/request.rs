@@ -1,0 +1,304 @@
+//! Typed requests as values: each client method is one [`Request`] built
+//! here and run by the driver, so the blocking and the async client declare
+//! their methods once (`client_methods!`) and differ only in how they wait.
+
+use crate::{decode, CallOptions, Cursors, Error, Memory};
+use crate::{PromptList, PromptResult, ResourceList, ResourceRead, Tool, ToolList, ToolResult};
+use mcp_recovery_core::Operation;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// One operation with its decoder: what a client method sends and what it
+/// turns the answer into. A listing of every page is one request whose
+/// decoder asks for the next page.
+#[must_use]
+pub struct Request<'a, T> {
+    pub(crate) first: First,
+    pub(crate) opts: CallOptions<'a>,
+    pub(crate) then: Then<'a, T>,
+}
+
+/// The first operation; a tool call's is built with what the client
+/// remembers (replay safety, the next progress token).
+pub(crate) enum First {
+    Op(Operation),
+    Tool { name: String, arguments: Value },
+}
+
+/// After an answer: the result, or the next page to ask for.
+pub(crate) enum Next<T> {
+    Done(T),
+    Page(Operation),
+}
+
+pub(crate) type Then<'a, T> = Box<dyn FnMut(Value, &Memory) -> Result<Next<T>, Error> + Send + 'a>;
+
+impl<T> std::fmt::Debug for Request<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let method = match &self.first {
+            First::Op(op) => op.method(),
+            First::Tool { .. } => "tools/call",
+        };
+        f.debug_struct("Request")
+            .field("method", &method)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: DeserializeOwned> Request<'static, T> {
+    /// `op`, its result decoded as `T`.
+    fn decoded(op: Operation) -> Self {
+        Request {
+            first: First::Op(op),
+            opts: CallOptions::new(),
+            then: Box::new(|v, _| decode(v).map(Next::Done)),
+        }
+    }
+}
+
+impl Request<'static, Value> {
+    /// Any method, answered as raw JSON. Replay-safe when the method is
+    /// read-only by the specification.
+    pub fn raw(method: &str, params: Option<Value>) -> Self {
+        Request {
+            first: First::Op(Operation::new(method.to_owned(), params)),
+            opts: CallOptions::new(),
+            then: Box::new(|v, _| Ok(Next::Done(v))),
+        }
+    }
+}
+
+impl Request<'static, ()> {
+    /// `ping`.
+    pub fn ping() -> Self {
+        Request {
+            first: First::Op(Operation::ping()),
+            opts: CallOptions::new(),
+            then: Box::new(|_, _| Ok(Next::Done(()))),
+        }
+    }
+}
+
+impl Request<'static, ToolList> {
+    /// `tools/list`, one page; the client remembers which tools say they
+    /// are read-only or idempotent.
+    pub fn list_tools(cursor: Option<&str>) -> Self {
+        Request {
+            first: First::Op(Operation::list_tools(cursor)),
+            opts: CallOptions::new(),
+            then: Box::new(|v, memory| {
+                let list: ToolList = decode(v)?;
+                memory.remember(&list);
+                Ok(Next::Done(list))
+            }),
+        }
+    }
+}
+
+impl Request<'static, Vec<Tool>> {
+    /// `tools/list`, every page; a cursor seen twice ends the listing.
+    pub fn all_tools() -> Self {
+        let (mut all, mut seen) = (Vec::new(), Cursors::default());
+        Request {
+            first: First::Op(Operation::list_tools(None)),
+            opts: CallOptions::new(),
+            then: Box::new(move |v, memory| {
+                let page: ToolList = decode(v)?;
+                memory.remember(&page);
+                all.extend(page.tools);
+                Ok(match seen.next(page.next_cursor) {
+                    Some(c) => Next::Page(Operation::list_tools(Some(&c))),
+                    None => Next::Done(std::mem::take(&mut all)),
+                })
+            }),
+        }
+    }
+}
+
+impl<'a> Request<'a, ToolResult> {
+    /// `tools/call` with per-call options. Not replayed after an ambiguous
+    /// failure unless the options or the tool's listed annotations say it
+    /// is read-only or idempotent.
+    pub fn call_tool(name: &str, arguments: Value, opts: CallOptions<'a>) -> Self {
+        Request {
+            first: First::Tool {
+                name: name.to_owned(),
+                arguments,
+            },
+            opts,
+            then: Box::new(|v, _| decode(v).map(Next::Done)),
+        }
+    }
+}
+
+impl Request<'static, ResourceList> {
+    /// `resources/list`, one page.
+    pub fn list_resources(cursor: Option<&str>) -> Self {
+        Self::decoded(Operation::list_resources(cursor))
+    }
+}
+
+impl Request<'static, ResourceRead> {
+    /// `resources/read`.
+    pub fn read_resource(uri: &str) -> Self {
+        Self::decoded(Operation::read_resource(uri))
+    }
+}
+
+impl Request<'static, PromptList> {
+    /// `prompts/list`, one page.
+    pub fn list_prompts(cursor: Option<&str>) -> Self {
+        Self::decoded(Operation::list_prompts(cursor))
+    }
+}
+
+impl Request<'static, PromptResult> {
+    /// `prompts/get`; `arguments` is a JSON object of strings, if any.
+    pub fn get_prompt(name: &str, arguments: Option<Value>) -> Self {
+        Self::decoded(Operation::get_prompt(name, arguments))
+    }
+}
+
+/// The client methods, declared once for both clients. `$wrap` runs a
+/// driver future the client's way (`block_on`, or nothing for async), and
+/// `$($await)*` follows it (`.await`, or nothing).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! client_methods {
+    ($($async:ident)?; $wrap:path; $($await:tt)*) => {
+        /// Starts setting up a client for the MCP endpoint at `url`.
+        pub fn builder(url: &str) -> $crate::ClientBuilder<Self> {
+            $crate::ClientBuilder::new(url)
+        }
+
+        /// Runs the initialize handshake now (it also runs implicitly on
+        /// the first call). Waits at most the await-ready deadline for a
+        /// handshake another caller started.
+        pub $($async)? fn initialize(&self) -> Result<(), $crate::Error> {
+            $wrap(self.driver.initialize()) $($await)*
+        }
+
+        /// Runs a typed [`Request`]($crate::Request): what every method
+        /// below does.
+        pub $($async)? fn send<T>(&self, request: $crate::Request<'_, T>) -> Result<T, $crate::Error> {
+            $wrap(self.driver.send(request)) $($await)*
+        }
+
+        /// Any request, answered as raw JSON. Replay-safe when the method
+        /// is read-only by the specification.
+        pub $($async)? fn request(
+            &self,
+            method: &str,
+            params: Option<$crate::__private::Value>,
+        ) -> Result<$crate::__private::Value, $crate::Error> {
+            self.send($crate::Request::raw(method, params)) $($await)*
+        }
+
+        /// `tools/list`, one page. Remembers which tools say they are
+        /// read-only or idempotent, so later calls to them may be replayed.
+        pub $($async)? fn list_tools(&self, cursor: Option<&str>) -> Result<$crate::ToolList, $crate::Error> {
+            self.send($crate::Request::list_tools(cursor)) $($await)*
+        }
+
+        /// `tools/list`, every page.
+        pub $($async)? fn all_tools(&self) -> Result<Vec<$crate::Tool>, $crate::Error> {
+            self.send($crate::Request::all_tools()) $($await)*
+        }
+
+        /// `tools/call`. Not replayed after an ambiguous failure unless the
+        /// tool was listed as read-only or idempotent.
+        pub $($async)? fn call_tool(
+            &self,
+            name: &str,
+            arguments: $crate::__private::Value,
+        ) -> Result<$crate::ToolResult, $crate::Error> {
+            self.call_tool_with(name, arguments, $crate::CallOptions::new()) $($await)*
+        }
+
+        /// `tools/call` with per-call options.
+        pub $($async)? fn call_tool_with(
+            &self,
+            name: &str,
+            arguments: $crate::__private::Value,
+            opts: $crate::CallOptions<'_>,
+        ) -> Result<$crate::ToolResult, $crate::Error> {
+            self.send($crate::Request::call_tool(name, arguments, opts)) $($await)*
+        }
+
+        /// `resources/list`, one page.
+        pub $($async)? fn list_resources(
+            &self,
+            cursor: Option<&str>,
+        ) -> Result<$crate::ResourceList, $crate::Error> {
+            self.send($crate::Request::list_resources(cursor)) $($await)*
+        }
+
+        /// `resources/read`.
+        pub $($async)? fn read_resource(&self, uri: &str) -> Result<$crate::ResourceRead, $crate::Error> {
+            self.send($crate::Request::read_resource(uri)) $($await)*
+        }
+
+        /// `prompts/list`, one page.
+        pub $($async)? fn list_prompts(&self, cursor: Option<&str>) -> Result<$crate::PromptList, $crate::Error> {
+            self.send($crate::Request::list_prompts(cursor)) $($await)*
+        }
+
+        /// `prompts/get`; `arguments` is a JSON object of strings, if any.
+        pub $($async)? fn get_prompt(
+            &self,
+            name: &str,
+            arguments: Option<$crate::__private::Value>,
+        ) -> Result<$crate::PromptResult, $crate::Error> {
+            self.send($crate::Request::get_prompt(name, arguments)) $($await)*
+        }
+
+        /// `ping`.
+        pub $($async)? fn ping(&self) -> Result<(), $crate::Error> {
+            self.send($crate::Request::ping()) $($await)*
+        }
+
+        /// Ends the session: pending calls fail with
+        /// [`CallError`]($crate::core::CallError)`::Closed`, the server gets
+        /// a DELETE (a 405 is fine), later calls fail at once.
+        pub $($async)? fn close(&self) -> Result<(), $crate::Error> {
+            $wrap(self.driver.close()) $($await)*
+        }
+
+        /// A handle to cancel a call made with
+        /// [`CallOptions::cancel`]($crate::CallOptions::cancel).
+        pub fn cancel_handle(&self) -> $crate::CancelHandle {
+            self.driver.cancel_handle()
+        }
+
+        /// The session id the server gave, if any.
+        pub fn session_id(&self) -> Option<String> {
+            self.driver.session_id()
+        }
+
+        /// The server's `serverInfo` (name, version...), once initialized.
+        pub fn server_info(&self) -> Option<$crate::__private::Value> {
+            self.initialize_result().map(|r| r["serverInfo"].clone())
+        }
+
+        /// The server's whole `InitializeResult` (capabilities, serverInfo,
+        /// instructions), once initialized.
+        pub fn initialize_result(&self) -> Option<$crate::__private::Value> {
+            self.driver.initialize_result()
+        }
+
+        /// The negotiated protocol version, once initialized.
+        pub fn protocol_version(&self) -> Option<&'static str> {
+            self.driver.protocol_version()
+        }
+
+        /// How many sessions this client has initialized (1 after the first).
+        pub fn generation(&self) -> u64 {
+            self.driver.generation()
+        }
+
+        /// The circuit breaker's state.
+        pub fn breaker_state(&self) -> $crate::core::BreakerState {
+            self.driver.breaker_state()
+        }
+    };
+}
