@@ -27,7 +27,7 @@ fn facade_core_is_the_core() {
 #[test]
 fn adapters_share_the_core() {
     fn takes_core(e: &mut mcp_recovery::core::Engine) -> u64 {
-        e.generation()
+        e.generation().get()
     }
     let mut a = mcp_recovery::blocking::core::Engine::new(mcp_recovery::smol::core::Config::new(
         "http://127.0.0.1:9/mcp",

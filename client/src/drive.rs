@@ -25,7 +25,7 @@ use event_listener::{Event, EventListener};
 use http::HeaderMap;
 use mcp_recovery_core::{
     BreakerState, CallId, Dispatcher, ExchangeId, FailureKind, HttpRequest, Input, Job, Mail,
-    Operation, ReadyStep, Step, Token, TransportFailure,
+    Operation, ReadyStep, Step, Token, TokenGeneration, TransportFailure,
 };
 use serde_json::Value;
 use std::collections::VecDeque;
@@ -52,7 +52,7 @@ pub trait Io: Clone + Send + Sync + 'static {
     fn send(
         &self,
         exchange: &Exchange<'_>,
-    ) -> impl Future<Output = Result<Self::Body, TransportFailure>> + Send;
+    ) -> impl Future<Output = Result<Response<Self::Body>, TransportFailure>> + Send;
 
     /// Waits until `listener` fires or, at the latest, `until`.
     fn wait(
@@ -85,12 +85,19 @@ pub struct Exchange<'a> {
     pub deadline: Option<Instant>,
 }
 
-/// A response: its head, then its body chunk by chunk.
-pub trait Body: Send {
+/// A response whose head is in.
+#[derive(Debug)]
+pub struct Response<B> {
     /// The HTTP status.
-    fn status(&self) -> u16;
+    pub status: u16,
     /// The headers.
-    fn headers(&self) -> &HeaderMap;
+    pub headers: HeaderMap,
+    /// The body, still to be read.
+    pub body: B,
+}
+
+/// A response body, read chunk by chunk.
+pub trait Body: Send {
     /// The next chunk, `Ok(None)` at the end, or a failure (after send: the
     /// server may have acted on the request). At most `read_timeout` of
     /// silence.
@@ -150,9 +157,12 @@ impl<I: Io> Fetch for IoFetch<I> {
                 read_timeout: self.read_timeout,
                 deadline: None,
             };
-            let mut body = self.io.send(&exchange).await?;
-            let status = body.status();
-            let headers = strings(body.headers())
+            let Response {
+                status,
+                headers,
+                mut body,
+            } = self.io.send(&exchange).await?;
+            let headers = strings(&headers)
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect();
             let mut bytes = Vec::new();
@@ -324,7 +334,7 @@ impl<I: Io> Driver<I> {
 
     fn refreshed(
         &self,
-        generation: u64,
+        generation: TokenGeneration,
         outcome: &Result<Token, RefreshError>,
         jobs: &mut VecDeque<Job>,
     ) {
@@ -386,18 +396,22 @@ impl<I: Io> Driver<I> {
             read_timeout: me.read_timeout(self.settings.read_timeout),
             deadline: me.watch.deadline,
         };
-        let mut body = match self.io.send(&x).await {
-            Ok(b) => b,
+        let Response {
+            status,
+            headers,
+            mut body,
+        } = match self.io.send(&x).await {
+            Ok(r) => r,
             // The call gave up (cancel, its own deadline): that is what cut
             // the exchange short, and its caller tells the core so.
             Err(_) if mine && me.gave_up() => return,
             Err(failure) => return fail(failure, jobs),
         };
         {
-            let headers: Vec<_> = strings(body.headers()).collect();
+            let headers: Vec<_> = strings(&headers).collect();
             let input = Input::Head {
                 exchange,
-                status: body.status(),
+                status,
                 headers: &headers,
             };
             self.feed(input, jobs);
@@ -610,7 +624,7 @@ impl<I: Io> Driver<I> {
 
     /// How many sessions this client has initialized.
     pub fn generation(&self) -> u64 {
-        self.lock().engine().generation()
+        self.lock().engine().generation().get()
     }
 
     /// The circuit breaker's state.

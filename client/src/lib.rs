@@ -26,7 +26,7 @@ pub mod __private {
 
 use mcp_recovery_core::{
     Action, BreakerConfig, CallEnd, CallError, CallId, Config, Dispatcher, Engine, Input, Job,
-    Operation, Protocol, RpcError, Token,
+    Operation, Protocol, RpcError, Token, TokenGeneration,
 };
 use serde::de::DeserializeOwned;
 use serde_json::{json, Map, Value};
@@ -91,7 +91,11 @@ pub trait TokenSource: Send + Sync {
     /// Produces a new token after the server refused the one of
     /// `generation`. Called once for all callers that failed on it (the
     /// async client runs it on a blocking-capable thread).
-    fn refresh(&self, generation: u64, challenge: Option<&str>) -> Result<Token, RefreshError> {
+    fn refresh(
+        &self,
+        generation: TokenGeneration,
+        challenge: Option<&str>,
+    ) -> Result<Token, RefreshError> {
         let _ = (generation, challenge);
         Err(RefreshError::NeedsReauth("static token".into()))
     }
@@ -316,7 +320,7 @@ impl Settings {
     pub(crate) fn refreshed(
         &self,
         d: &mut Dispatcher,
-        generation: u64,
+        generation: TokenGeneration,
         outcome: &Result<Token, RefreshError>,
         now: Instant,
         jobs: &mut VecDeque<Job>,
@@ -331,7 +335,7 @@ impl Settings {
     /// calls this off its executor).
     pub(crate) fn refresh(
         &self,
-        generation: u64,
+        generation: TokenGeneration,
         challenge: Option<&str>,
     ) -> Result<Token, RefreshError> {
         match &self.tokens {
@@ -365,7 +369,7 @@ impl Settings {
 /// Tells the engine how a refresh of `generation` went.
 fn refreshed(
     d: &mut Dispatcher,
-    generation: u64,
+    generation: TokenGeneration,
     outcome: &Result<Token, RefreshError>,
     now: Instant,
     jobs: &mut VecDeque<Job>,

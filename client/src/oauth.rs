@@ -9,7 +9,7 @@ use mcp_recovery_core::oauth::{
     self, AuthorizationRequest, BearerChallenge, Client, ClientAuth, OAuthError, ResourceMetadata,
     ServerMetadata, TokenResponse,
 };
-use mcp_recovery_core::{HttpRequest, Token, TransportFailure};
+use mcp_recovery_core::{HttpRequest, Token, TokenGeneration, TransportFailure};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -520,7 +520,11 @@ impl TokenSource for OAuth {
         Some(Duration::from_secs(at.saturating_sub(now_unix())))
     }
 
-    fn refresh(&self, _generation: u64, challenge: Option<&str>) -> Result<Token, RefreshError> {
+    fn refresh(
+        &self,
+        _generation: TokenGeneration,
+        challenge: Option<&str>,
+    ) -> Result<Token, RefreshError> {
         let step_up = challenge.is_some_and(insufficient);
         let outcome = if step_up {
             Err(RefreshError::NeedsReauth(
@@ -677,7 +681,7 @@ mod tests {
             r#"{"access_token":"a2","token_type":"Bearer","expires_in":60}"#,
         )]);
         assert_eq!(o.token().unwrap().header_value(), "Bearer a1");
-        let t = o.refresh(1, None).unwrap();
+        let t = o.refresh(TokenGeneration::new(1), None).unwrap();
         assert_eq!(t.header_value(), "Bearer a2");
         let kept = store.load().unwrap();
         assert_eq!(kept.access_token, "a2");
@@ -698,11 +702,11 @@ mod tests {
     fn a_refused_grant_needs_reauth_and_a_broken_endpoint_does_not() {
         let (o, _, _) = oauth(vec![(400, r#"{"error":"invalid_grant"}"#)]);
         assert!(matches!(
-            o.refresh(1, None),
+            o.refresh(TokenGeneration::new(1), None),
             Err(RefreshError::NeedsReauth(_))
         ));
         let (o, store, _) = oauth(vec![(502, "<html>bad gateway</html>")]);
-        match o.refresh(1, None) {
+        match o.refresh(TokenGeneration::new(1), None) {
             Err(RefreshError::Failed(m)) => assert!(!m.contains("r1"), "{m}"),
             other => panic!("{other:?}"),
         }

@@ -159,6 +159,33 @@ impl Request<'static, PromptResult> {
     }
 }
 
+/// A client type over an [`Io`](crate::drive::Io): the struct, its
+/// [`Build`](crate::Build), and its methods (see `client_methods!`).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! client {
+    ($(#[$doc:meta])* $io:ty; $($methods:tt)*) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug)]
+        pub struct Client {
+            driver: std::sync::Arc<$crate::drive::Driver<$io>>,
+        }
+
+        /// Sets up a [`Client`].
+        pub type Builder = $crate::ClientBuilder<Client>;
+
+        impl $crate::Build for Client {
+            fn build(settings: $crate::Settings) -> Result<Client, $crate::Error> {
+                $crate::drive::Driver::new(settings).map(|driver| Client { driver })
+            }
+        }
+
+        impl Client {
+            $crate::client_methods!($($methods)*);
+        }
+    };
+}
+
 /// The client methods, declared once for both clients. `$wrap` runs a
 /// driver future the client's way (`block_on`, or nothing for async), and
 /// `$($await)*` follows it (`.await`, or nothing).

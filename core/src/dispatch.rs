@@ -15,9 +15,9 @@ use crate::error::CallError;
 use crate::http::HttpRequest;
 use crate::jsonrpc::{Message, RequestId, RpcError};
 use crate::operation::Operation;
-use crate::policy::{Action, CallId, Engine, ExchangeId};
+use crate::policy::{Action, CallId, Engine, ExchangeId, SessionGeneration, TokenGeneration};
 use serde_json::Value;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
 /// How a call ended: the server's answer, or why there is none.
@@ -49,7 +49,7 @@ pub enum Job {
     /// [`Input::RefreshFailed`](crate::Input::RefreshFailed).
     Refresh {
         /// The token generation that failed.
-        generation: u64,
+        generation: TokenGeneration,
         /// The 401's `WWW-Authenticate`, if any.
         challenge: Option<String>,
     },
@@ -135,8 +135,8 @@ pub enum ReadyStep {
 #[derive(Debug)]
 pub struct Dispatcher {
     engine: Engine,
-    mail: HashMap<CallId, Mailbox>,
-    handshake: Option<Result<u64, CallError>>,
+    mail: BTreeMap<CallId, Mailbox>,
+    handshake: Option<Result<SessionGeneration, CallError>>,
     observe: bool,
     woke: bool,
 }
@@ -147,7 +147,7 @@ impl Dispatcher {
     pub fn new(engine: Engine, observe: bool) -> Self {
         Dispatcher {
             engine,
-            mail: HashMap::new(),
+            mail: BTreeMap::new(),
             handshake: None,
             observe,
             woke: false,
@@ -386,7 +386,7 @@ impl Dispatcher {
 
     /// How the last handshake ended, if it has: the generation that became
     /// ready, or the error.
-    pub fn handshake(&self) -> Option<&Result<u64, CallError>> {
+    pub fn handshake(&self) -> Option<&Result<SessionGeneration, CallError>> {
         self.handshake.as_ref()
     }
 }

@@ -80,7 +80,8 @@ pub use http::{FailureKind, HttpRequest, Method, TransportFailure};
 pub use jsonrpc::{Message, RequestId, RpcError};
 pub use operation::Operation;
 pub use policy::{
-    Action, CallId, Config, Engine, ExchangeId, Input, Recovery, Timer, MAX_ATTEMPTS,
+    Action, CallId, Config, Engine, ExchangeId, Input, Recovery, SessionGeneration, Timer,
+    TokenGeneration, MAX_ATTEMPTS,
 };
 pub use session::Protocol;
 pub use token::Token;

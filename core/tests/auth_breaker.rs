@@ -6,6 +6,7 @@ mod common;
 use common::{Harness, PY_404, URL};
 use mcp_recovery_core::{
     Action, BreakerConfig, BreakerState, CallError, Config, Input, Operation, Token,
+    TokenGeneration,
 };
 use serde_json::json;
 use std::time::Duration;
@@ -56,7 +57,7 @@ fn unauthorized_refreshes_once_for_all_concurrent_calls_and_retries_with_the_new
         h.outbox.is_empty(),
         "nothing goes out until the refresh answers"
     );
-    h.refreshed(generation, "new");
+    h.refreshed(generation.get(), "new");
     for _ in 0..5 {
         let r = h.take("tools/list");
         assert_eq!(r.bearer(), Some("Bearer new"));
@@ -95,7 +96,7 @@ fn refused_refresh_needs_reauth_without_a_loop() {
     }
     h.engine.handle_input(
         Input::RefreshFailed {
-            generation: 1,
+            generation: TokenGeneration::new(1),
             needs_reauth: true,
             message: "invalid_grant",
         },

@@ -9,11 +9,11 @@ mod common;
 use common::{Harness, Sent, PY_404, URL};
 use mcp_recovery_core::{
     Action, BreakerConfig, CallId, Config, FailureKind, Input, Method, Operation, Token,
-    TransportFailure, MAX_ATTEMPTS,
+    TokenGeneration, TransportFailure, MAX_ATTEMPTS,
 };
 use proptest::prelude::*;
 use serde_json::json;
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -106,7 +106,7 @@ struct World {
     calls: Vec<CallId>,
     /// Calls that must not be replayed: (call, sends when it failed ambiguously).
     frozen: Vec<(CallId, usize)>,
-    side_effects: HashSet<CallId>,
+    side_effects: BTreeSet<CallId>,
     tokens: u32,
     sessions: u32,
 }
@@ -120,13 +120,13 @@ impl World {
             h,
             calls: Vec::new(),
             frozen: Vec::new(),
-            side_effects: HashSet::new(),
+            side_effects: BTreeSet::new(),
             tokens: 0,
             sessions: 0,
         }
     }
 
-    fn refresh_generation(&self) -> Option<u64> {
+    fn refresh_generation(&self) -> Option<TokenGeneration> {
         self.h.events.iter().rev().find_map(|a| match a {
             Action::Refresh401 { generation, .. } => Some(*generation),
             _ => None,

@@ -20,7 +20,8 @@
 use libfuzzer_sys::fuzz_target;
 use mcp_recovery_core::{
     Action, BreakerConfig, CallId, Config, Engine, ExchangeId, FailureKind, Input, Method,
-    Operation, Protocol, RequestId, RpcError, Token, TransportFailure, MAX_ATTEMPTS,
+    Operation, Protocol, RequestId, RpcError, Token, TokenGeneration, TransportFailure,
+    MAX_ATTEMPTS,
 };
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
@@ -87,7 +88,7 @@ struct World {
     posts: HashMap<CallId, u8>,
     /// Non-idempotent calls whose request may have run: never sent again.
     frozen: HashSet<CallId>,
-    refresh: Option<u64>,
+    refresh: Option<TokenGeneration>,
     server_requests: Vec<RequestId>,
     tokens: u32,
     /// Some configured duration is zero.
@@ -372,7 +373,9 @@ impl World {
             }
             11 => {
                 if let Some(g) = self.refresh {
-                    let generation = g.wrapping_sub(u64::from(s.u8() % 4 == 0));
+                    // Now and then a stale generation, as a late answer.
+                    let stale = u64::from(s.u8() % 4 == 0);
+                    let generation = TokenGeneration::new(g.get().wrapping_sub(stale));
                     match s.u8() % 4 {
                         0 => {
                             self.tokens += 1;

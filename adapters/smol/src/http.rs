@@ -16,7 +16,8 @@ use futures_rustls::TlsConnector;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper::{HeaderMap, Request, Uri};
+use hyper::{Request, Uri};
+use mcp_recovery_client::drive::Response;
 use mcp_recovery_core::{FailureKind, HttpRequest, TransportFailure};
 use smol::net::TcpStream;
 use smol_hyper::rt::FuturesIo;
@@ -118,8 +119,6 @@ impl Lapse {
 /// A response whose body is read chunk by chunk; its connection goes back
 /// to the pool only once the body was read to its end.
 pub(crate) struct Body {
-    pub status: u16,
-    pub headers: HeaderMap,
     /// The chunk last read, lent out by `chunk`.
     current: Bytes,
     body: Incoming,
@@ -220,7 +219,7 @@ impl Http {
         &self,
         request: &HttpRequest,
         read_timeout: Duration,
-    ) -> Result<Body, TransportFailure> {
+    ) -> Result<Response<Body>, TransportFailure> {
         let uri: Uri = request
             .url
             .parse()
@@ -291,14 +290,16 @@ impl Http {
                 }
                 Some(Ok(response)) => {
                     let (head, body) = response.into_parts();
-                    return Ok(Body {
+                    return Ok(Response {
                         status: head.status.as_u16(),
                         headers: head.headers,
-                        current: Bytes::new(),
-                        body,
-                        origin,
-                        link: Some(link),
-                        idle: self.idle.clone(),
+                        body: Body {
+                            current: Bytes::new(),
+                            body,
+                            origin,
+                            link: Some(link),
+                            idle: self.idle.clone(),
+                        },
                     });
                 }
                 Some(Err(mut e)) => match e.take_message() {

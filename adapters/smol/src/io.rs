@@ -7,8 +7,7 @@ use crate::http::{Body as HttpBody, Http};
 use async_io::Timer;
 use event_listener::EventListener;
 use futures_lite::future;
-use hyper::HeaderMap;
-use mcp_recovery_client::drive::{Body, Exchange, Io};
+use mcp_recovery_client::drive::{Body, Exchange, Io, Response};
 use mcp_recovery_client::Settings;
 use mcp_recovery_core::TransportFailure;
 use std::future::Future;
@@ -24,7 +23,7 @@ impl Io for Http {
     fn send(
         &self,
         x: &Exchange<'_>,
-    ) -> impl Future<Output = Result<HttpBody, TransportFailure>> + Send {
+    ) -> impl Future<Output = Result<Response<HttpBody>, TransportFailure>> + Send {
         // Each read's timeout comes from the driver, cut to the call's
         // deadline, so `x.deadline` needs nothing more here.
         Http::send(self, x.request, x.read_timeout)
@@ -56,14 +55,6 @@ impl Io for Http {
 }
 
 impl Body for HttpBody {
-    fn status(&self) -> u16 {
-        self.status
-    }
-
-    fn headers(&self) -> &HeaderMap {
-        &self.headers
-    }
-
     fn chunk(
         &mut self,
         read_timeout: Duration,

@@ -40,28 +40,14 @@ mod io;
 pub use mcp_recovery_client::*;
 
 use crate::http::Http;
-use mcp_recovery_client::drive::Driver;
 use std::convert::identity;
-use std::sync::Arc;
 
-/// Sets up an async [`Client`].
-pub type Builder = ClientBuilder<Client>;
-
-/// An async MCP client with one session, shared by all tasks.
-#[derive(Clone, Debug)]
-pub struct Client {
-    driver: Arc<Driver<Http>>,
-}
-
-impl Build for Client {
-    fn build(s: Settings) -> Result<Client, Error> {
-        Driver::new(s).map(|driver| Client { driver })
-    }
+mcp_recovery_client::client! {
+    /// An async MCP client with one session, shared by all tasks.
+    Http; async; identity; .await
 }
 
 impl Client {
-    mcp_recovery_client::client_methods!(async; identity; .await);
-
     /// Runs the OAuth authorization flow (set up with
     /// [`ClientBuilder::oauth`]) off the executor: discovery, registration,
     /// PKCE; `open` gets the URL a person's browser must visit, and the

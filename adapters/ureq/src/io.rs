@@ -6,18 +6,16 @@
 //! runs inline, and the listening stream gets a thread of its own.
 
 use event_listener::{EventListener, Listener};
-use mcp_recovery_client::drive::{Body, Exchange, Io};
+use mcp_recovery_client::drive::{Body, Exchange, Io, Response};
 use mcp_recovery_client::Settings;
 use mcp_recovery_core::{FailureKind, HttpRequest, TransportFailure};
 use std::future::Future;
 use std::io::{self, Read};
 use std::time::{Duration, Instant};
-use ureq::http::{HeaderMap, Request};
+use ureq::http::Request;
 
-/// A response: its head, and its body read into a buffer of its own.
+/// A response body, read into a buffer of its own.
 pub(crate) struct UreqBody {
-    status: u16,
-    headers: HeaderMap,
     reader: ureq::BodyReader<'static>,
     /// Inline, so it lives in the call's future on the caller's stack: a
     /// heap buffer per exchange was measurable per call.
@@ -47,7 +45,7 @@ impl Io for Ureq {
     fn send(
         &self,
         x: &Exchange<'_>,
-    ) -> impl Future<Output = Result<UreqBody, TransportFailure>> + Send {
+    ) -> impl Future<Output = Result<Response<UreqBody>, TransportFailure>> + Send {
         let result = (|| {
             let req =
                 build(x.request).map_err(|e| TransportFailure::not_sent(FailureKind::Other, e))?;
@@ -65,12 +63,14 @@ impl Io for Ureq {
             }
             let response = config.run().map_err(failure)?;
             let (parts, body) = response.into_parts();
-            Ok(UreqBody {
+            Ok(Response {
                 status: parts.status.as_u16(),
                 headers: parts.headers,
-                // The core enforces the body size limit; the reader has none.
-                reader: body.into_with_config().limit(u64::MAX).reader(),
-                buf: [0; 8 * 1024],
+                body: UreqBody {
+                    // The core enforces the body size limit; the reader has none.
+                    reader: body.into_with_config().limit(u64::MAX).reader(),
+                    buf: [0; 8 * 1024],
+                },
             })
         })();
         std::future::ready(result)
@@ -105,14 +105,6 @@ impl Io for Ureq {
 }
 
 impl Body for UreqBody {
-    fn status(&self) -> u16 {
-        self.status
-    }
-
-    fn headers(&self) -> &HeaderMap {
-        &self.headers
-    }
-
     /// The read timeouts were set on the request (ureq's are per request):
     /// the client's per read, and the call's deadline as a whole.
     fn chunk(

@@ -36,27 +36,13 @@ pub use mcp_recovery_client::*;
 
 use crate::io::Ureq;
 use mcp_recovery_client::__private::block_on;
-use mcp_recovery_client::drive::Driver;
-use std::sync::Arc;
 
-/// Sets up a blocking [`Client`].
-pub type Builder = ClientBuilder<Client>;
-
-/// A blocking MCP client with one session, shared by all threads.
-#[derive(Clone, Debug)]
-pub struct Client {
-    driver: Arc<Driver<Ureq>>,
-}
-
-impl Build for Client {
-    fn build(s: Settings) -> Result<Client, Error> {
-        Driver::new(s).map(|driver| Client { driver })
-    }
+mcp_recovery_client::client! {
+    /// A blocking MCP client with one session, shared by all threads.
+    Ureq; ; block_on;
 }
 
 impl Client {
-    mcp_recovery_client::client_methods!(; block_on;);
-
     /// Runs the OAuth authorization flow (set up with
     /// [`ClientBuilder::oauth`]): discovery, registration, PKCE; `open` gets
     /// the URL a person's browser must visit, and the code comes back to a

@@ -5,7 +5,7 @@
 
 use mcp_recovery_core::{
     Action, CallError, CallId, Config, Engine, ExchangeId, FailureKind, HttpRequest, Input,
-    RpcError, Token, TransportFailure,
+    RpcError, Token, TokenGeneration, TransportFailure,
 };
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, VecDeque};
@@ -270,7 +270,7 @@ impl Harness {
     pub fn refreshed(&mut self, generation: u64, token: &str) {
         self.engine.handle_input(
             Input::TokenRefreshed {
-                generation,
+                generation: TokenGeneration::new(generation),
                 token: &Token::bearer(token),
             },
             self.now,

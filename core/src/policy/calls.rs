@@ -1,0 +1,502 @@
+//! The calls: each one's state from first send to its one end, and the
+//! recovery each failure leads to (auth path, session path, transport
+//! replay, stream resume), at most once per kind and [`MAX_ATTEMPTS`] sends.
+
+use super::auth::insufficient_scope;
+use super::exchange::{Exchange, Outcome, Purpose};
+use super::{later, Action, CallId, Engine, ExchangeId, Phase, Recovery, Timer, MAX_ATTEMPTS};
+use super::{SessionGeneration, TokenGeneration};
+use crate::classify::{classify, Class, Failure};
+use crate::error::{CallError, ProtocolError};
+use crate::http::{FailureKind, TransportFailure};
+use crate::jsonrpc::{RequestId, RpcError};
+use crate::operation::Operation;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Used {
+    pub(super) auth: bool,
+    pub(super) session: bool,
+    pub(super) transport: bool,
+}
+
+#[derive(Debug)]
+pub(super) enum CallState {
+    AwaitReady {
+        since: Instant,
+        deadline: Instant,
+    },
+    AwaitRefresh {
+        since: Instant,
+        deadline: Instant,
+    },
+    /// Waiting out `connect_retry_delay` before the one transport retry.
+    Backoff {
+        until: Instant,
+    },
+    InFlight {
+        exchange: ExchangeId,
+        rpc_id: i64,
+        generation: SessionGeneration,
+    },
+    /// The request went out and its event stream broke after an event id:
+    /// the stream is resumed then, within the same session.
+    Resuming {
+        until: Instant,
+        last_event_id: String,
+        rpc_id: i64,
+        generation: SessionGeneration,
+    },
+}
+
+#[derive(Debug)]
+pub(super) struct Call {
+    pub(super) op: Operation,
+    pub(super) state: CallState,
+    pub(super) attempts: u8,
+    pub(super) used: Used,
+    pub(super) probe: bool,
+    /// The recovery the next send follows, announced as `RetryOnce` when
+    /// the request actually goes out.
+    pub(super) pending: Option<Recovery>,
+    /// Resumes in a row that brought no new event.
+    pub(super) resumes: u8,
+}
+
+impl Call {
+    /// This call's deadline and why, if it waits for one.
+    pub(super) fn timer(&self, id: CallId) -> Option<(Instant, Timer)> {
+        match self.state {
+            CallState::AwaitReady { deadline, .. } => Some((deadline, Timer::AwaitReady(id))),
+            CallState::AwaitRefresh { deadline, .. } => Some((deadline, Timer::AwaitRefresh(id))),
+            CallState::Backoff { until } => Some((until, Timer::RetryAfterConnectFailure(id))),
+            CallState::Resuming { until, .. } => Some((until, Timer::ResumeStream(id))),
+            CallState::InFlight { .. } => None,
+        }
+    }
+}
+
+/// What a call's end tells the breaker.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// The server answered.
+    Reachable,
+    /// Unreachable or unrecoverable: counts.
+    Failure,
+    /// Tells nothing (cancel, timeout of a wait, auth).
+    Neutral,
+}
+
+impl Engine {
+    /// The calls' deadlines due at `now`: waits that ran out end, backoffs
+    /// send their retry, cut streams are resumed, each in call order.
+    pub(super) fn calls_timeout(&mut self, now: Instant) {
+        let mut expired = self.waiters(|s| match s {
+            CallState::AwaitReady { deadline, .. } | CallState::AwaitRefresh { deadline, .. } => {
+                *deadline <= now
+            }
+            CallState::Backoff { .. } | CallState::InFlight { .. } | CallState::Resuming { .. } => {
+                false
+            }
+        });
+        for id in expired.drain(..) {
+            let error = match self.calls.get(&id).map(|c| &c.state) {
+                Some(CallState::AwaitReady { since, .. }) => CallError::ReconnectTimeout {
+                    waited: now.saturating_duration_since(*since),
+                },
+                Some(CallState::AwaitRefresh { since, .. }) => CallError::RefreshTimeout {
+                    waited: now.saturating_duration_since(*since),
+                },
+                _ => continue,
+            };
+            self.end(id, Err(error), Verdict::Neutral, now);
+        }
+        self.scratch = expired;
+        let mut due = self.waiters(|s| matches!(s, CallState::Backoff { until } if *until <= now));
+        for id in due.drain(..) {
+            self.attempt(id, now);
+        }
+        self.scratch = due;
+        let mut due =
+            self.waiters(|s| matches!(s, CallState::Resuming { until, .. } if *until <= now));
+        for id in due.drain(..) {
+            self.resume(id, now);
+        }
+        self.scratch = due;
+    }
+
+    /// Sends the call now if the session is ready, else parks it.
+    pub(super) fn attempt(&mut self, id: CallId, now: Instant) {
+        if !matches!(self.phase, Phase::Ready) {
+            if matches!(self.phase, Phase::Idle) {
+                self.start_handshake(now);
+            }
+            let deadline = later(now, self.config.await_ready);
+            if let Some(c) = self.calls.get_mut(&id) {
+                c.state = CallState::AwaitReady {
+                    since: now,
+                    deadline,
+                };
+                self.actions
+                    .push_back(Action::AwaitReady { call: id, deadline });
+            }
+            return;
+        }
+        self.refresh_if_due(now);
+        let rpc = self.next_rpc_id();
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
+        let (request, sent_session_id) = self.session.request(
+            &RequestId::Number(rpc),
+            call.op.method(),
+            call.op.params(),
+            self.auth.token.as_ref(),
+        );
+        let exchange = self.transmit(Purpose::Call(id), Some(rpc), sent_session_id, request);
+        let generation = self.generation;
+        if let Some(c) = self.calls.get_mut(&id) {
+            if let Some(recovery) = c.pending.take() {
+                self.actions
+                    .push_back(Action::RetryOnce { call: id, recovery });
+            }
+            c.attempts += 1;
+            c.state = CallState::InFlight {
+                exchange,
+                rpc_id: rpc,
+                generation,
+            };
+        }
+    }
+
+    pub(super) fn retry(&mut self, id: CallId, recovery: Recovery, now: Instant) {
+        if let Some(c) = self.calls.get_mut(&id) {
+            c.pending = Some(recovery);
+        }
+        self.attempt(id, now);
+    }
+
+    pub(super) fn on_call(&mut self, id: CallId, ex: Exchange, outcome: Outcome, now: Instant) {
+        let ctx = ex.ctx;
+        let class = match outcome {
+            Outcome::Answer(Ok(v)) => return self.end(id, Ok(Ok(v)), Verdict::Reachable, now),
+            Outcome::Answer(Err(e)) => {
+                classify(ctx, Failure::Rpc(&e), &self.config.session_patterns)
+            }
+            // A resume the server refused (405: no resumption; 404: the
+            // session is gone) cannot tell whether the request ran.
+            // 403 insufficient_scope: the token is good but too narrow. The
+            // auth path asks for a better one (a step-up authorization),
+            // once per call like any refresh.
+            Outcome::Status { status: 403, .. }
+                if !ex.resume && insufficient_scope(&ex.challenge) =>
+            {
+                return self.on_unauthorized(id, ex.token_generation, ex.challenge, now);
+            }
+            Outcome::Status { status, .. } if ex.resume => {
+                let message = format!("resume refused: HTTP {status}");
+                let failure = TransportFailure::after_send(FailureKind::Other, message);
+                return self.on_transport_failure(id, true, failure, now);
+            }
+            Outcome::Status { status, body } => classify(
+                ctx,
+                Failure::Status {
+                    status,
+                    body: &body,
+                },
+                &self.config.session_patterns,
+            ),
+            Outcome::Transport(t) => {
+                let class = classify(ctx, Failure::Transport(&t), &self.config.session_patterns);
+                if let Class::Transport { ambiguous } = class {
+                    return self.on_transport_failure(id, ambiguous, t, now);
+                }
+                class
+            }
+            Outcome::Protocol(p) if ex.resume => {
+                let failure = TransportFailure::after_send(FailureKind::Other, p.to_string());
+                return self.on_transport_failure(id, true, failure, now);
+            }
+            Outcome::Protocol(p) => {
+                return self.end(id, Err(CallError::Protocol(p)), Verdict::Failure, now)
+            }
+            Outcome::StreamCut {
+                last_event_id,
+                retry,
+                failure,
+            } => return self.on_stream_cut(id, last_event_id, retry, failure, now),
+
+            Outcome::Accepted if ex.resume => {
+                let failure =
+                    TransportFailure::after_send(FailureKind::Other, "resume got no stream");
+                return self.on_transport_failure(id, true, failure, now);
+            }
+            Outcome::Accepted => {
+                return self.end(
+                    id,
+                    Err(CallError::Protocol(ProtocolError::NoResponse)),
+                    Verdict::Failure,
+                    now,
+                )
+            }
+        };
+        if ex.resume && !matches!(class, Class::Application(_) | Class::Cancelled) {
+            // A resumed stream that says the session or the token is gone
+            // cannot tell whether the request ran: never replay blindly.
+            let failure = TransportFailure::after_send(FailureKind::Other, "resume failed");
+            return self.on_transport_failure(id, true, failure, now);
+        }
+        match class {
+            Class::Cancelled => self.end(id, Err(CallError::Cancelled), Verdict::Neutral, now),
+            Class::Application(e) => self.end(id, Ok(Err(e)), Verdict::Reachable, now),
+            Class::Http { status, message } => {
+                let verdict = if status >= 500 {
+                    Verdict::Failure
+                } else {
+                    Verdict::Neutral
+                };
+                self.end(id, Err(CallError::Http { status, message }), verdict, now)
+            }
+            Class::Auth => self.on_unauthorized(id, ex.token_generation, ex.challenge, now),
+            Class::SessionExpired => self.on_session_expired(id, now),
+            // Handled above; classify returns it only for transport failures.
+            Class::Transport { .. } => {}
+        }
+    }
+
+    pub(super) fn spent(&self, id: CallId) -> Option<(Used, u8)> {
+        self.calls.get(&id).map(|c| (c.used, c.attempts))
+    }
+
+    pub(super) fn on_unauthorized(
+        &mut self,
+        id: CallId,
+        token_generation: TokenGeneration,
+        challenge: Option<String>,
+        now: Instant,
+    ) {
+        let Some((used, attempts)) = self.spent(id) else {
+            return;
+        };
+        if !self.config.refresh_on_401 {
+            let url = self.config.url.clone();
+            return self.end(
+                id,
+                Err(CallError::NeedsReauth { url }),
+                Verdict::Neutral,
+                now,
+            );
+        }
+        if used.auth || attempts >= MAX_ATTEMPTS {
+            return self.end(id, Err(CallError::Unauthorized), Verdict::Neutral, now);
+        }
+        if let Some(c) = self.calls.get_mut(&id) {
+            c.used.auth = true;
+        }
+        if self.request_refresh(token_generation, challenge, now) {
+            self.retry(id, Recovery::Auth, now);
+        } else if let Some(c) = self.calls.get_mut(&id) {
+            c.state = CallState::AwaitRefresh {
+                since: now,
+                deadline: later(now, self.config.refresh_timeout),
+            };
+        }
+    }
+
+    pub(super) fn on_session_expired(&mut self, id: CallId, now: Instant) {
+        let Some((used, attempts)) = self.spent(id) else {
+            return;
+        };
+        if used.session || attempts >= MAX_ATTEMPTS {
+            return self.end(id, Err(CallError::SessionLost), Verdict::Failure, now);
+        }
+        let failed_on = match self.calls.get(&id).map(|c| &c.state) {
+            Some(CallState::InFlight { generation, .. }) => *generation,
+            _ => self.generation,
+        };
+        if let Some(c) = self.calls.get_mut(&id) {
+            c.used.session = true;
+        }
+        // Single flight, keyed on the generation that failed: only a
+        // failure of the current, ready session starts a reconnect. A late
+        // failure of an older generation retries on the new one.
+        match self.phase {
+            Phase::Closed => return self.end(id, Err(CallError::Closed), Verdict::Neutral, now),
+            Phase::Ready if failed_on == self.generation => self.start_handshake(now),
+            // Already re-initialized (a late failure of an older
+            // generation) or re-initializing: just ride along.
+            _ => {}
+        }
+        self.retry(id, Recovery::Session, now);
+    }
+
+    pub(super) fn on_transport_failure(
+        &mut self,
+        id: CallId,
+        ambiguous: bool,
+        failure: TransportFailure,
+        now: Instant,
+    ) {
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
+        if ambiguous && !call.op.is_idempotent() {
+            // It may have run: replaying could run it twice.
+            let error = CallError::OutcomeUncertain {
+                method: call.op.method().to_owned(),
+                message: crate::error::sanitize(&failure.message),
+            };
+            return self.end(id, Err(error), Verdict::Failure, now);
+        }
+        if call.used.transport || call.attempts >= MAX_ATTEMPTS {
+            let error = CallError::Transport {
+                kind: failure.kind,
+                message: crate::error::sanitize(&failure.message),
+            };
+            return self.end(id, Err(error), Verdict::Failure, now);
+        }
+        let delay = self.config.connect_retry_delay;
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        c.used.transport = true;
+        if failure.kind == FailureKind::Connect && !delay.is_zero() {
+            // Nothing listens right now (a restart, a pod being replaced):
+            // the one retry waits a moment instead of failing the same way.
+            c.pending = Some(Recovery::Transport);
+            c.state = CallState::Backoff {
+                until: later(now, delay),
+            };
+        } else {
+            self.retry(id, Recovery::Transport, now);
+        }
+    }
+
+    /// The call's event stream broke after an event id: resume it after the
+    /// server's `retry:` (capped), unless resumes keep bringing nothing.
+    pub(super) fn on_stream_cut(
+        &mut self,
+        id: CallId,
+        last_event_id: String,
+        retry: Option<Duration>,
+        failure: TransportFailure,
+        now: Instant,
+    ) {
+        let max = self.config.max_resumes;
+        let delay = retry
+            .unwrap_or(self.config.resume_delay)
+            .min(self.config.max_resume_delay);
+        let session_alive = matches!(self.phase, Phase::Ready);
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let CallState::InFlight {
+            rpc_id, generation, ..
+        } = c.state
+        else {
+            return;
+        };
+        if c.resumes >= max || !session_alive || generation != self.generation {
+            return self.on_transport_failure(id, true, failure, now);
+        }
+        c.resumes += 1;
+        c.state = CallState::Resuming {
+            until: later(now, delay),
+            last_event_id,
+            rpc_id,
+            generation,
+        };
+    }
+
+    /// Sends the GET that resumes a call's stream after its last event.
+    pub(super) fn resume(&mut self, id: CallId, now: Instant) {
+        let Some(CallState::Resuming {
+            last_event_id,
+            rpc_id,
+            generation,
+            ..
+        }) = self.calls.get(&id).map(|c| &c.state)
+        else {
+            return;
+        };
+        let (last_event_id, rpc_id, generation) = (last_event_id.clone(), *rpc_id, *generation);
+        if !matches!(self.phase, Phase::Ready) || generation != self.generation {
+            // The session it belongs to is gone: the request may have run.
+            let failure =
+                TransportFailure::after_send(FailureKind::Reset, "session lost while resuming");
+            return self.on_transport_failure(id, true, failure, now);
+        }
+        let request = self
+            .session
+            .resume(&last_event_id, self.auth.token.as_ref());
+        let sent = self.session.id().is_some();
+        let exchange = self.transmit(Purpose::Call(id), Some(rpc_id), sent, request);
+        if let Some(ex) = self.exchanges.get_mut(&exchange) {
+            ex.resume = true;
+            ex.resume_from = Some(last_event_id);
+        }
+        if let Some(c) = self.calls.get_mut(&id) {
+            c.state = CallState::InFlight {
+                exchange,
+                rpc_id,
+                generation,
+            };
+        }
+    }
+
+    pub(super) fn cancel(&mut self, id: CallId, now: Instant) {
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
+        if let CallState::InFlight {
+            rpc_id, generation, ..
+        }
+        | CallState::Resuming {
+            rpc_id, generation, ..
+        } = call.state
+        {
+            // The server may be working on it: tell it to stop. Only within
+            // the session the request went to.
+            if matches!(self.phase, Phase::Ready) && generation == self.generation {
+                let params = json!({"requestId": rpc_id, "reason": "cancelled by the client"});
+                let request = self.session.notification(
+                    "notifications/cancelled",
+                    Some(&params),
+                    self.auth.token.as_ref(),
+                );
+                let sent = self.session.id().is_some();
+                self.transmit(Purpose::Notify, None, sent, request);
+            }
+        }
+        self.end(id, Err(CallError::Cancelled), Verdict::Neutral, now);
+    }
+
+    /// Ends a call exactly once: its one `Complete` or `Surface`, the
+    /// breaker's verdict, and an `Abort` for a request still in flight.
+    pub(super) fn end(
+        &mut self,
+        id: CallId,
+        result: Result<Result<Value, RpcError>, CallError>,
+        verdict: Verdict,
+        now: Instant,
+    ) {
+        let Some(call) = self.calls.remove(&id) else {
+            return;
+        };
+        if let CallState::InFlight { exchange, .. } = call.state {
+            // Still in the table means still unanswered: tell the adapter.
+            self.abort(exchange);
+        }
+        match (verdict, call.probe) {
+            (Verdict::Reachable, _) => self.breaker.success(),
+            (Verdict::Failure, _) => self.breaker.failure(now),
+            (Verdict::Neutral, true) => self.breaker.release_probe(),
+            (Verdict::Neutral, false) => {}
+        }
+        self.actions.push_back(match result {
+            Ok(result) => Action::Complete { call: id, result },
+            Err(error) => Action::Surface { call: id, error },
+        });
+    }
+}
