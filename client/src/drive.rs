@@ -17,10 +17,10 @@
 //! the caller whose request found the session gone performs the
 //! re-initialize while the others wait.
 
-use crate::oauth::{Fetch, Fetched, OAuth};
 use crate::request::{First, Next, Request};
-use crate::{answer, ready_deadline, Caller, Error, Memory, ProgressFn, RefreshError, Settings};
+use crate::{answer, ready_deadline, Caller, Credentials, Error, Memory, ProgressFn};
 use crate::{CancelHandle, Watch};
+use crate::{RefreshError, Settings};
 use event_listener::{Event, EventListener};
 use http::HeaderMap;
 use mcp_recovery_core::{
@@ -71,6 +71,24 @@ pub trait Io: Clone + Send + Sync + 'static {
     /// Runs `task` on its own (a thread, a detached task): the listening
     /// stream's reader, and what a dropped call's cancel sends.
     fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) -> Result<(), String>;
+
+    /// A TCP listener on the loopback, for the OAuth redirect.
+    type Listener: Send + Sync;
+
+    /// Binds `127.0.0.1:port` (0: any free port); returns the listener
+    /// and its port.
+    fn bind_loopback(&self, port: u16) -> std::io::Result<(Self::Listener, u16)>;
+
+    /// Accepts one connection on `listener` before `until`, reads its
+    /// request head (to the blank line, at most 16 KiB, a few seconds at
+    /// most), writes `reply(head)` back and closes it; returns the head,
+    /// or `None` once `until` passed.
+    fn serve_one(
+        &self,
+        listener: &Self::Listener,
+        until: Instant,
+        reply: fn(&[u8]) -> Vec<u8>,
+    ) -> impl Future<Output = std::io::Result<Option<Vec<u8>>>> + Send;
 }
 
 /// One request to send, with the limits on waiting for its answer.
@@ -123,7 +141,6 @@ pub struct Driver<I: Io> {
     io: I,
     settings: Settings,
     memory: Memory,
-    oauth: Option<Arc<OAuth>>,
 }
 
 impl<I: Io> fmt::Debug for Driver<I> {
@@ -139,49 +156,34 @@ impl<I: Io> fmt::Debug for Driver<I> {
 }
 
 /// Metadata and token answers are small; more is an error, not a feast.
-const OAUTH_BODY_LIMIT: usize = 1024 * 1024;
+const WHOLE_BODY_LIMIT: usize = 1024 * 1024;
 
-/// OAuth's discovery, registration and token requests over the adapter's
-/// [`Io`], read whole. The flow is blocking code, so this blocks its thread
-/// (the smol client runs it off the executor).
-struct IoFetch<I> {
-    io: I,
+/// One request read whole (OAuth's discovery, registration and token
+/// requests): its status and body.
+pub(crate) async fn fetch<I: Io>(
+    io: &I,
+    request: &HttpRequest,
     read_timeout: Duration,
-}
-
-impl<I: Io> Fetch for IoFetch<I> {
-    fn fetch(&self, request: &HttpRequest) -> Result<Fetched, TransportFailure> {
-        futures_lite::future::block_on(async {
-            let exchange = Exchange {
-                request,
-                read_timeout: self.read_timeout,
-                deadline: None,
-            };
-            let Response {
-                status,
-                headers,
-                mut body,
-            } = self.io.send(&exchange).await?;
-            let headers = strings(&headers)
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect();
-            let mut bytes = Vec::new();
-            while let Some(chunk) = body.chunk(self.read_timeout).await? {
-                if bytes.len() + chunk.len() > OAUTH_BODY_LIMIT {
-                    return Err(TransportFailure::after_send(
-                        FailureKind::Other,
-                        "answer too large",
-                    ));
-                }
-                bytes.extend_from_slice(chunk);
-            }
-            Ok(Fetched {
-                status,
-                headers,
-                body: bytes,
-            })
-        })
+) -> Result<(u16, Vec<u8>), TransportFailure> {
+    let exchange = Exchange {
+        request,
+        read_timeout,
+        deadline: None,
+    };
+    let Response {
+        status, mut body, ..
+    } = io.send(&exchange).await?;
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.chunk(read_timeout).await? {
+        if bytes.len() + chunk.len() > WHOLE_BODY_LIMIT {
+            return Err(TransportFailure::after_send(
+                FailureKind::Other,
+                "answer too large",
+            ));
+        }
+        bytes.extend_from_slice(chunk);
     }
+    Ok((status, bytes))
 }
 
 /// Ends the call if its future is dropped before the call ended (only an
@@ -216,15 +218,9 @@ impl<I: Io> Drop for CallGuard<'_, I> {
 }
 
 impl<I: Io> Driver<I> {
-    /// A driver for `settings` over its own `I`. OAuth (if configured) is
-    /// installed over the same I/O; nothing is sent yet.
+    /// A driver for `settings` over its own `I`; nothing is sent yet.
     pub fn new(mut settings: Settings) -> Result<Arc<Self>, Error> {
         let io = I::new(&settings);
-        let fetch = IoFetch {
-            io: io.clone(),
-            read_timeout: settings.read_timeout,
-        };
-        let oauth = settings.install_oauth(Arc::new(fetch));
         settings.validate()?;
         let engine = settings.engine(Instant::now());
         Ok(Arc::new(Driver {
@@ -233,7 +229,6 @@ impl<I: Io> Driver<I> {
             io,
             settings,
             memory: Memory::default(),
-            oauth,
         }))
     }
 
@@ -306,13 +301,7 @@ impl<I: Io> Driver<I> {
                         generation,
                         challenge,
                     }) => {
-                        let driver = self.clone();
-                        let outcome = self
-                            .io
-                            .blocking(move || {
-                                driver.settings.refresh(generation, challenge.as_deref())
-                            })
-                            .await;
+                        let outcome = self.refresh(generation, challenge).await;
                         self.refreshed(generation, &outcome, jobs);
                     }
                     Some(Job::ServerRequest { id, method, params }) => {
@@ -330,6 +319,29 @@ impl<I: Io> Driver<I> {
                 }
             }
         })
+    }
+
+    /// The one refresh for every caller that failed on `generation`:
+    /// OAuth's over this client's own I/O, or the application's token
+    /// source on the blocking side (it may block).
+    async fn refresh(
+        &self,
+        generation: TokenGeneration,
+        challenge: Option<String>,
+    ) -> Result<Token, RefreshError> {
+        match &self.settings.credentials {
+            Credentials::OAuth(oauth) => {
+                let timeout = self.settings.read_timeout;
+                oauth.refresh(&self.io, timeout, challenge.as_deref()).await
+            }
+            Credentials::Source(source) => {
+                let source = source.clone();
+                self.io
+                    .blocking(move || source.refresh(generation, challenge.as_deref()))
+                    .await
+            }
+            Credentials::None => Err(RefreshError::NeedsReauth("no token source".into())),
+        }
     }
 
     fn refreshed(
@@ -575,28 +587,24 @@ impl<I: Io> Driver<I> {
         self.run(&mut jobs, &mut Caller::none()).await;
     }
 
-    /// The OAuth flow's state for a client's `authorize`: the configured
-    /// OAuth and the last 401/403 challenge (where to look, what scope to
-    /// ask for).
-    pub fn authorization(&self) -> Result<(Arc<OAuth>, Option<String>), Error> {
-        let oauth = self.oauth.clone().ok_or_else(|| {
-            Error::Config("authorize needs OAuth: set it with ClientBuilder::oauth".into())
-        })?;
+    /// Runs the OAuth authorization flow over this client's own I/O,
+    /// starting from the last 401/403 challenge (where to look, what scope
+    /// to ask for); `open` gets the URL a person's browser must visit.
+    /// Calls waiting for a token go on with the new one.
+    pub async fn authorize(self: &Arc<Self>, open: impl Fn(&str) + Sync) -> Result<(), Error> {
+        let Credentials::OAuth(oauth) = &self.settings.credentials else {
+            return Err(Error::Config(
+                "authorize needs OAuth: set it with ClientBuilder::oauth".into(),
+            ));
+        };
         let challenge = self.lock().engine().last_challenge().map(str::to_owned);
-        Ok((oauth, challenge))
-    }
-
-    /// Runs the authorization flow on the adapter's blocking side, then
-    /// goes on with its token.
-    pub async fn authorize(
-        self: &Arc<Self>,
-        open: impl Fn(&str) + Send + 'static,
-    ) -> Result<(), Error> {
-        let (oauth, challenge) = self.authorization()?;
-        let token = self
-            .io
-            .blocking(move || oauth.authorize(challenge.as_deref(), &open))
-            .await?;
+        let timeout = self.settings.read_timeout;
+        // Boxed as `Send` here, where the bounds of `Io` are in sight: the
+        // compiler cannot prove it at a concrete caller (a known rustc limit
+        // with higher-ranked lifetimes in nested async code).
+        let flow: Pin<Box<dyn Future<Output = _> + Send + '_>> =
+            Box::pin(oauth.authorize(&self.io, timeout, challenge.as_deref(), &open, false));
+        let token = flow.await?;
         self.set_token(token).await;
         Ok(())
     }

@@ -237,37 +237,60 @@ pub type Observer = dyn Fn(&Action) + Send + Sync;
 #[non_exhaustive]
 pub struct Settings {
     /// The core's settings (URL, headers, deadlines, breaker...).
-    pub config: Config,
+    pub(crate) config: Config,
     /// TCP connect timeout (default 10 s).
     pub connect_timeout: Duration,
     /// Longest silence while reading a response or event stream (default 60 s).
     pub read_timeout: Duration,
     /// Default limit on a whole call, recovery included (default none).
-    pub call_timeout: Option<Duration>,
+    pub(crate) call_timeout: Option<Duration>,
     /// Where tokens come from.
-    pub tokens: Option<Arc<dyn TokenSource>>,
+    pub(crate) credentials: Credentials,
     /// Who answers server requests and notifications.
-    pub handler: Option<Arc<dyn ServerHandler>>,
+    pub(crate) handler: Option<Arc<dyn ServerHandler>>,
     /// Who watches recovery steps.
-    pub observer: Option<Arc<Observer>>,
-    /// OAuth for this server, if it needs it (installed by the adapter,
-    /// which supplies the HTTP).
-    pub oauth: Option<oauth::OAuthConfig>,
+    pub(crate) observer: Option<Arc<Observer>>,
+}
+
+/// Where a client's bearer tokens come from.
+#[derive(Clone, Default)]
+pub(crate) enum Credentials {
+    /// No token.
+    #[default]
+    None,
+    /// The application's token source (its refresh may block).
+    Source(Arc<dyn TokenSource>),
+    /// OAuth: refreshed, and authorized, by the driver over its own I/O.
+    OAuth(Arc<oauth::OAuth>),
+}
+
+impl Credentials {
+    fn token(&self) -> Option<Token> {
+        match self {
+            Credentials::None => None,
+            Credentials::Source(s) => s.token(),
+            Credentials::OAuth(o) => o.token(),
+        }
+    }
+
+    fn expires_in(&self) -> Option<Duration> {
+        match self {
+            Credentials::None => None,
+            Credentials::Source(s) => s.expires_in(),
+            Credentials::OAuth(o) => o.expires_in(),
+        }
+    }
+
+    fn can_refresh(&self) -> bool {
+        match self {
+            Credentials::None => false,
+            Credentials::Source(s) => s.can_refresh(),
+            Credentials::OAuth(_) => true,
+        }
+    }
 }
 
 impl Settings {
-    /// Turns the OAuth config into the token source, over the adapter's
-    /// HTTP; returns it for the client's `authorize`.
-    pub(crate) fn install_oauth(
-        &mut self,
-        fetch: Arc<dyn oauth::Fetch>,
-    ) -> Option<Arc<oauth::OAuth>> {
-        let config = self.oauth.take()?;
-        let o = Arc::new(oauth::OAuth::new(&self.config.url, config, fetch));
-        self.tokens = Some(o.clone());
-        Some(o)
-    }
-
     /// Checks what every adapter needs and fixes up the core config:
     /// an http(s) URL with a host, no credential in plain headers, and a
     /// 401 asks for a refresh only when the token source can refresh.
@@ -292,13 +315,13 @@ impl Settings {
                 "set credentials with bearer() or token_source()".into(),
             ));
         }
-        self.config.refresh_on_401 = self.tokens.as_ref().is_some_and(|t| t.can_refresh());
+        self.config.refresh_on_401 = self.credentials.can_refresh();
         Ok(())
     }
 
     /// The token to start with.
     pub(crate) fn initial_token(&self) -> Option<Token> {
-        self.tokens.as_ref().and_then(|t| t.token())
+        self.credentials.token()
     }
 
     /// The engine for these settings, with the starting token and its expiry.
@@ -311,7 +334,7 @@ impl Settings {
 
     /// When the token source says its token expires.
     pub(crate) fn token_expiry(&self, now: Instant) -> Option<Instant> {
-        let left = self.tokens.as_ref()?.expires_in()?;
+        let left = self.credentials.expires_in()?;
         now.checked_add(left)
     }
 
@@ -328,19 +351,6 @@ impl Settings {
         refreshed(d, generation, outcome, now, jobs);
         if outcome.is_ok() {
             d.engine_mut().set_token_expiry(self.token_expiry(now), now);
-        }
-    }
-
-    /// Runs the token source's refresh (it may block: the async client
-    /// calls this off its executor).
-    pub(crate) fn refresh(
-        &self,
-        generation: TokenGeneration,
-        challenge: Option<&str>,
-    ) -> Result<Token, RefreshError> {
-        match &self.tokens {
-            Some(t) => t.refresh(generation, challenge),
-            None => Err(RefreshError::NeedsReauth("no token source".into())),
         }
     }
 
@@ -471,10 +481,9 @@ impl<C: Build> ClientBuilder<C> {
                 connect_timeout: Duration::from_secs(10),
                 read_timeout: Duration::from_secs(60),
                 call_timeout: None,
-                tokens: None,
+                credentials: Credentials::None,
                 handler: None,
                 observer: None,
-                oauth: None,
             },
             client: PhantomData,
         }
@@ -490,14 +499,15 @@ impl<C: Build> ClientBuilder<C> {
     }
     /// Uses a token source (refreshing ones plug in here).
     pub fn token_source(mut self, source: impl TokenSource + 'static) -> Self {
-        self.settings.tokens = Some(Arc::new(source));
+        self.settings.credentials = Credentials::Source(Arc::new(source));
         self
     }
     /// Uses OAuth: tokens from `config.store`, refreshed on 401 (one
     /// refresh shared by every caller), and the client's `authorize` runs
     /// the authorization flow when there are none.
     pub fn oauth(mut self, config: oauth::OAuthConfig) -> Self {
-        self.settings.oauth = Some(config);
+        let oauth = oauth::OAuth::new(&self.settings.config.url, config);
+        self.settings.credentials = Credentials::OAuth(Arc::new(oauth));
         self
     }
     /// TCP connect timeout (default 10 s).

@@ -1,50 +1,25 @@
 //! OAuth for the clients: a token store that never loses a rotated refresh
 //! token, the refresh on 401, and the authorization flow (discovery,
-//! registration, PKCE, a loopback redirect). Every request is built and
-//! every answer parsed by the core's sans-IO `oauth` module; the adapter
-//! supplies the HTTP as a [`Fetch`].
+//! registration, PKCE, a loopback redirect). The flow is the core's sans-IO
+//! [`Flow`]; this module runs it over the
+//! client's own [`Io`] (its HTTP, its loopback listener,
+//! its way of waiting), so the async client runs it without parking a
+//! thread, and keeps the tokens in a [`TokenStore`].
 
-use crate::{RefreshError, TokenSource};
+use crate::drive::{fetch, Io};
+use crate::RefreshError;
 use mcp_recovery_core::oauth::{
-    self, AuthorizationRequest, BearerChallenge, Client, ClientAuth, OAuthError, ResourceMetadata,
-    ServerMetadata, TokenResponse,
+    self, BearerChallenge, Client, ClientAuth, Flow, FlowError, FlowParams, FlowStep, OAuthError,
+    TokenResponse,
 };
-use mcp_recovery_core::{HttpRequest, Token, TokenGeneration, TransportFailure};
+use mcp_recovery_core::{Token, TransportFailure};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-/// An HTTP response read whole.
-pub struct Fetched {
-    /// The status.
-    pub status: u16,
-    /// The headers (names lowercase).
-    pub headers: Vec<(String, String)>,
-    /// The body, up to the adapter's limit.
-    pub body: Vec<u8>,
-}
-
-impl Fetched {
-    /// The value of a header (name compared case-insensitively).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Performs one request without following redirects (a credential never
-/// follows one). Supplied by the adapter.
-pub trait Fetch: Send + Sync {
-    /// Sends `request`, reads the whole answer.
-    fn fetch(&self, request: &HttpRequest) -> Result<Fetched, TransportFailure>;
-}
 
 /// What is stored between runs: the tokens, and what is needed to refresh
 /// them without discovery. `Debug` shows no secret.
@@ -234,14 +209,16 @@ pub enum AuthError {
     /// The browser did not come back in time.
     #[error("no authorization redirect within {0:?}")]
     Timeout(Duration),
+    /// The loopback listener for the redirect failed.
+    #[error("redirect listener: {0}")]
+    Listener(std::io::Error),
 }
 
-/// OAuth for one MCP server: the refreshing [`TokenSource`] of a client and
-/// its authorization flow.
-pub struct OAuth {
+/// OAuth for one MCP server: where its client's tokens come from, their
+/// refresh, and its authorization flow.
+pub(crate) struct OAuth {
     server_url: String,
     config: OAuthConfig,
-    fetch: Arc<dyn Fetch>,
 }
 
 fn now_unix() -> u64 {
@@ -257,185 +234,136 @@ fn random_token(bytes: usize) -> Result<String, AuthError> {
     Ok(oauth::base64(&buf, true))
 }
 
+impl From<FlowError> for AuthError {
+    fn from(e: FlowError) -> Self {
+        match e {
+            FlowError::OAuth(e) => AuthError::OAuth(e),
+            FlowError::Transport(t) => AuthError::Transport(t),
+            other => AuthError::OAuth(OAuthError::Malformed(other.to_string())),
+        }
+    }
+}
+
 impl OAuth {
-    /// OAuth for the MCP server at `server_url`, over `fetch`.
-    pub fn new(server_url: &str, config: OAuthConfig, fetch: Arc<dyn Fetch>) -> Self {
+    /// OAuth for the MCP server at `server_url`.
+    pub fn new(server_url: &str, config: OAuthConfig) -> Self {
         OAuth {
             server_url: server_url.to_owned(),
             config,
-            fetch,
         }
     }
 
-    fn fetch(&self, request: &HttpRequest) -> Result<Fetched, AuthError> {
-        self.fetch.fetch(request).map_err(AuthError::Transport)
-    }
-
-    /// The first metadata document of `urls` that parses.
-    fn discover<T>(
-        &self,
-        urls: &[String],
-        parse: impl Fn(&[u8]) -> Result<T, OAuthError>,
-    ) -> Result<T, AuthError> {
-        let mut last = OAuthError::Discovery("nothing to try".into());
-        for url in urls {
-            match self.fetch(&oauth::metadata_request(url)) {
-                Ok(r) if r.status == 200 => match parse(&r.body) {
-                    Ok(md) => return Ok(md),
-                    Err(e) => last = e,
-                },
-                Ok(r) => last = OAuthError::Discovery(format!("{url}: HTTP {}", r.status)),
-                Err(AuthError::Transport(t)) => {
-                    last = OAuthError::Discovery(format!("{url}: {}", t.message))
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last.into())
-    }
-
-    /// Runs the whole authorization flow and stores the tokens: discovery
-    /// from `challenge` (a 401's `WWW-Authenticate`, if at hand) or the
-    /// well-known URIs, registration, PKCE, then `open` is called with the
-    /// URL a person's browser must visit; the code comes back to a loopback
-    /// listener. Returns the access token.
-    pub fn authorize(
-        &self,
-        challenge: Option<&str>,
-        open: &dyn Fn(&str),
-    ) -> Result<Token, AuthError> {
-        self.authorize_with(challenge, open, false)
-    }
-
-    /// The flow; with `step_up`, the scope asked for adds what the
+    /// Runs the whole authorization flow over `io` and stores the tokens:
+    /// discovery from `challenge` (a 401's `WWW-Authenticate`, if at hand)
+    /// or the well-known URIs, registration, PKCE, then `open` is called
+    /// with the URL a person's browser must visit; the code comes back to a
+    /// loopback listener. With `step_up`, the scope asked for adds what the
     /// challenge (or else the resource) names to what the stored token has.
-    fn authorize_with(
+    /// Returns the access token.
+    pub async fn authorize<I: Io>(
         &self,
+        io: &I,
+        read_timeout: Duration,
         challenge: Option<&str>,
-        open: &dyn Fn(&str),
+        open: &(dyn Fn(&str) + Sync),
         step_up: bool,
     ) -> Result<Token, AuthError> {
-        let bearer = challenge
-            .and_then(BearerChallenge::from_header)
-            .unwrap_or_default();
-        let resource = oauth::canonical_resource(&self.server_url)?;
-        let prm_urls = oauth::protected_resource_metadata_urls(
-            &self.server_url,
-            bearer.resource_metadata.as_deref(),
-        )?;
-        let prm = self.discover(&prm_urls, ResourceMetadata::parse)?;
-        let issuer = &prm.authorization_servers[0];
-        let asm = self.discover(
-            &oauth::authorization_server_metadata_urls(issuer)?,
-            ServerMetadata::parse,
-        )?;
-        asm.require_pkce()?;
-        // Scope: what was asked for, else what the 401 said, else what the
-        // resource lists.
-        let resource_scopes =
-            (!prm.scopes_supported.is_empty()).then(|| prm.scopes_supported.join(" "));
-        let scope = if step_up {
-            let had = self.config.store.load().and_then(|t| t.scope);
-            let had = had.or(self.config.scope.clone());
-            union(had.as_deref(), bearer.scope.or(resource_scopes).as_deref())
-        } else {
-            self.config
-                .scope
-                .clone()
-                .or(bearer.scope)
-                .or(resource_scopes)
-        };
-
-        let listener = TcpListener::bind(("127.0.0.1", self.config.redirect_port))?;
-        let redirect_uri = format!(
-            "http://127.0.0.1:{}/callback",
-            listener.local_addr()?.port()
-        );
-        let client = self.client(&asm, &redirect_uri, scope.as_deref())?;
-
+        let (listener, port) = io
+            .bind_loopback(self.config.redirect_port)
+            .map_err(AuthError::Listener)?;
+        let redirect_uri = format!("http://127.0.0.1:{port}/callback");
         let verifier = random_token(32)?;
-        let challenge = oauth::base64(&Sha256::digest(verifier.as_bytes()), true);
+        let code_challenge = oauth::base64(&Sha256::digest(verifier.as_bytes()), true);
         let state = random_token(16)?;
-        let url = AuthorizationRequest {
-            endpoint: &asm.authorization_endpoint,
-            client_id: &client.id,
-            redirect_uri: &redirect_uri,
-            code_challenge: &challenge,
-            state: &state,
-            scope: scope.as_deref(),
-            resource: Some(&resource),
-        }
-        .url();
-        open(&url);
-        let query = await_redirect(&listener, self.config.redirect_timeout)?;
-        let code = oauth::parse_redirect(
-            &query,
-            &state,
-            &asm.issuer,
-            asm.authorization_response_iss_parameter_supported,
-        )?;
-        let request = oauth::code_request(
-            &asm.token_endpoint,
-            &client,
-            &code,
+        let mut params = FlowParams::new(&self.server_url, &redirect_uri).pkce(
             &verifier,
-            &redirect_uri,
-            Some(&resource),
+            &code_challenge,
+            &state,
         );
-        let answer = self.fetch(&request)?;
-        let tokens = oauth::parse_token_response(answer.status, &answer.body)?;
-        let secret = match &client.auth {
-            ClientAuth::Basic(s) | ClientAuth::Post(s) => Some(s.header_value().to_owned()),
-            _ => None,
-        };
-        let stored = StoredTokens {
-            access_token: String::new(),
-            refresh_token: None,
-            expires_at: None,
-            scope,
-            token_endpoint: asm.token_endpoint.clone(),
-            client_id: client.id.clone(),
-            client_secret: secret,
-            resource,
-        };
-        self.save(stored, &tokens)
+        params.challenge = challenge.map(str::to_owned);
+        params.step_up = step_up;
+        params.scope = match step_up {
+            true => self.load(io).await.and_then(|t| t.scope),
+            false => None,
+        }
+        .or(self.config.scope.clone());
+        params.client_id.clone_from(&self.config.client_id);
+        params.client_secret.clone_from(&self.config.client_secret);
+        params
+            .client_metadata_url
+            .clone_from(&self.config.client_metadata_url);
+        params.client_name.clone_from(&self.config.client_name);
+        let (mut flow, mut step) = Flow::start(params);
+        loop {
+            step = match step {
+                FlowStep::Fetch(request) => match fetch(io, &request, read_timeout).await {
+                    Ok((status, body)) => flow.on_response(status, &body),
+                    Err(failure) => flow.on_failure(failure),
+                },
+                FlowStep::Open(url) => {
+                    open(&url);
+                    let query = self.redirect(io, &listener).await?;
+                    flow.on_redirect(&query)
+                }
+                FlowStep::Done(done) => {
+                    let secret = match &done.client.auth {
+                        ClientAuth::Basic(s) | ClientAuth::Post(s) => {
+                            Some(s.header_value().to_owned())
+                        }
+                        _ => None,
+                    };
+                    let stored = StoredTokens {
+                        access_token: String::new(),
+                        refresh_token: None,
+                        expires_at: None,
+                        scope: done.scope,
+                        token_endpoint: done.token_endpoint,
+                        client_id: done.client.id,
+                        client_secret: secret,
+                        resource: done.resource,
+                    };
+                    return self.save(io, stored, &done.tokens).await;
+                }
+                FlowStep::Failed(e) => return Err(e.into()),
+                _ => return Err(OAuthError::Malformed("unknown flow step".into()).into()),
+            };
+        }
     }
 
-    /// The client to authorize as: pre-registered, a metadata document URL
-    /// where the server takes one, or registered now.
-    fn client(
-        &self,
-        asm: &ServerMetadata,
-        redirect_uri: &str,
-        scope: Option<&str>,
-    ) -> Result<Client, AuthError> {
-        let methods = &asm.token_endpoint_auth_methods_supported;
-        if let Some(id) = &self.config.client_id {
-            return Ok(Client::with_secret(
-                id,
-                self.config.client_secret.as_deref(),
-                methods,
-            ));
+    /// Waits for the browser's GET of the redirect URI on `listener`, at
+    /// most the redirect timeout; other requests (a favicon...) get a 404.
+    async fn redirect<I: Io>(&self, io: &I, listener: &I::Listener) -> Result<String, AuthError> {
+        let timeout = self.config.redirect_timeout;
+        let until = Instant::now()
+            .checked_add(timeout)
+            .ok_or(AuthError::Timeout(timeout))?;
+        loop {
+            let head = io
+                .serve_one(listener, until, oauth::redirect_reply)
+                .await
+                .map_err(AuthError::Listener)?
+                .ok_or(AuthError::Timeout(timeout))?;
+            if let Some(query) = oauth::redirect_query(&head) {
+                return Ok(query);
+            }
         }
-        if let (Some(url), true) = (
-            &self.config.client_metadata_url,
-            asm.client_id_metadata_document_supported,
-        ) {
-            return Ok(Client::with_secret(url, None, methods));
-        }
-        let endpoint = asm.registration_endpoint.as_deref().ok_or_else(|| {
-            OAuthError::Discovery("no client id and no registration endpoint".into())
-        })?;
-        let request =
-            oauth::registration_request(endpoint, &self.config.client_name, redirect_uri, scope);
-        let answer = self.fetch(&request)?;
-        Ok(oauth::parse_registration(answer.status, &answer.body)?)
+    }
+
+    /// The stored tokens, read off the caller's path (a store may block).
+    async fn load<I: Io>(&self, io: &I) -> Option<StoredTokens> {
+        let store = self.config.store.clone();
+        io.blocking(move || store.load()).await
     }
 
     /// Stores a token answer over `base` (a rotated refresh token replaces
     /// the old one; an answer without one keeps it) and returns the access
     /// token. Saved before anyone uses the new tokens.
-    fn save(&self, mut base: StoredTokens, answer: &TokenResponse) -> Result<Token, AuthError> {
+    async fn save<I: Io>(
+        &self,
+        io: &I,
+        mut base: StoredTokens,
+        answer: &TokenResponse,
+    ) -> Result<Token, AuthError> {
         let access = answer.access_token.header_value();
         base.access_token = access.strip_prefix("Bearer ").unwrap_or(access).to_owned();
         if let Some(r) = &answer.refresh_token {
@@ -445,17 +373,21 @@ impl OAuth {
         if answer.scope.is_some() {
             base.scope = answer.scope.clone();
         }
-        self.config.store.save(&base)?;
+        let store = self.config.store.clone();
+        io.blocking(move || store.save(&base)).await?;
         Ok(answer.access_token.clone())
     }
 
     /// Refreshes the stored tokens once. `invalid_grant` and friends (or
     /// nothing to refresh) mean a person must authorize again.
-    pub fn refresh_now(&self) -> Result<Token, RefreshError> {
+    async fn refresh_now<I: Io>(
+        &self,
+        io: &I,
+        read_timeout: Duration,
+    ) -> Result<Token, RefreshError> {
         let stored = self
-            .config
-            .store
-            .load()
+            .load(io)
+            .await
             .ok_or_else(|| RefreshError::NeedsReauth("no stored tokens".into()))?;
         let refresh = stored
             .refresh_token
@@ -469,29 +401,44 @@ impl OAuth {
             Some(&stored.resource),
             None,
         );
-        let answer = self
-            .fetch(&request)
-            .map_err(|e| RefreshError::Failed(e.to_string()))?;
-        match oauth::parse_token_response(answer.status, &answer.body) {
+        let (status, body) = fetch(io, &request, read_timeout)
+            .await
+            .map_err(|e| RefreshError::Failed(AuthError::Transport(e).to_string()))?;
+        match oauth::parse_token_response(status, &body) {
             Ok(tokens) => self
-                .save(stored, &tokens)
+                .save(io, stored, &tokens)
+                .await
                 .map_err(|e| RefreshError::Failed(e.to_string())),
             Err(e) if e.needs_reauth() => Err(RefreshError::NeedsReauth(e.to_string())),
             Err(e) => Err(RefreshError::Failed(e.to_string())),
         }
     }
 
-    /// Whether the stored access token expires within `skew` (or already did).
-    pub fn expires_within(&self, skew: Duration) -> bool {
-        let at = self.config.store.load().and_then(|t| t.expires_at);
-        at.is_some_and(|at| at <= now_unix().saturating_add(skew.as_secs()))
-    }
-
-    /// A 403 `insufficient_scope`'s `WWW-Authenticate`: the scopes to ask
-    /// for on re-authorization (step-up), if it is one.
-    pub fn step_up_scope(challenge: &str) -> Option<String> {
-        let b = BearerChallenge::from_header(challenge)?;
-        (b.error.as_deref() == Some("insufficient_scope")).then_some(b.scope?)
+    /// The refresh the engine asks for after a 401 (or before expiry), or
+    /// a step-up after a 403 `insufficient_scope`: a refresh first; where a
+    /// person is needed, the authorization flow through the configured
+    /// opener, if any.
+    pub async fn refresh<I: Io>(
+        &self,
+        io: &I,
+        read_timeout: Duration,
+        challenge: Option<&str>,
+    ) -> Result<Token, RefreshError> {
+        let step_up = challenge.is_some_and(insufficient);
+        let outcome = if step_up {
+            Err(RefreshError::NeedsReauth(
+                "the token lacks a scope the server requires".into(),
+            ))
+        } else {
+            self.refresh_now(io, read_timeout).await
+        };
+        match (outcome, &self.config.opener) {
+            (Err(RefreshError::NeedsReauth(_)), Some(open)) => self
+                .authorize(io, read_timeout, challenge, open.as_ref(), step_up)
+                .await
+                .map_err(|e| RefreshError::NeedsReauth(e.to_string())),
+            (outcome, _) => outcome,
+        }
     }
 
     fn token_for_this_server(&self) -> Option<StoredTokens> {
@@ -503,42 +450,17 @@ impl OAuth {
             .load()
             .filter(|t| t.resource == resource && !t.access_token.is_empty())
     }
-}
 
-impl TokenSource for OAuth {
-    fn token(&self) -> Option<Token> {
+    /// The stored access token, if it is for this server.
+    pub fn token(&self) -> Option<Token> {
         self.token_for_this_server()
             .map(|t| Token::bearer(&t.access_token))
     }
 
-    fn can_refresh(&self) -> bool {
-        true
-    }
-
-    fn expires_in(&self) -> Option<Duration> {
+    /// How long the stored access token has left, when known.
+    pub fn expires_in(&self) -> Option<Duration> {
         let at = self.token_for_this_server()?.expires_at?;
         Some(Duration::from_secs(at.saturating_sub(now_unix())))
-    }
-
-    fn refresh(
-        &self,
-        _generation: TokenGeneration,
-        challenge: Option<&str>,
-    ) -> Result<Token, RefreshError> {
-        let step_up = challenge.is_some_and(insufficient);
-        let outcome = if step_up {
-            Err(RefreshError::NeedsReauth(
-                "the token lacks a scope the server requires".into(),
-            ))
-        } else {
-            self.refresh_now()
-        };
-        match (outcome, &self.config.opener) {
-            (Err(RefreshError::NeedsReauth(_)), Some(open)) => self
-                .authorize_with(challenge, open.as_ref(), step_up)
-                .map_err(|e| RefreshError::NeedsReauth(e.to_string())),
-            (outcome, _) => outcome,
-        }
     }
 }
 
@@ -549,110 +471,90 @@ fn insufficient(challenge: &str) -> bool {
         .is_some_and(|b| b.error.as_deref() == Some("insufficient_scope"))
 }
 
-/// Space-separated scopes of `a` and `b`, each once, in order.
-fn union(a: Option<&str>, b: Option<&str>) -> Option<String> {
-    let mut out: Vec<&str> = Vec::new();
-    for s in a.into_iter().chain(b).flat_map(str::split_whitespace) {
-        if !out.contains(&s) {
-            out.push(s);
-        }
-    }
-    (!out.is_empty()).then(|| out.join(" "))
-}
-
-/// Waits for the browser's GET on the loopback listener and answers it.
-fn await_redirect(listener: &TcpListener, timeout: Duration) -> Result<String, AuthError> {
-    listener.set_nonblocking(true)?;
-    let deadline = Instant::now() + timeout;
-    loop {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                if let Some(query) = read_callback(stream)? {
-                    return Ok(query);
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                if Instant::now() >= deadline {
-                    return Err(AuthError::Timeout(timeout));
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-/// Reads one request; the query of `GET /callback?...`, or `None` for
-/// anything else (a favicon request...).
-fn read_callback(mut stream: TcpStream) -> Result<Option<String>, AuthError> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 16 * 1024 {
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-    let head = String::from_utf8_lossy(&buf);
-    let target = head
-        .lines()
-        .next()
-        .and_then(|l| l.strip_prefix("GET "))
-        .and_then(|l| l.split(' ').next())
-        .unwrap_or("");
-    let query = target
-        .strip_prefix("/callback")
-        .map(|rest| rest.trim_start_matches('?').to_owned());
-    let body: &[u8] = match query {
-        Some(_) => b"Authorization received. You can close this window.",
-        None => b"Not found",
-    };
-    let status = if query.is_some() {
-        "200 OK"
-    } else {
-        "404 Not Found"
-    };
-    let _ = write!(
-        stream,
-        "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    let _ = stream.write_all(body);
-    Ok(query)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::drive::{Body, Exchange, Response};
+    use futures_lite::future::block_on;
+    use mcp_recovery_core::oauth::union;
     use mcp_recovery_core::FailureKind;
+    use std::future::Future;
 
     /// A token endpoint that answers each request with the next canned
     /// answer, and remembers the bodies it got.
+    #[derive(Clone, Default)]
     struct Canned {
-        answers: Mutex<Vec<(u16, &'static str)>>,
-        bodies: Mutex<Vec<String>>,
+        answers: Arc<Mutex<Vec<(u16, &'static str)>>>,
+        bodies: Arc<Mutex<Vec<String>>>,
     }
 
-    impl Fetch for Canned {
-        fn fetch(&self, request: &HttpRequest) -> Result<Fetched, TransportFailure> {
-            self.bodies
-                .lock()
-                .unwrap()
-                .push(String::from_utf8_lossy(&request.body).into_owned());
-            let (status, body) = self.answers.lock().unwrap().pop().ok_or_else(|| {
-                TransportFailure::not_sent(FailureKind::Connect, "no more answers")
-            })?;
-            Ok(Fetched {
-                status,
-                headers: vec![],
-                body: body.as_bytes().to_vec(),
-            })
+    /// A body read in one chunk.
+    struct Whole {
+        body: Vec<u8>,
+        read: bool,
+    }
+
+    impl Body for Whole {
+        async fn chunk(&mut self, _: Duration) -> Result<Option<&[u8]>, TransportFailure> {
+            let first = !std::mem::replace(&mut self.read, true);
+            Ok(first.then_some(&self.body[..]))
         }
     }
 
-    fn oauth(answers: Vec<(u16, &'static str)>) -> (OAuth, Arc<MemoryTokenStore>, Arc<Canned>) {
+    impl Io for Canned {
+        type Body = Whole;
+        type Listener = ();
+
+        fn new(_: &crate::Settings) -> Self {
+            Canned::default()
+        }
+
+        async fn send(&self, x: &Exchange<'_>) -> Result<Response<Whole>, TransportFailure> {
+            self.bodies
+                .lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&x.request.body).into_owned());
+            let (status, body) = self.answers.lock().unwrap().pop().ok_or_else(|| {
+                TransportFailure::not_sent(FailureKind::Connect, "no more answers")
+            })?;
+            Ok(Response {
+                status,
+                headers: Default::default(),
+                body: Whole {
+                    body: body.as_bytes().to_vec(),
+                    read: false,
+                },
+            })
+        }
+
+        async fn wait(&self, _: event_listener::EventListener, _: Option<Instant>) {}
+
+        fn blocking<R: Send + 'static>(
+            &self,
+            f: impl FnOnce() -> R + Send + 'static,
+        ) -> impl Future<Output = R> + Send {
+            std::future::ready(f())
+        }
+
+        fn spawn(&self, _: impl Future<Output = ()> + Send + 'static) -> Result<(), String> {
+            Err("no".into())
+        }
+
+        fn bind_loopback(&self, _: u16) -> std::io::Result<((), u16)> {
+            Err(std::io::Error::other("no listener here"))
+        }
+
+        async fn serve_one(
+            &self,
+            _: &(),
+            _: Instant,
+            _: fn(&[u8]) -> Vec<u8>,
+        ) -> std::io::Result<Option<Vec<u8>>> {
+            Ok(None)
+        }
+    }
+
+    fn oauth(answers: Vec<(u16, &'static str)>) -> (OAuth, Arc<MemoryTokenStore>, Canned) {
         let store = Arc::new(MemoryTokenStore::default());
         store
             .save(&StoredTokens {
@@ -664,30 +566,32 @@ mod tests {
                 ..StoredTokens::default()
             })
             .unwrap();
-        let fetch = Arc::new(Canned {
-            answers: Mutex::new(answers),
-            bodies: Mutex::new(vec![]),
-        });
+        let io = Canned::default();
+        *io.answers.lock().unwrap() = answers;
         let mut config = OAuthConfig::new(MemoryTokenStore::default());
         config.store = store.clone();
-        let o = OAuth::new("http://127.0.0.1:9/mcp", config, fetch.clone());
-        (o, store, fetch)
+        let o = OAuth::new("http://127.0.0.1:9/mcp", config);
+        (o, store, io)
+    }
+
+    fn refresh(o: &OAuth, io: &Canned) -> Result<Token, RefreshError> {
+        block_on(o.refresh(io, Duration::from_secs(1), None))
     }
 
     #[test]
     fn a_refresh_without_a_new_refresh_token_keeps_the_old_one() {
-        let (o, store, fetch) = oauth(vec![(
+        let (o, store, io) = oauth(vec![(
             200,
             r#"{"access_token":"a2","token_type":"Bearer","expires_in":60}"#,
         )]);
         assert_eq!(o.token().unwrap().header_value(), "Bearer a1");
-        let t = o.refresh(TokenGeneration::new(1), None).unwrap();
+        let t = refresh(&o, &io).unwrap();
         assert_eq!(t.header_value(), "Bearer a2");
         let kept = store.load().unwrap();
         assert_eq!(kept.access_token, "a2");
         assert_eq!(kept.refresh_token.as_deref(), Some("r1"));
         assert!(kept.expires_at.is_some());
-        let body = fetch.bodies.lock().unwrap()[0].clone();
+        let body = io.bodies.lock().unwrap()[0].clone();
         assert!(
             body.contains("grant_type=refresh_token&refresh_token=r1"),
             "{body}"
@@ -700,17 +604,20 @@ mod tests {
 
     #[test]
     fn a_refused_grant_needs_reauth_and_a_broken_endpoint_does_not() {
-        let (o, _, _) = oauth(vec![(400, r#"{"error":"invalid_grant"}"#)]);
+        let (o, _, io) = oauth(vec![(400, r#"{"error":"invalid_grant"}"#)]);
         assert!(matches!(
-            o.refresh(TokenGeneration::new(1), None),
+            refresh(&o, &io),
             Err(RefreshError::NeedsReauth(_))
         ));
-        let (o, store, _) = oauth(vec![(502, "<html>bad gateway</html>")]);
-        match o.refresh(TokenGeneration::new(1), None) {
+        let (o, store, io) = oauth(vec![(502, "<html>bad gateway</html>")]);
+        match refresh(&o, &io) {
             Err(RefreshError::Failed(m)) => assert!(!m.contains("r1"), "{m}"),
             other => panic!("{other:?}"),
         }
         assert_eq!(store.load().unwrap().refresh_token.as_deref(), Some("r1"));
+        // An endpoint that cannot be reached: a failure, not a re-auth.
+        let (o, _, io) = oauth(vec![]);
+        assert!(matches!(refresh(&o, &io), Err(RefreshError::Failed(_))));
     }
 
     #[test]

@@ -7,10 +7,13 @@ use crate::http::{Body as HttpBody, Http};
 use async_io::Timer;
 use event_listener::EventListener;
 use futures_lite::future;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use mcp_recovery_client::drive::{Body, Exchange, Io, Response};
 use mcp_recovery_client::Settings;
 use mcp_recovery_core::TransportFailure;
+use smol::net::TcpListener;
 use std::future::Future;
+use std::io;
 use std::time::{Duration, Instant};
 
 impl Io for Http {
@@ -52,7 +55,51 @@ impl Io for Http {
         smol::spawn(task).detach();
         Ok(())
     }
+
+    type Listener = TcpListener;
+
+    fn bind_loopback(&self, port: u16) -> io::Result<(TcpListener, u16)> {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port))?;
+        let listener = TcpListener::try_from(listener)?;
+        let port = listener.local_addr()?.port();
+        Ok((listener, port))
+    }
+
+    async fn serve_one(
+        &self,
+        listener: &TcpListener,
+        until: Instant,
+        reply: fn(&[u8]) -> Vec<u8>,
+    ) -> io::Result<Option<Vec<u8>>> {
+        let accepted = future::or(async { Some(listener.accept().await) }, async {
+            Timer::at(until).await;
+            None
+        });
+        let Some(accepted) = accepted.await else {
+            return Ok(None);
+        };
+        let (mut stream, _) = accepted?;
+        let mut head = Vec::new();
+        let mut chunk = [0u8; 1024];
+        let read_until = Instant::now() + Duration::from_secs(5);
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HEAD {
+            let read = future::or(async { Some(stream.read(&mut chunk).await) }, async {
+                Timer::at(read_until).await;
+                None
+            });
+            match read.await {
+                Some(Ok(n)) if n > 0 => head.extend_from_slice(&chunk[..n]),
+                _ => break,
+            }
+        }
+        // The browser may have gone: its page is all that is lost.
+        let _ = stream.write_all(&reply(&head)).await;
+        Ok(Some(head))
+    }
 }
+
+/// The request head a loopback listener reads at most.
+const MAX_HEAD: usize = 16 * 1024;
 
 impl Body for HttpBody {
     fn chunk(

@@ -49,11 +49,12 @@ mcp_recovery_client::client! {
 
 impl Client {
     /// Runs the OAuth authorization flow (set up with
-    /// [`ClientBuilder::oauth`]) off the executor: discovery, registration,
+    /// [`ClientBuilder::oauth`]) on this client's own I/O, no thread parked
+    /// for it: discovery, registration,
     /// PKCE; `open` gets the URL a person's browser must visit, and the
     /// code comes back to a loopback listener. The tokens are stored, and
     /// calls waiting for a token go on with the new one.
-    pub async fn authorize(&self, open: impl Fn(&str) + Send + 'static) -> Result<(), Error> {
+    pub async fn authorize(&self, open: impl Fn(&str) + Send + Sync) -> Result<(), Error> {
         self.driver.authorize(open).await
     }
 }

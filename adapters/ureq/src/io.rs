@@ -10,7 +10,8 @@ use mcp_recovery_client::drive::{Body, Exchange, Io, Response};
 use mcp_recovery_client::Settings;
 use mcp_recovery_core::{FailureKind, HttpRequest, TransportFailure};
 use std::future::Future;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
+use std::net::TcpListener;
 use std::time::{Duration, Instant};
 use ureq::http::Request;
 
@@ -102,7 +103,30 @@ impl Io for Ureq {
             .map(drop)
             .map_err(|e| e.to_string())
     }
+
+    type Listener = TcpListener;
+
+    fn bind_loopback(&self, port: u16) -> io::Result<(TcpListener, u16)> {
+        let listener = TcpListener::bind(("127.0.0.1", port))?;
+        // Polled, so the wait can end at its deadline (std has no accept
+        // timeout).
+        listener.set_nonblocking(true)?;
+        let port = listener.local_addr()?.port();
+        Ok((listener, port))
+    }
+
+    fn serve_one(
+        &self,
+        listener: &TcpListener,
+        until: Instant,
+        reply: fn(&[u8]) -> Vec<u8>,
+    ) -> impl Future<Output = io::Result<Option<Vec<u8>>>> + Send {
+        std::future::ready(serve_one(listener, until, reply))
+    }
 }
+
+/// The request head a loopback listener reads at most.
+const MAX_HEAD: usize = 16 * 1024;
 
 impl Body for UreqBody {
     /// The read timeouts were set on the request (ureq's are per request):
@@ -121,6 +145,39 @@ impl Body for UreqBody {
         };
         std::future::ready(result.map(|n| n.map(|n| &self.buf[..n])))
     }
+}
+
+/// Accepts one connection before `until`, reads its head, answers it.
+fn serve_one(
+    listener: &TcpListener,
+    until: Instant,
+    reply: fn(&[u8]) -> Vec<u8>,
+) -> io::Result<Option<Vec<u8>>> {
+    let mut stream = loop {
+        match listener.accept() {
+            Ok((stream, _)) => break stream,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if Instant::now() >= until {
+                    return Ok(None);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HEAD {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => head.extend_from_slice(&chunk[..n]),
+        }
+    }
+    // The browser may have gone: its page is all that is lost.
+    let _ = stream.write_all(&reply(&head));
+    Ok(Some(head))
 }
 
 fn build(request: &HttpRequest) -> Result<Request<&[u8]>, String> {

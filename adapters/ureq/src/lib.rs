@@ -48,10 +48,7 @@ impl Client {
     /// the URL a person's browser must visit, and the code comes back to a
     /// loopback listener. The tokens are stored, and calls waiting for a
     /// token go on with the new one.
-    pub fn authorize(&self, open: impl Fn(&str)) -> Result<(), Error> {
-        let (oauth, challenge) = self.driver.authorization()?;
-        let token = oauth.authorize(challenge.as_deref(), &open)?;
-        block_on(self.driver.set_token(token));
-        Ok(())
+    pub fn authorize(&self, open: impl Fn(&str) + Sync) -> Result<(), Error> {
+        block_on(self.driver.authorize(open))
     }
 }

@@ -1,0 +1,466 @@
+//! The authorization flow as a state machine: protected resource metadata,
+//! authorization server metadata, the client (pre-registered, a metadata
+//! document, or registered now), the authorization URL, the redirect, the
+//! code exchange. It asks for fetches and for a person to visit a URL, and
+//! takes their answers; the caller performs them (any HTTP, any loopback
+//! listener) and supplies what the core cannot make: the redirect URI it
+//! listens on, and the PKCE verifier, its S256 challenge and the state,
+//! from a random source.
+//!
+//! ```
+//! use mcp_recovery_core::oauth::{Flow, FlowParams, FlowStep};
+//!
+//! let params = FlowParams::new("https://mcp.example.com/mcp", "http://127.0.0.1:8123/callback")
+//!     .pkce("a-random-verifier", "its-s256-challenge", "a-random-state");
+//! let (mut flow, step) = Flow::start(params);
+//! // Discovery starts with the protected resource metadata.
+//! let FlowStep::Fetch(request) = step else { unreachable!() };
+//! assert!(request.url.contains("/.well-known/oauth-protected-resource"));
+//! // The resource has none: the flow tries the next place, then gives up.
+//! let step = flow.on_response(404, b"");
+//! assert!(matches!(step, FlowStep::Fetch(_)));
+//! assert!(matches!(flow.on_response(404, b""), FlowStep::Failed(_)));
+//! ```
+
+use super::*;
+use crate::http::TransportFailure;
+
+/// What a flow starts from.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct FlowParams {
+    /// The MCP server's URL.
+    pub server_url: String,
+    /// The last 401 or 403 `WWW-Authenticate`, if at hand: where to look
+    /// (`resource_metadata`) and what scope the server asked for.
+    pub challenge: Option<String>,
+    /// The scope to ask for. Without `step_up`, the challenge's or the
+    /// resource's are the fallback; with it, they are added to this one.
+    pub scope: Option<String>,
+    /// A re-authorization for more scope (a 403 `insufficient_scope`).
+    pub step_up: bool,
+    /// A pre-registered client id, if any.
+    pub client_id: Option<String>,
+    /// The pre-registered client's secret, if it has one.
+    pub client_secret: Option<String>,
+    /// An HTTPS URL of the client's metadata document, used as its id where
+    /// the authorization server takes one.
+    pub client_metadata_url: Option<String>,
+    /// The name a dynamically registered client gets.
+    pub client_name: String,
+    /// Where the authorization server sends the browser back.
+    pub redirect_uri: String,
+    /// The PKCE verifier (random, kept secret until the code exchange).
+    pub verifier: String,
+    /// Its S256 challenge: base64url(sha256(verifier)).
+    pub code_challenge: String,
+    /// The state the redirect must carry back (random).
+    pub state: String,
+}
+
+impl FlowParams {
+    /// A flow for the server at `server_url`, redirected to `redirect_uri`;
+    /// set the PKCE values with [`FlowParams::pkce`].
+    pub fn new(server_url: &str, redirect_uri: &str) -> Self {
+        FlowParams {
+            server_url: server_url.to_owned(),
+            challenge: None,
+            scope: None,
+            step_up: false,
+            client_id: None,
+            client_secret: None,
+            client_metadata_url: None,
+            client_name: "mcp-recovery".into(),
+            redirect_uri: redirect_uri.to_owned(),
+            verifier: String::new(),
+            code_challenge: String::new(),
+            state: String::new(),
+        }
+    }
+
+    /// The PKCE verifier, its S256 challenge, and the state.
+    pub fn pkce(mut self, verifier: &str, code_challenge: &str, state: &str) -> Self {
+        self.verifier = verifier.to_owned();
+        self.code_challenge = code_challenge.to_owned();
+        self.state = state.to_owned();
+        self
+    }
+}
+
+/// What the flow needs next.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum FlowStep {
+    /// Send this request (no redirects followed) and answer with
+    /// [`Flow::on_response`], or [`Flow::on_failure`] if it failed.
+    Fetch(HttpRequest),
+    /// A person's browser must visit this URL; answer with the query of
+    /// the redirect to the redirect URI ([`Flow::on_redirect`]).
+    Open(String),
+    /// Authorized.
+    Done(Box<Authorized>),
+    /// The flow failed; it is over.
+    Failed(FlowError),
+}
+
+/// Why a flow failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum FlowError {
+    /// An OAuth step failed.
+    #[error(transparent)]
+    OAuth(#[from] OAuthError),
+    /// A request could not be completed.
+    #[error("transport: {}", .0.message)]
+    Transport(TransportFailure),
+}
+
+/// The outcome of a flow: the tokens, and what refreshing them needs.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Authorized {
+    /// The token endpoint's answer.
+    pub tokens: TokenResponse,
+    /// The scope asked for.
+    pub scope: Option<String>,
+    /// The token endpoint, for refreshes.
+    pub token_endpoint: String,
+    /// The client the tokens were issued to.
+    pub client: Client,
+    /// The canonical resource (the MCP server) they are for.
+    pub resource: String,
+}
+
+#[derive(Debug)]
+enum Stage {
+    /// Trying the protected resource metadata URLs in order.
+    Resource {
+        urls: Vec<String>,
+        next: usize,
+    },
+    /// Trying the authorization server metadata URLs in order.
+    Server {
+        prm: ResourceMetadata,
+        urls: Vec<String>,
+        next: usize,
+    },
+    /// Registering a client (RFC 7591).
+    Register {
+        asm: Box<ServerMetadata>,
+        scope: Option<String>,
+    },
+    /// Waiting for the browser to come back.
+    Redirect {
+        asm: Box<ServerMetadata>,
+        client: Client,
+        scope: Option<String>,
+    },
+    /// Exchanging the code.
+    Token {
+        asm: Box<ServerMetadata>,
+        client: Client,
+        scope: Option<String>,
+    },
+    Over,
+}
+
+/// One authorization flow. Every input returns the next step; a flow that
+/// is over answers every input with [`FlowStep::Failed`].
+#[derive(Debug)]
+pub struct Flow {
+    params: FlowParams,
+    bearer: BearerChallenge,
+    resource: String,
+    stage: Stage,
+    /// The last discovery failure, reported when every URL failed.
+    last: OAuthError,
+}
+
+impl Flow {
+    /// Starts a flow: its first step is a discovery fetch.
+    pub fn start(params: FlowParams) -> (Flow, FlowStep) {
+        let bearer = params
+            .challenge
+            .as_deref()
+            .and_then(BearerChallenge::from_header)
+            .unwrap_or_default();
+        let mut flow = Flow {
+            bearer,
+            resource: String::new(),
+            stage: Stage::Over,
+            last: OAuthError::Discovery("nothing to try".into()),
+            params,
+        };
+        let first = canonical_resource(&flow.params.server_url).and_then(|resource| {
+            let urls = protected_resource_metadata_urls(
+                &flow.params.server_url,
+                flow.bearer.resource_metadata.as_deref(),
+            )?;
+            Ok((resource, urls))
+        });
+        let step = match first {
+            Ok((resource, urls)) => {
+                flow.resource = resource;
+                flow.stage = Stage::Resource { urls, next: 0 };
+                flow.discover()
+            }
+            Err(e) => flow.fail(e.into()),
+        };
+        (flow, step)
+    }
+
+    /// The answer to the last [`FlowStep::Fetch`]: its status and body.
+    pub fn on_response(&mut self, status: u16, body: &[u8]) -> FlowStep {
+        match std::mem::replace(&mut self.stage, Stage::Over) {
+            Stage::Resource { urls, next } => {
+                match Self::found(&urls, next, status, body, ResourceMetadata::parse) {
+                    Ok(prm) => self.find_server(prm),
+                    Err(e) => {
+                        self.last = e;
+                        self.stage = Stage::Resource { urls, next };
+                        self.discover()
+                    }
+                }
+            }
+            Stage::Server { prm, urls, next } => {
+                match Self::found(&urls, next, status, body, ServerMetadata::parse) {
+                    Ok(asm) => self.choose_client(prm, asm),
+                    Err(e) => {
+                        self.last = e;
+                        self.stage = Stage::Server { prm, urls, next };
+                        self.discover()
+                    }
+                }
+            }
+            Stage::Register { asm, scope } => match parse_registration(status, body) {
+                Ok(client) => self.send_to_browser(asm, client, scope),
+                Err(e) => self.fail(e.into()),
+            },
+            Stage::Token { asm, client, scope } => match parse_token_response(status, body) {
+                Ok(tokens) => {
+                    self.stage = Stage::Over;
+                    FlowStep::Done(Box::new(Authorized {
+                        tokens,
+                        scope,
+                        token_endpoint: asm.token_endpoint,
+                        client,
+                        resource: std::mem::take(&mut self.resource),
+                    }))
+                }
+                Err(e) => self.fail(e.into()),
+            },
+            stage @ Stage::Redirect { .. } => {
+                self.stage = stage;
+                self.fail(OAuthError::Malformed("no fetch was asked for".into()).into())
+            }
+            Stage::Over => self.over(),
+        }
+    }
+
+    /// The last [`FlowStep::Fetch`] failed in transport. A discovery URL
+    /// that cannot be reached is skipped; any other failure ends the flow.
+    pub fn on_failure(&mut self, failure: TransportFailure) -> FlowStep {
+        match &self.stage {
+            Stage::Resource { urls, next } | Stage::Server { urls, next, .. } => {
+                let url = urls.get(next.wrapping_sub(1)).map_or("", String::as_str);
+                self.last = OAuthError::Discovery(format!("{url}: {}", failure.message));
+                self.discover()
+            }
+            Stage::Over => self.over(),
+            _ => self.fail(FlowError::Transport(failure)),
+        }
+    }
+
+    /// The query of the browser's redirect to the redirect URI, after a
+    /// [`FlowStep::Open`]: the code, checked against the state and the
+    /// issuer (RFC 9207).
+    pub fn on_redirect(&mut self, query: &str) -> FlowStep {
+        match std::mem::replace(&mut self.stage, Stage::Over) {
+            Stage::Redirect { asm, client, scope } => {
+                let code = parse_redirect(
+                    query,
+                    &self.params.state,
+                    &asm.issuer,
+                    asm.authorization_response_iss_parameter_supported,
+                );
+                match code {
+                    Ok(code) => {
+                        let request = code_request(
+                            &asm.token_endpoint,
+                            &client,
+                            &code,
+                            &self.params.verifier,
+                            &self.params.redirect_uri,
+                            Some(&self.resource),
+                        );
+                        self.stage = Stage::Token { asm, client, scope };
+                        FlowStep::Fetch(request)
+                    }
+                    Err(e) => self.fail(e.into()),
+                }
+            }
+            Stage::Over => self.over(),
+            _ => self.fail(OAuthError::Redirect("not waiting for a redirect".into()).into()),
+        }
+    }
+
+    /// The metadata at `urls[next - 1]`, if its answer parses.
+    fn found<T>(
+        urls: &[String],
+        next: usize,
+        status: u16,
+        body: &[u8],
+        parse: impl Fn(&[u8]) -> Result<T, OAuthError>,
+    ) -> Result<T, OAuthError> {
+        let url = urls.get(next.wrapping_sub(1)).map_or("", String::as_str);
+        match status {
+            200 => parse(body),
+            _ => Err(OAuthError::Discovery(format!("{url}: HTTP {status}"))),
+        }
+    }
+
+    /// The next discovery fetch, or the failure once every URL was tried.
+    fn discover(&mut self) -> FlowStep {
+        match &mut self.stage {
+            Stage::Resource { urls, next } | Stage::Server { urls, next, .. } => {
+                match urls.get(*next) {
+                    Some(url) => {
+                        *next += 1;
+                        FlowStep::Fetch(metadata_request(url))
+                    }
+                    None => {
+                        let last = self.last.clone();
+                        self.fail(last.into())
+                    }
+                }
+            }
+            _ => self.over(),
+        }
+    }
+
+    fn find_server(&mut self, prm: ResourceMetadata) -> FlowStep {
+        let urls = match prm.authorization_servers.first() {
+            Some(issuer) => authorization_server_metadata_urls(issuer),
+            None => Err(OAuthError::Discovery("no authorization server".into())),
+        };
+        match urls {
+            Ok(urls) => {
+                self.last = OAuthError::Discovery("nothing to try".into());
+                self.stage = Stage::Server { prm, urls, next: 0 };
+                self.discover()
+            }
+            Err(e) => self.fail(e.into()),
+        }
+    }
+
+    /// The scope to ask for, then the client: pre-registered, a metadata
+    /// document where the server takes one, or registered now.
+    fn choose_client(&mut self, prm: ResourceMetadata, asm: ServerMetadata) -> FlowStep {
+        if let Err(e) = asm.require_pkce() {
+            return self.fail(e.into());
+        }
+        let resource_scopes =
+            (!prm.scopes_supported.is_empty()).then(|| prm.scopes_supported.join(" "));
+        let offered = self.bearer.scope.clone().or(resource_scopes);
+        let scope = if self.params.step_up {
+            union(self.params.scope.as_deref(), offered.as_deref())
+        } else {
+            self.params.scope.clone().or(offered)
+        };
+        let asm = Box::new(asm);
+        let methods = &asm.token_endpoint_auth_methods_supported;
+        if let Some(id) = &self.params.client_id {
+            let client = Client::with_secret(id, self.params.client_secret.as_deref(), methods);
+            return self.send_to_browser(asm, client, scope);
+        }
+        if let (Some(url), true) = (
+            &self.params.client_metadata_url,
+            asm.client_id_metadata_document_supported,
+        ) {
+            let client = Client::with_secret(url, None, methods);
+            return self.send_to_browser(asm, client, scope);
+        }
+        let Some(endpoint) = asm.registration_endpoint.as_deref() else {
+            let e = OAuthError::Discovery("no client id and no registration endpoint".into());
+            return self.fail(e.into());
+        };
+        let request = registration_request(
+            endpoint,
+            &self.params.client_name,
+            &self.params.redirect_uri,
+            scope.as_deref(),
+        );
+        self.stage = Stage::Register { asm, scope };
+        FlowStep::Fetch(request)
+    }
+
+    fn send_to_browser(
+        &mut self,
+        asm: Box<ServerMetadata>,
+        client: Client,
+        scope: Option<String>,
+    ) -> FlowStep {
+        let url = AuthorizationRequest {
+            endpoint: &asm.authorization_endpoint,
+            client_id: &client.id,
+            redirect_uri: &self.params.redirect_uri,
+            code_challenge: &self.params.code_challenge,
+            state: &self.params.state,
+            scope: scope.as_deref(),
+            resource: Some(&self.resource),
+        }
+        .url();
+        self.stage = Stage::Redirect { asm, client, scope };
+        FlowStep::Open(url)
+    }
+
+    fn fail(&mut self, e: FlowError) -> FlowStep {
+        self.stage = Stage::Over;
+        FlowStep::Failed(e)
+    }
+
+    fn over(&mut self) -> FlowStep {
+        self.fail(OAuthError::Malformed("the flow is over".into()).into())
+    }
+}
+
+/// Space-separated scopes of `a` and `b`, each once, in order.
+pub fn union(a: Option<&str>, b: Option<&str>) -> Option<String> {
+    let mut out: Vec<&str> = Vec::new();
+    for s in a.into_iter().chain(b).flat_map(str::split_whitespace) {
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    (!out.is_empty()).then(|| out.join(" "))
+}
+
+/// The query of a request head to the loopback redirect URI
+/// (`GET /callback?...`), or `None` for anything else (a favicon...).
+pub fn redirect_query(head: &[u8]) -> Option<String> {
+    let head = std::str::from_utf8(head).ok()?;
+    let target = head
+        .lines()
+        .next()?
+        .strip_prefix("GET ")?
+        .split(' ')
+        .next()?;
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    (path == "/callback").then(|| query.to_owned())
+}
+
+/// What the loopback listener answers to a request head.
+pub fn redirect_reply(head: &[u8]) -> Vec<u8> {
+    let (status, body) = match redirect_query(head) {
+        Some(_) => (
+            "200 OK",
+            "Authorization received. You can close this window.",
+        ),
+        None => ("404 Not Found", "Not found"),
+    };
+    format!(
+        "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
