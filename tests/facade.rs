@@ -34,3 +34,31 @@ fn adapters_share_the_core() {
     ));
     assert_eq!(takes_core(&mut a), 0);
 }
+
+/// What a user matches on is where the client is: no `core::` path needed
+/// to handle a failure or watch recovery.
+#[cfg(all(feature = "ureq", feature = "smol"))]
+#[test]
+fn what_users_match_on_is_beside_each_client() {
+    use mcp_recovery::blocking::{Action, CallError, Error, Recovery, RpcError};
+    fn describe(e: &Error) -> &'static str {
+        match e {
+            Error::Call(CallError::SessionLost) => "session lost",
+            Error::Call(CallError::OutcomeUncertain { .. }) => "may have run",
+            Error::Rpc(RpcError { code: -32601, .. }) => "no such method",
+            _ => "other",
+        }
+    }
+    assert_eq!(
+        describe(&Error::Call(CallError::SessionLost)),
+        "session lost"
+    );
+    let retry = Action::RetryOnce {
+        call: mcp_recovery::core::Engine::new(mcp_recovery::core::Config::new("http://h/mcp"))
+            .call(mcp_recovery::core::Operation::ping(), Instant::now()),
+        recovery: Recovery::Session,
+    };
+    assert!(!retry.is_required(), "RetryOnce only informs");
+    let _: mcp_recovery::smol::BreakerConfig = mcp_recovery::blocking::BreakerConfig::default();
+    let _: mcp_recovery::smol::Protocol = mcp_recovery::blocking::Protocol::Legacy;
+}

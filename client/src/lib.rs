@@ -1,10 +1,37 @@
 //! The client surface the `mcp-recovery` adapters share, so the blocking
 //! (`mcp-recovery-ureq`) and async (`mcp-recovery-smol`) clients take the
-//! same settings, return the same types and fail with the same errors.
+//! same settings, return the same types and fail with the same errors, and
+//! the one call driver both of them run.
 //!
-//! Nothing here does I/O or decides anything about recovery (that is
-//! [`mcp_recovery_core`]'s); it turns client methods into core
-//! [`Operation`]s and core outcomes into typed results.
+//! Recovery is decided in [`mcp_recovery_core`]; the [`drive`] module
+//! carries its decisions out over an adapter's [`drive::Io`], written once.
+//!
+//! # Map
+//!
+//! - **Setting up**: [`ClientBuilder`] (URL, headers, [`bearer`](ClientBuilder::bearer)
+//!   / [`token_source`](ClientBuilder::token_source) / [`oauth`](ClientBuilder::oauth),
+//!   timeouts, [`await_ready`](ClientBuilder::await_ready), [`breaker`](ClientBuilder::breaker),
+//!   [`listen`](ClientBuilder::listen), [`handler`](ClientBuilder::handler),
+//!   [`on_recovery`](ClientBuilder::on_recovery)); a client type implements
+//!   [`Build`].
+//! - **Calling** (methods of both clients, declared once): `initialize`,
+//!   `request` (any method), `list_tools` / `all_tools`, `call_tool` /
+//!   `call_tool_with` ([`CallOptions`]: idempotency, timeout,
+//!   [`CancelHandle`], progress), `list_resources`, `read_resource`,
+//!   `list_prompts`, `get_prompt`, `ping`, `send` (any typed [`Request`]),
+//!   `close`, `authorize`.
+//! - **Looking**: `session_id`, `server_info`, `initialize_result`,
+//!   `protocol_version`, `generation`, `breaker_state`.
+//! - **Results**: the typed MCP results in [`types`] (re-exported here).
+//! - **Failing**: [`Error`]; its [`Error::Call`] carries a [`CallError`],
+//!   the reason recovery gave up; [`RpcError`] is a server's own answer.
+//! - **Tokens and the server's own messages**: [`TokenSource`],
+//!   [`StaticToken`], [`oauth`] ([`OAuthConfig`](oauth::OAuthConfig),
+//!   token stores), [`ServerHandler`].
+//! - **Watching recovery**: [`Action`] (through `on_recovery`),
+//!   [`Recovery`], [`BreakerState`].
+//! - **Writing an adapter**: [`drive`] ([`Io`](drive::Io),
+//!   [`Body`](drive::Body), [`Driver`](drive::Driver)).
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -17,6 +44,12 @@ pub use mcp_recovery_core as core;
 pub use request::Request;
 pub use types::*;
 
+/// What a client's user matches on, from the core.
+pub use mcp_recovery_core::{
+    Action, BreakerConfig, BreakerState, CallError, FailureKind, Protocol, ProtocolError, Recovery,
+    RpcError, Token, TokenGeneration,
+};
+
 /// What `client_methods!` names from the adapters' side.
 #[doc(hidden)]
 pub mod __private {
@@ -24,10 +57,7 @@ pub mod __private {
     pub use serde_json::Value;
 }
 
-use mcp_recovery_core::{
-    Action, BreakerConfig, CallEnd, CallError, CallId, Config, Dispatcher, Engine, Input, Job,
-    Operation, Protocol, RpcError, Token, TokenGeneration,
-};
+use mcp_recovery_core::{CallEnd, CallId, Config, Dispatcher, Engine, Input, Job, Operation};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Map, Value};
 use std::collections::VecDeque;
@@ -158,7 +188,7 @@ pub struct CancelHandle {
 
 impl CancelHandle {
     /// A handle that runs `wake` (wakes the waiting call) when cancelled.
-    pub fn new(wake: Arc<dyn Fn() + Send + Sync>) -> Self {
+    pub(crate) fn new(wake: Arc<dyn Fn() + Send + Sync>) -> Self {
         CancelHandle {
             flag: Arc::new(AtomicBool::new(false)),
             wake,

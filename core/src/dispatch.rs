@@ -233,7 +233,8 @@ impl Dispatcher {
                     generation,
                     challenge,
                 }),
-                // The reader of that exchange sees `exchange_open` turn false.
+                // Informs only (`Action::is_required`): the reader of that
+                // exchange sees `exchange_open` turn false.
                 Action::Abort { .. } => {}
                 other => {
                     match &other {

@@ -14,6 +14,42 @@
 //! * Then ask [`Engine::poll_timeout`] for the next deadline (and why), and
 //!   call `handle_timeout` when it passes. Spurious calls are harmless.
 //!
+//! # Map
+//!
+//! - **[`Engine`]**, one session with one endpoint. Inputs:
+//!   [`call`](Engine::call), [`handle_input`](Engine::handle_input) (or
+//!   [`handle_response`](Engine::handle_response) for a whole response),
+//!   [`handle_timeout`](Engine::handle_timeout), [`set_token`](Engine::set_token),
+//!   [`set_token_expiry`](Engine::set_token_expiry), [`reply`](Engine::reply),
+//!   [`connect`](Engine::connect), [`close`](Engine::close). Outputs:
+//!   [`poll_action`](Engine::poll_action), [`poll_timeout`](Engine::poll_timeout)
+//!   (the deadline and its [`Timer`] reason), [`exchange_open`](Engine::exchange_open).
+//!   Queries: [`session`](Engine::session), [`generation`](Engine::generation),
+//!   [`is_ready`](Engine::is_ready), [`breaker`](Engine::breaker),
+//!   [`pending_calls`](Engine::pending_calls), [`last_challenge`](Engine::last_challenge).
+//! - **[`Action`]s a transport must carry out**: [`Action::Transmit`],
+//!   [`Action::Listen`], [`Action::Refresh401`], the call's one end
+//!   ([`Action::Complete`] or [`Action::Surface`]), and the requests among
+//!   [`Action::ServerMessage`]s (answer with [`Engine::reply`]). **Actions
+//!   that only inform** ([`Action::is_required`] is false): [`Action::Abort`]
+//!   (also visible as [`Engine::exchange_open`] turning false),
+//!   [`Action::SignalReconnect`], [`Action::AwaitReady`],
+//!   [`Action::RetryOnce`], [`Action::SessionReady`], [`Action::SessionFailed`].
+//! - **[`Dispatcher`]**: many callers on one engine. Each caller steps its
+//!   own call ([`Dispatcher::step`], [`Dispatcher::ready_step`]) and reads
+//!   its mailbox ([`Mail`]); what belongs to no call comes out as [`Job`]s
+//!   for whoever drained them. The clients' driver is this plus I/O.
+//! - **Values**: [`Operation`] (what a call sends, and whether it may be
+//!   replayed), [`Config`], [`BreakerConfig`], [`SessionPatterns`],
+//!   [`Protocol`], [`Token`], [`HttpRequest`], [`TransportFailure`], the ids
+//!   ([`CallId`], [`ExchangeId`], [`SessionGeneration`], [`TokenGeneration`]).
+//! - **Errors**: [`CallError`] (why a call ended without the server's
+//!   answer), [`ProtocolError`], [`RpcError`] (the server's own answer).
+//! - **Stand-alone sans-IO pieces**: [`sse`] (the event-stream parser),
+//!   [`classify`] (a failed exchange → its class), [`oauth`] (challenges,
+//!   discovery, token requests, and the whole authorization
+//!   [`Flow`](oauth::Flow)).
+//!
 //! The engine recovers what can be recovered without running anything twice:
 //! a 401 gets one shared token refresh, an expired session one shared
 //! re-initialize, an ambiguous transport failure a replay only for read-only
@@ -59,29 +95,30 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
-pub mod breaker;
 pub mod classify;
-pub mod dispatch;
-pub mod error;
-pub mod http;
-pub mod jsonrpc;
 pub mod oauth;
-pub mod operation;
-pub mod policy;
-pub mod session;
 pub mod sse;
-pub mod token;
+
+mod breaker;
+mod dispatch;
+mod error;
+mod http;
+mod jsonrpc;
+mod operation;
+mod policy;
+mod session;
+mod token;
 
 pub use breaker::{BreakerConfig, BreakerState};
 pub use classify::SessionPatterns;
 pub use dispatch::{CallEnd, Dispatcher, Job, Mail, ReadyStep, Step};
 pub use error::{CallError, ProtocolError};
-pub use http::{FailureKind, HttpRequest, Method, TransportFailure};
-pub use jsonrpc::{Message, RequestId, RpcError};
+pub use http::{FailureKind, HttpRequest, Method, Text, TransportFailure};
+pub use jsonrpc::{code as error_code, Message, MessageError, RequestId, RpcError};
 pub use operation::Operation;
 pub use policy::{
     Action, CallId, Config, Engine, ExchangeId, Input, Recovery, SessionGeneration, Timer,
     TokenGeneration, MAX_ATTEMPTS,
 };
-pub use session::Protocol;
+pub use session::{Protocol, Session, LATEST_LEGACY_VERSION, MODERN_VERSION};
 pub use token::Token;

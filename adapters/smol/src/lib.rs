@@ -27,6 +27,10 @@
 //! # Ok::<(), mcp_recovery_smol::Error>(())
 //! ```
 //!
+//! The client is the shared call driver ([`drive`]) awaited on the
+//! caller's task, over this crate's `Io`; its methods are the blocking
+//! client's, as `async fn`s (see `mcp_recovery_client` for the map).
+//!
 //! HTTP is hyper 1's connection API over smol's sockets (via `smol-hyper`)
 //! and `futures-rustls` with the ring provider set explicitly; see the
 //! `http` module for why. Timers are `async-io`'s, set to the core's

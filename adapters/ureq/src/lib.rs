@@ -5,8 +5,20 @@
 //! what may be replayed, when to give up) is the core's. One [`Client`] holds
 //! one session and is shared by any number of threads (`Clone` is cheap):
 //! when the session is lost, the thread that saw it first re-initializes it,
-//! the others wait on a condvar until it is ready or their deadline passes,
-//! and every call is sent at most [`core::MAX_ATTEMPTS`] times.
+//! the others wait (parked on an event) until it is ready or their deadline
+//! passes, and every call is sent at most [`core::MAX_ATTEMPTS`] times.
+//!
+//! The client is the shared call driver ([`drive`]) run to its end on the
+//! calling thread, over this crate's blocking `Io`: ureq for HTTP, a parked
+//! thread for waiting, a thread for the listening stream. Its methods, in
+//! groups (the async client has the same ones): setting up with
+//! [`Client::builder`]; calling with [`Client::call_tool`] and friends
+//! (`request`, `list_tools`, `all_tools`, `call_tool_with`,
+//! `list_resources`, `read_resource`, `list_prompts`, `get_prompt`,
+//! `ping`, `send`), [`Client::initialize`], [`Client::close`],
+//! [`Client::authorize`]; looking with `session_id`, `server_info`,
+//! `initialize_result`, `protocol_version`, `generation`,
+//! `breaker_state`; cancelling with [`Client::cancel_handle`].
 //!
 //! ```no_run
 //! use mcp_recovery_ureq::Client;
@@ -24,7 +36,8 @@
 //!
 //! Transport: HTTP/1.1 with keep-alive, redirects off (a bearer token never
 //! follows one), `timeout_per_read` as the idle limit of a response or SSE
-//! stream (never a global timeout on a stream), responses as JSON or SSE.
+//! stream, and a global timeout only at a call's own deadline; responses as
+//! JSON or SSE.
 //! Settings, typed results and errors are shared with the async client
 //! (`mcp-recovery-client`).
 #![deny(missing_docs)]

@@ -20,7 +20,8 @@ pub enum Recovery {
     Transport,
 }
 
-/// Something for the caller of the core to do or know. Drain with
+/// Something for the caller of the core to do or know: some must be
+/// carried out, others only inform ([`Action::is_required`]). Drain with
 /// [`Engine::poll_action`](crate::Engine::poll_action) until `None` after every input.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -123,6 +124,31 @@ pub enum Action {
         /// The message.
         message: Message,
     },
+}
+
+impl Action {
+    /// Whether a transport must act on this action for the engine to make
+    /// progress: send the request, open the stream, refresh the token,
+    /// hand the call its end, answer the server's request. The others
+    /// (`Abort`, `SignalReconnect`, `AwaitReady`, `RetryOnce`,
+    /// `SessionReady`, `SessionFailed`, server notifications) only inform:
+    /// dropping them loses a log line, never a call.
+    pub fn is_required(&self) -> bool {
+        match self {
+            Action::Transmit { .. }
+            | Action::Listen { .. }
+            | Action::Refresh401 { .. }
+            | Action::Complete { .. }
+            | Action::Surface { .. } => true,
+            Action::ServerMessage { message, .. } => matches!(message, Message::Request { .. }),
+            Action::Abort { .. }
+            | Action::SignalReconnect { .. }
+            | Action::AwaitReady { .. }
+            | Action::RetryOnce { .. }
+            | Action::SessionReady { .. }
+            | Action::SessionFailed { .. } => false,
+        }
+    }
 }
 
 /// Why [`Engine::poll_timeout`](crate::Engine::poll_timeout) wants to be woken.
