@@ -2,7 +2,8 @@
 //! answer an input, so each path runs here without a socket or a clock.
 
 use mcp_recovery_core::oauth::{
-    redirect_query, redirect_reply, Flow, FlowError, FlowParams, FlowStep, OAuthError,
+    redirect_head_done, redirect_query, redirect_reply, Flow, FlowError, FlowParams, FlowStep,
+    OAuthError,
 };
 use mcp_recovery_core::{FailureKind, HttpRequest, TransportFailure};
 use serde_json::{json, Value};
@@ -209,4 +210,8 @@ fn the_loopback_answers_only_its_callback_path() {
             .unwrap()
             .starts_with("HTTP/1.1 404"));
     }
+    // The listener reads up to the blank line, or 16 KiB at most.
+    assert!(!redirect_head_done(b"GET /callback?code=a HTTP/1.1\r\n"));
+    assert!(redirect_head_done(head));
+    assert!(redirect_head_done(&vec![b'a'; 16 * 1024]));
 }

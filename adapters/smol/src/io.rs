@@ -10,6 +10,7 @@ use futures_lite::future;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use mcp_recovery_client::drive::{Body, Exchange, Io, Response};
 use mcp_recovery_client::Settings;
+use mcp_recovery_core::oauth::redirect_head_done;
 use mcp_recovery_core::TransportFailure;
 use smol::net::TcpListener;
 use std::future::Future;
@@ -82,7 +83,7 @@ impl Io for Http {
         let mut head = Vec::new();
         let mut chunk = [0u8; 1024];
         let read_until = Instant::now() + Duration::from_secs(5);
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HEAD {
+        while !redirect_head_done(&head) {
             let read = future::or(async { Some(stream.read(&mut chunk).await) }, async {
                 Timer::at(read_until).await;
                 None
@@ -97,9 +98,6 @@ impl Io for Http {
         Ok(Some(head))
     }
 }
-
-/// The request head a loopback listener reads at most.
-const MAX_HEAD: usize = 16 * 1024;
 
 impl Body for HttpBody {
     fn chunk(

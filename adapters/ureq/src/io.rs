@@ -8,6 +8,7 @@
 use event_listener::{EventListener, Listener};
 use mcp_recovery_client::drive::{Body, Exchange, Io, Response};
 use mcp_recovery_client::Settings;
+use mcp_recovery_core::oauth::redirect_head_done;
 use mcp_recovery_core::{FailureKind, HttpRequest, TransportFailure};
 use std::future::Future;
 use std::io::{self, Read, Write};
@@ -125,9 +126,6 @@ impl Io for Ureq {
     }
 }
 
-/// The request head a loopback listener reads at most.
-const MAX_HEAD: usize = 16 * 1024;
-
 impl Body for UreqBody {
     /// The read timeouts were set on the request (ureq's are per request):
     /// the client's per read, and the call's deadline as a whole.
@@ -169,7 +167,7 @@ fn serve_one(
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut head = Vec::new();
     let mut chunk = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HEAD {
+    while !redirect_head_done(&head) {
         match stream.read(&mut chunk) {
             Ok(0) | Err(_) => break,
             Ok(n) => head.extend_from_slice(&chunk[..n]),

@@ -464,3 +464,12 @@ pub fn redirect_reply(head: &[u8]) -> Vec<u8> {
     )
     .into_bytes()
 }
+
+/// The most of a request head the loopback listener reads.
+pub const MAX_REDIRECT_HEAD: usize = 16 * 1024;
+
+/// Whether the loopback listener has read enough of a request head: up to
+/// its blank line, or up to [`MAX_REDIRECT_HEAD`].
+pub fn redirect_head_done(head: &[u8]) -> bool {
+    head.len() >= MAX_REDIRECT_HEAD || head.windows(4).any(|w| w == b"\r\n\r\n")
+}
