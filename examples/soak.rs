@@ -403,7 +403,7 @@ fn call_class(c: &CallError) -> String {
         CallError::NeedsReauth { .. } => "NeedsReauth".into(),
         CallError::RefreshFailed { .. } => "RefreshFailed".into(),
         CallError::Unauthorized => "Unauthorized".into(),
-        CallError::SessionLost => "SessionLost".into(),
+        CallError::SessionLost { .. } => "SessionLost".into(),
         CallError::OutcomeUncertain { .. } => "OutcomeUncertain".into(),
         CallError::Transport { kind, .. } => format!("Transport({kind:?})"),
         CallError::Http { status, .. } => format!("Http({status})"),

@@ -465,11 +465,11 @@ fn oauth_that_cannot_authorize_exits_4() {
 }
 
 /// The Python server's idle timeout set far below a round trip: it forgets
-/// each session the moment initialize is answered, so the handshake's own
-/// `notifications/initialized` gets 404 "Session not found". No session
-/// can be had: exit 3. (`CallError::SessionLost` proper, a session lost
-/// again right after a successful re-initialize, needs the server to forget
-/// it between two of our requests; no real server does that on cue.)
+/// each session about as soon as it made it. Where it forgets decides the
+/// path: before the handshake's own `notifications/initialized` (no
+/// session can be had), or between that and the call, on the first session
+/// and again on the fresh one (`SessionLost`). Which one is the server's
+/// timing, not ours; both are exit 3 and both say what the server said.
 #[test]
 fn a_server_that_forgets_every_session_at_once_is_exit_3() {
     let peer = Peer::start(Kind::Python {
@@ -478,7 +478,10 @@ fn a_server_that_forgets_every_session_at_once_is_exit_3() {
     });
     let run = at(&peer.url(), &["call", "echo", r#"{"text": "x"}"#]).expect(3);
     assert!(
-        run.stderr.starts_with("mcpr: session not established: "),
+        run.stderr.starts_with("mcpr: session not established: ")
+            || run
+                .stderr
+                .starts_with("mcpr: session lost and not recovered: "),
         "{}",
         run.stderr
     );

@@ -43,14 +43,18 @@ fn what_users_match_on_is_beside_each_client() {
     use mcp_recovery::blocking::{Action, CallError, Error, Recovery, RpcError};
     fn describe(e: &Error) -> &'static str {
         match e {
-            Error::Call(CallError::SessionLost) => "session lost",
+            Error::Call(CallError::SessionLost { .. }) => "session lost",
             Error::Call(CallError::OutcomeUncertain { .. }) => "may have run",
             Error::Rpc(RpcError { code: -32601, .. }) => "no such method",
             _ => "other",
         }
     }
     assert_eq!(
-        describe(&Error::Call(CallError::SessionLost)),
+        describe(&Error::Call(CallError::SessionLost {
+            status: 404,
+            code: None,
+            message: String::new()
+        })),
         "session lost"
     );
     let retry = Action::RetryOnce {

@@ -130,7 +130,7 @@ pub fn fault_matrix<C: Mcp>() {
         |e| {
             matches!(
                 cause(e),
-                CallError::SessionLost | CallError::Http { status: 404, .. }
+                CallError::SessionLost { .. } | CallError::Http { status: 404, .. }
             )
         },
     );

@@ -7,8 +7,13 @@
 //! 3. 404 on a request that carried `Mcp-Session-Id`, unless the body is
 //!    JSON-RPC -32601 (unknown method), is an expired session;
 //! 4. 400 naming a missing or invalid session while we sent an id is too;
-//! 5. last, a JSON-RPC error message is matched against a narrow,
-//!    case-insensitive, user-extendable allow-list.
+//! 5. last, a JSON-RPC error in an answer is an expired session only when
+//!    its whole message, after a known prefix (`Invalid params:`, `MCP
+//!    error -32602:`...), is one of a narrow, case-insensitive,
+//!    user-extendable allow-list of phrases. Servers echo user input in
+//!    their errors (a prompt named "Session not found", a tool's own
+//!    "Browser session not found"): a phrase among other words is the
+//!    server's answer, never a reason to send the request again.
 //!
 //! Nothing takes the session path when the request carried no session id, or
 //! when the protocol has no sessions (2026-07-28 and later). An error code
@@ -18,8 +23,10 @@ use crate::http::{FailureKind, TransportFailure};
 use crate::jsonrpc::{self, code, RpcError};
 use std::borrow::Cow;
 
-/// Substrings that mean "the server no longer knows this session", as real
-/// servers phrase it. Matched case-insensitively.
+/// Phrases that mean "the server no longer knows this session", as real
+/// servers phrase it. Matched case-insensitively: as the whole message of a
+/// JSON-RPC error answer (after a known prefix), as a substring of an HTTP
+/// error body (401, 400) to a request that carried a session id.
 pub const DEFAULT_SESSION_PATTERNS: &[&str] = &[
     "invalid or expired session",
     "expired session",
@@ -71,12 +78,80 @@ impl SessionPatterns {
         }
     }
 
-    /// Whether `message` says the session is gone.
+    /// Whether `message` contains a phrase (for HTTP error bodies, which
+    /// the transport writes, not the application).
     pub fn matches(&self, message: &str) -> bool {
         self.lowercase
             .iter()
             .any(|p| contains_ignore_ascii_case(message, p))
     }
+
+    /// Whether `message` is, as a whole, a phrase: after the prefixes
+    /// servers put in front ([`strip_prefixes`]), without surrounding
+    /// spaces and a final `.` or `!`, optionally followed by `: <id>` (one
+    /// word of letters, digits, `-` and `_`: "Unknown session: 3f2a"). For
+    /// JSON-RPC error answers, whose messages may echo the caller's input.
+    pub fn is_session_message(&self, message: &str) -> bool {
+        let core = strip_prefixes(message).trim_end_matches(['.', '!']).trim();
+        let core = match core.rsplit_once(':') {
+            Some((head, id)) if is_id(id.trim()) => head.trim_end(),
+            _ => core,
+        };
+        self.lowercase.iter().any(|p| core.eq_ignore_ascii_case(p))
+    }
+}
+
+/// Labels servers put before an error's message: `MCP error -32602: `
+/// (TypeScript SDK), `Invalid params: ` (the seed's server), `Bad Request: `
+/// (TypeScript examples), `Unauthorized: ` (rmcp), `Error: `.
+const MESSAGE_PREFIXES: &[&str] = &[
+    "invalid params:",
+    "invalid request:",
+    "bad request:",
+    "unauthorized:",
+    "not found:",
+    "error:",
+];
+
+/// `message` without the labels servers put in front of it, any number
+/// of them, in any order (`MCP error -32602: Invalid params: ...`).
+pub fn strip_prefixes(message: &str) -> &str {
+    let mut rest = message.trim();
+    loop {
+        let before = rest.len();
+        if let Some(after) = strip_ascii_prefix(rest, "mcp error") {
+            // `MCP error -32602:`: the code, then the colon.
+            let after = after.trim_start();
+            let after = after.strip_prefix('-').unwrap_or(after);
+            let after = after.trim_start_matches(|c: char| c.is_ascii_digit());
+            if let Some(after) = after.strip_prefix(':') {
+                rest = after.trim_start();
+            }
+        }
+        for p in MESSAGE_PREFIXES {
+            if let Some(after) = strip_ascii_prefix(rest, p) {
+                rest = after.trim_start();
+            }
+        }
+        if rest.len() == before {
+            return rest;
+        }
+    }
+}
+
+/// A session id as servers print it: one word of ASCII letters, digits,
+/// `-` and `_`.
+fn is_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn strip_ascii_prefix<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
 }
 
 /// Case-insensitive substring search without allocating; `needle` is lowercase.
@@ -158,7 +233,7 @@ impl Class {
     }
 }
 
-fn message_of(body: &[u8]) -> (Option<RpcError>, Cow<'_, str>) {
+pub(crate) fn message_of(body: &[u8]) -> (Option<RpcError>, Cow<'_, str>) {
     match jsonrpc::error_of_body(body) {
         Some(e) => {
             let m = Cow::Owned(e.message.clone());
@@ -174,7 +249,7 @@ pub fn classify(ctx: Context, failure: Failure<'_>, patterns: &SessionPatterns) 
         Failure::Transport(t) if t.kind == FailureKind::Cancelled => Class::Cancelled,
         Failure::Transport(t) => Class::Transport { ambiguous: t.sent },
         Failure::Rpc(e) => {
-            if ctx.session_possible() && patterns.matches(&e.message) {
+            if ctx.session_possible() && patterns.is_session_message(&e.message) {
                 Class::SessionExpired
             } else {
                 Class::Application(e.clone())
@@ -279,6 +354,36 @@ mod tests {
     fn case_insensitive() {
         assert_eq!(rpc("SESSION NOT FOUND"), Class::SessionExpired);
         assert_eq!(rpc("InVaLiD oR eXpIrEd SeSsIoN"), Class::SessionExpired);
+    }
+
+    /// Servers echo the caller's input: a phrase among other words is the
+    /// server's answer (issue: a prompt named "Session not found", a
+    /// browser tool's "Browser session not found").
+    #[test]
+    fn a_phrase_among_other_words_is_the_servers_answer() {
+        for m in [
+            "MCP error -32602: Prompt Session not found not found",
+            "Prompt Session not found not found",
+            "Unknown prompt: Session not found",
+            "Resource session not found/x not found",
+            "Browser session not found",
+            "Error executing tool x: session expired while scraping",
+            "The session expired. Log in to the site again.",
+            "Tool Unknown session: abc not found",
+            "Unknown session: two words",
+        ] {
+            assert!(matches!(rpc(m), Class::Application(_)), "{m:?}");
+        }
+        // The whole message, after a known label, is a phrase: expired.
+        for m in [
+            "MCP error -32001: Session not found",
+            "Invalid params: Invalid or expired session.",
+            "Bad Request: session expired",
+            "  Unknown session: 3f2a-9b_c  ",
+            "mcp error -32600: invalid request: SESSION NOT FOUND!",
+        ] {
+            assert_eq!(rpc(m), Class::SessionExpired, "{m:?}");
+        }
     }
 
     #[test]
@@ -393,7 +498,7 @@ mod tests {
         p.add("   ");
         let c = classify(
             SESSION,
-            Failure::Rpc(&RpcError::new(1, "Fehler: SITZUNG ABGELAUFEN")),
+            Failure::Rpc(&RpcError::new(1, "Error: SITZUNG ABGELAUFEN")),
             &p,
         );
         assert_eq!(c, Class::SessionExpired);

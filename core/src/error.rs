@@ -52,9 +52,20 @@ pub enum CallError {
     /// Still 401 after one refresh, or the refresh returned the same token.
     #[error("unauthorized (HTTP 401) and the token could not be renewed")]
     Unauthorized,
-    /// The session was lost again after one reconnect on this call.
-    #[error("session lost again after re-initializing")]
-    SessionLost,
+    /// The session was lost again after one reconnect on this call; what
+    /// the server last said.
+    #[error("session lost again after re-initializing: HTTP {status}{}{}",
+        .code.map(|c| format!(", code {c}")).unwrap_or_default(),
+        if .message.is_empty() { String::new() } else { format!(": {}", .message) })]
+    SessionLost {
+        /// The HTTP status of the last rejection (200 for a JSON-RPC error
+        /// in an answer).
+        status: u16,
+        /// Its JSON-RPC error code, if it had one.
+        code: Option<i64>,
+        /// Its message, cut and cleaned.
+        message: String,
+    },
     /// The transport failed after the request was sent and the operation is
     /// not safe to replay: it may or may not have run on the server.
     #[error("outcome uncertain: `{method}` may have run on the server ({message})")]

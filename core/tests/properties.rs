@@ -373,3 +373,41 @@ proptest! {
         prop_assert!(h.sent.iter().filter(|s| s.call == Some(call) && s.request.method == Method::Post).count() <= MAX_ATTEMPTS as usize);
     }
 }
+
+/// Words with no label in them (no colon): what a tool or a prompt might
+/// put around a session phrase it echoes.
+fn words() -> impl Strategy<Value = Vec<String>> {
+    prop::collection::vec("[a-zA-Z0-9]{1,8}", 0..4)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// A JSON-RPC error whose message merely contains a session phrase
+    /// (other words before or after it) is the server's answer: the call is
+    /// sent once, never again, and the session is kept.
+    #[test]
+    fn a_phrase_among_words_never_causes_a_second_send(
+        before in words(),
+        after in words(),
+        phrase in prop::sample::select(mcp_recovery_core::classify::DEFAULT_SESSION_PATTERNS.to_vec()),
+        code in prop::sample::select(vec![-32602i64, -32600, -32603, -32000, -32001]),
+    ) {
+        prop_assume!(!before.is_empty() || !after.is_empty());
+        let message = before
+            .iter()
+            .map(String::as_str)
+            .chain([phrase])
+            .chain(after.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut h = Harness::ready();
+        let call = h.call(Operation::call_tool("t", json!({})));
+        let s = h.take("tools/call");
+        h.rpc_error(&s, code, &message);
+        prop_assert!(matches!(h.outcome(call), Ok(Err(e)) if e.message == message));
+        prop_assert_eq!(h.sent_count("tools/call"), 1);
+        prop_assert_eq!(h.reconnects(), 0);
+        prop_assert!(h.outbox.is_empty());
+    }
+}

@@ -80,9 +80,67 @@ fn no_retry_loop_when_the_retry_fails_too() {
         h.handshake("s2");
         let retry = h.take(&method);
         h.rpc_error(&retry, -32602, "Session expired");
-        assert_eq!(h.error(call), &CallError::SessionLost);
+        // Said again on a fresh session: that is the server's answer.
+        assert!(
+            matches!(h.outcome(call), Ok(Err(e)) if e.code == -32602 && e.message == "Session expired")
+        );
         assert_eq!(h.reconnects(), 1);
         assert!(h.outbox.is_empty(), "nothing more is sent");
+    }
+}
+
+#[test]
+fn a_session_lost_twice_says_what_the_server_said() {
+    for op in operations() {
+        let method = op.method().to_owned();
+        let mut h = Harness::ready();
+        let call = h.call(op);
+        let s = h.take(&method);
+        h.respond(
+            s.exchange,
+            404,
+            &[("content-type", "application/json")],
+            PY_404,
+        );
+        h.handshake("s2");
+        let retry = h.take(&method);
+        h.respond(
+            retry.exchange,
+            404,
+            &[("content-type", "application/json")],
+            TS_404,
+        );
+        assert_eq!(
+            h.error(call),
+            &CallError::SessionLost {
+                status: 404,
+                code: Some(-32001),
+                message: "Session not found".into()
+            }
+        );
+        assert_eq!(h.reconnects(), 1);
+        assert!(h.outbox.is_empty(), "nothing more is sent");
+    }
+}
+
+/// A tool's own error that merely contains a session phrase is its answer:
+/// sent once, the session kept (a browser-automation tool's "Browser
+/// session not found").
+#[test]
+fn a_tools_own_session_words_are_its_answer_and_it_runs_once() {
+    for message in [
+        "Browser session not found",
+        "MCP error -32602: Prompt Session not found not found",
+        "Error executing tool: session expired while scraping",
+    ] {
+        let mut h = Harness::ready();
+        let call = h.call(Operation::call_tool("browse", json!({})));
+        let s = h.take("tools/call");
+        h.rpc_error(&s, -32000, message);
+        assert!(matches!(h.outcome(call), Ok(Err(e)) if e.message == message));
+        assert_eq!(h.sent_count("tools/call"), 1, "{message}: sent once");
+        assert_eq!(h.reconnects(), 0, "{message}: the session is kept");
+        assert!(h.engine.is_ready());
     }
 }
 

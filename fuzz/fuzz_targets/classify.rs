@@ -2,8 +2,9 @@
 //! and transport failures: it never panics, a cancel never recovers, the
 //! session path needs a session id on a sessionful protocol, only 401 is
 //! the auth path, a transport failure keeps its ambiguity, messages
-//! surfaced are bounded and clean, and a phrase added to the allow-list
-//! matches itself in any ASCII case.
+//! surfaced are bounded and clean, a JSON-RPC error is an expired session
+//! only when its whole message is a phrase, and a phrase added to the
+//! allow-list matches itself in any ASCII case.
 //!
 //! Input: `[flags][status hi][status lo][code: 8 bytes][rest...]`, where the
 //! rest is a body or a message, optionally `phrase\0message`.
@@ -62,6 +63,11 @@ fuzz_target!(|data: &[u8]| {
                 })
                 .collect();
             assert!(patterns.matches(&format!("x {flipped} y")), "{p:?}");
+            // Alone, it is a whole session message (a phrase of words; one
+            // with a label or a colon in it reads as a label and an id).
+            if p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b' ') {
+                assert!(patterns.is_session_message(&flipped), "{p:?}");
+            }
         }
     }
     let text = String::from_utf8_lossy(rest);
@@ -91,6 +97,8 @@ fuzz_target!(|data: &[u8]| {
             match &class {
                 Class::SessionExpired => {
                     assert!(session_possible);
+                    // The whole message is a phrase, never one among words.
+                    assert!(patterns.is_session_message(&e.message));
                     assert!(patterns.matches(&e.message));
                 }
                 Class::Application(got) => assert_eq!(got, &e),

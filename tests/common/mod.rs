@@ -180,6 +180,11 @@ impl Peer {
         self.count("initialize")
     }
 
+    /// Runs of the Python peer's `fail` tool, across restarts.
+    pub fn failures(&self) -> u64 {
+        self.count("fail")
+    }
+
     /// Executions of `counter_increment`, across restarts.
     pub fn counter(&self) -> u64 {
         self.count("counter")

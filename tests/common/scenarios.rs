@@ -157,6 +157,39 @@ pub fn op<C: Mcp>(c: &C, which: &str) {
 
 /// The handshake and all seven operations, tool annotations, an `isError`
 /// result, raw requests, progress, and close.
+/// Servers echo the caller's input in their errors: a prompt named
+/// "Session not found" and a tool whose own error says "Browser session not
+/// found" get the server's answer back, sent once, on the same session.
+pub fn servers_own_session_words_are_answers<C: Mcp>(kind: Kind) {
+    let peer = Peer::start(kind);
+    let c: C = client(&peer);
+    c.initialize().unwrap();
+    let session = c.session_id();
+    for name in ["Session not found", "Invalid or expired session"] {
+        match c.get_prompt(name, None) {
+            Err(Error::Rpc(e)) => assert!(e.message.contains(name), "{e:?}"),
+            other => panic!("prompts/get {name:?}: expected the server's error, got {other:?}"),
+        }
+    }
+    if matches!(kind, Kind::Python { .. }) {
+        let message = "Browser session not found";
+        match c.call_tool("fail", json!({ "message": message })) {
+            Err(Error::Rpc(e)) => assert_eq!(e.message, message),
+            other => panic!("expected the tool's own error, got {other:?}"),
+        }
+        assert_eq!(peer.failures(), 1, "the tool ran once");
+    }
+    assert_eq!(c.generation(), 1, "no re-initialize");
+    assert_eq!(c.session_id(), session, "the same session");
+    assert_eq!(peer.initializes(), 1);
+    assert_eq!(
+        c.call_tool("echo", json!({"text": "still here"}))
+            .unwrap()
+            .text(),
+        "still here"
+    );
+}
+
 pub fn all_operations<C: Mcp>(kind: Kind) {
     let peer = Peer::start(kind);
     let c: C = client(&peer);
@@ -804,6 +837,14 @@ macro_rules! scenario_tests {
         #[test]
         fn oauth_16_callers_on_an_expired_token_share_one_refresh() {
             oauth_herd_shares_one_refresh::<$c>();
+        }
+        #[test]
+        fn python_servers_own_session_words_are_answers() {
+            servers_own_session_words_are_answers::<$c>(PY_SSE);
+        }
+        #[test]
+        fn ts_servers_own_session_words_are_answers() {
+            servers_own_session_words_are_answers::<$c>(TS_JSON);
         }
         #[test]
         fn python_sse_all_operations() {

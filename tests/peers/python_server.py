@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from starlette.responses import JSONResponse
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
+from mcp.shared.exceptions import MCPError
 from mcp.server.streamable_http import EventMessage, EventStore
 from mcp.types import ToolAnnotations
 
@@ -114,6 +115,14 @@ async def counter_increment(delay_ms: int = 0) -> int:
     if delay_ms:
         await asyncio.sleep(delay_ms / 1000)
     return n
+
+
+@app.tool(annotations=ToolAnnotations(readOnlyHint=False, idempotentHint=False))
+def fail(message: str) -> str:
+    """Counts a run, then fails with a JSON-RPC error carrying `message`
+    (a tool whose own error may name a session: "Browser session not found")."""
+    bump("fail")
+    raise MCPError(-32000, message)
 
 
 @app.tool(annotations=ToolAnnotations(readOnlyHint=False, idempotentHint=False))

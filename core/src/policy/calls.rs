@@ -88,6 +88,13 @@ pub(super) enum Verdict {
     Neutral,
 }
 
+/// What the server sent when it said the session is gone.
+pub(super) struct SessionEvidence {
+    status: u16,
+    code: Option<i64>,
+    message: String,
+}
+
 impl Engine {
     /// The calls' deadlines due at `now`: waits that ran out end, backoffs
     /// send their retry, cut streams are resumed, each in call order.
@@ -179,10 +186,21 @@ impl Engine {
 
     pub(super) fn on_call(&mut self, id: CallId, ex: Exchange, outcome: Outcome, now: Instant) {
         let ctx = ex.ctx;
+        // What the server said, for a `SessionLost` or for the caller.
+        let mut evidence = SessionEvidence {
+            status: ex.status,
+            code: None,
+            message: String::new(),
+        };
+        let mut answer = None;
         let class = match outcome {
             Outcome::Answer(Ok(v)) => return self.end(id, Ok(Ok(v)), Verdict::Reachable, now),
             Outcome::Answer(Err(e)) => {
-                classify(ctx, Failure::Rpc(&e), &self.config.session_patterns)
+                let class = classify(ctx, Failure::Rpc(&e), &self.config.session_patterns);
+                evidence.code = Some(e.code);
+                evidence.message.clone_from(&e.message);
+                answer = Some(e);
+                class
             }
             // A resume the server refused (405: no resumption; 404: the
             // session is gone) cannot tell whether the request ran.
@@ -199,14 +217,20 @@ impl Engine {
                 let failure = TransportFailure::after_send(FailureKind::Other, message);
                 return self.on_transport_failure(id, true, failure, now);
             }
-            Outcome::Status { status, body } => classify(
-                ctx,
-                Failure::Status {
-                    status,
-                    body: &body,
-                },
-                &self.config.session_patterns,
-            ),
+            Outcome::Status { status, body } => {
+                let (code, message) = crate::classify::message_of(&body);
+                evidence.status = status;
+                evidence.code = code.map(|e| e.code);
+                evidence.message = message.into_owned();
+                classify(
+                    ctx,
+                    Failure::Status {
+                        status,
+                        body: &body,
+                    },
+                    &self.config.session_patterns,
+                )
+            }
             Outcome::Transport(t) => {
                 let class = classify(ctx, Failure::Transport(&t), &self.config.session_patterns);
                 if let Class::Transport { ambiguous } = class {
@@ -259,7 +283,15 @@ impl Engine {
                 self.end(id, Err(CallError::Http { status, message }), verdict, now)
             }
             Class::Auth => self.on_unauthorized(id, ex.token_generation, ex.challenge, now),
-            Class::SessionExpired => self.on_session_expired(id, now),
+            Class::SessionExpired => match answer {
+                // The whole message is a session phrase, but this call was
+                // already re-sent on a fresh session and got it again: that
+                // is what the server has to say, not a session to recover.
+                Some(e) if self.spent(id).is_some_and(|(used, _)| used.session) => {
+                    self.end(id, Ok(Err(e)), Verdict::Reachable, now)
+                }
+                _ => self.on_session_expired(id, evidence, now),
+            },
             // Handled above; classify returns it only for transport failures.
             Class::Transport { .. } => {}
         }
@@ -304,12 +336,22 @@ impl Engine {
         }
     }
 
-    pub(super) fn on_session_expired(&mut self, id: CallId, now: Instant) {
+    pub(super) fn on_session_expired(
+        &mut self,
+        id: CallId,
+        evidence: SessionEvidence,
+        now: Instant,
+    ) {
         let Some((used, attempts)) = self.spent(id) else {
             return;
         };
         if used.session || attempts >= MAX_ATTEMPTS {
-            return self.end(id, Err(CallError::SessionLost), Verdict::Failure, now);
+            let error = CallError::SessionLost {
+                status: evidence.status,
+                code: evidence.code,
+                message: crate::error::sanitize(&evidence.message),
+            };
+            return self.end(id, Err(error), Verdict::Failure, now);
         }
         let failed_on = match self.calls.get(&id).map(|c| &c.state) {
             Some(CallState::InFlight { generation, .. }) => *generation,

@@ -100,7 +100,9 @@ pub fn classify_call(e: &CallError) -> (Exit, &'static str) {
     const LOST: &str = "session lost and not recovered";
     const REAUTH: &str = "needs re-authorization";
     match e {
-        CallError::SessionLost | CallError::ReconnectTimeout { .. } => (Exit::SessionLost, LOST),
+        CallError::SessionLost { .. } | CallError::ReconnectTimeout { .. } => {
+            (Exit::SessionLost, LOST)
+        }
         CallError::InitializeRejected(_) => (Exit::SessionLost, LOST),
         // A handshake that failed because the server is down, the token was
         // refused, the breaker is open or the call timed out is classed by
@@ -147,7 +149,17 @@ mod tests {
         let code = |e: Error| classify(&e).0.code();
         assert_eq!(code(Error::Rpc(RpcError::new(-32601, "no"))), 1);
         assert_eq!(code(Error::Config("bad URL".into())), 2);
-        assert_eq!(code(CallError::SessionLost.into()), 3);
+        assert_eq!(
+            code(
+                CallError::SessionLost {
+                    status: 404,
+                    code: None,
+                    message: String::new()
+                }
+                .into()
+            ),
+            3
+        );
         assert_eq!(
             code(
                 CallError::ReconnectTimeout {
