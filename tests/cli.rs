@@ -211,6 +211,7 @@ fn bad_input_exits_2_and_sends_nothing() {
         &["--url", &url, "--header", "X-Key=secret-value", "ping"],
         &["--url", &url, "--header", "Authorization: Bearer x", "ping"],
         &["--url", &url, "ping", "--repeat", "0"],
+        &["--url", &url, "--timeout", "0", "ping"],
         &["--url", &url, "no-such-command"],
         &["--url", "not a url", "ping"],
         &["--url", "ftp://127.0.0.1/mcp", "ping"],

@@ -247,6 +247,42 @@ pub fn breaker_counts_failures_not_answers<C: Mcp>() {
 /// A server that keeps an answered event stream open (the spec says it
 /// SHOULD close it) must not hold the call up: the answer is the end of the
 /// call, and what is left of the stream is read off the caller's path.
+/// A server that hands out a fresh cursor with every page of 500 tools:
+/// `all_tools` stops at its bound with a typed error instead of growing
+/// without end, and the client goes on.
+fn endless_pagination_is_bounded<C: Mcp>() {
+    let server = FaultServer::start();
+    let big = 1 << 20; // a page is about 560 KB
+    let c: C = builder(&server)
+        .max_body_size(big)
+        .max_pages(20)
+        .build()
+        .unwrap();
+    server.set(Fault::EndlessPages);
+    match c.all_tools() {
+        Err(Error::TooManyPages { pages, items }) => {
+            assert_eq!(pages, 20);
+            assert_eq!(items, 20 * 500);
+        }
+        other => panic!("expected TooManyPages, got {other:?}"),
+    }
+    // The item bound alone stops it too (the default 10 000 items is 20 pages).
+    let c: C = builder(&server)
+        .max_body_size(big)
+        .max_pages(1000)
+        .build()
+        .unwrap();
+    match c.all_tools() {
+        Err(Error::TooManyPages { pages, items }) => {
+            assert_eq!(pages, 21);
+            assert_eq!(items, 21 * 500);
+        }
+        other => panic!("expected TooManyPages, got {other:?}"),
+    }
+    server.set(Fault::Good);
+    assert_eq!(echo(&c).unwrap(), "hi");
+}
+
 fn held_open_stream_does_not_hold_the_call<C: Mcp>() {
     let server = FaultServer::start();
     // A long read timeout: waiting for the stream's end would show.
@@ -276,6 +312,10 @@ macro_rules! fault_tests {
             #[test]
             fn each_fault_is_typed_within_its_deadline_and_the_client_goes_on() {
                 fault_matrix::<$c>();
+            }
+            #[test]
+            fn endless_pagination_stops_at_its_bound() {
+                endless_pagination_is_bounded::<$c>();
             }
             #[test]
             fn handshake_and_credential_faults_are_typed() {

@@ -227,8 +227,11 @@ impl<I: Io> Driver<I> {
             state: Mutex::new(Dispatcher::new(engine, settings.observer.is_some())),
             event: Event::new(),
             io,
+            memory: Memory {
+                limits: settings.limits,
+                ..Memory::default()
+            },
             settings,
-            memory: Memory::default(),
         }))
     }
 

@@ -87,6 +87,18 @@ pub enum Error {
     /// The client was set up wrong.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A listing went past its bound ([`ClientBuilder::max_pages`],
+    /// [`ClientBuilder::max_list_items`]): the server keeps handing out
+    /// cursors.
+    #[error(
+        "listing stopped after {pages} pages and {items} items: the server keeps sending more"
+    )]
+    TooManyPages {
+        /// Pages read.
+        pages: usize,
+        /// Items read.
+        items: usize,
+    },
     /// The authorization flow failed.
     #[error("authorization failed: {0}")]
     Auth(#[from] oauth::AuthError),
@@ -280,7 +292,31 @@ pub struct Settings {
     pub(crate) handler: Option<Arc<dyn ServerHandler>>,
     /// Who watches recovery steps.
     pub(crate) observer: Option<Arc<Observer>>,
+    /// How much one `all_*` listing may read.
+    pub(crate) limits: Limits,
 }
+
+/// How much one `all_*` listing may read before it stops with
+/// [`Error::TooManyPages`]; and how many tools the client remembers as
+/// replay-safe.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub max_pages: usize,
+    pub max_items: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_pages: 100,
+            max_items: 10_000,
+        }
+    }
+}
+
+/// Tools remembered as replay-safe at most; past it, new tools are not
+/// remembered (and so not replayed), which errs on the safe side.
+const MAX_REMEMBERED_TOOLS: usize = 10_000;
 
 /// Where a client's bearer tokens come from.
 #[derive(Clone, Default)]
@@ -514,6 +550,7 @@ impl<C: Build> ClientBuilder<C> {
                 credentials: Credentials::None,
                 handler: None,
                 observer: None,
+                limits: Limits::default(),
             },
             client: PhantomData,
         }
@@ -569,6 +606,18 @@ impl<C: Build> ClientBuilder<C> {
     /// Largest response body or SSE event (default 16 MiB).
     pub fn max_body_size(mut self, bytes: usize) -> Self {
         self.settings.config.max_body_size = bytes;
+        self
+    }
+    /// The most pages one `all_*` listing reads (default 100); past it the
+    /// listing stops with [`Error::TooManyPages`].
+    pub fn max_pages(mut self, pages: usize) -> Self {
+        self.settings.limits.max_pages = pages;
+        self
+    }
+    /// The most items one `all_*` listing collects (default 10 000); past
+    /// it the listing stops with [`Error::TooManyPages`].
+    pub fn max_list_items(mut self, items: usize) -> Self {
+        self.settings.limits.max_items = items;
         self
     }
     /// Protocol era (default: the 2025 session protocol).
@@ -659,6 +708,8 @@ impl Watch {
 pub(crate) struct Memory {
     replay_safe: Mutex<HashMap<String, bool>>,
     progress_tokens: AtomicU64,
+    /// The bounds of `all_*` listings.
+    pub limits: Limits,
 }
 
 impl Memory {
@@ -668,7 +719,11 @@ impl Memory {
             .replay_safe
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        safe.extend(list.tools.iter().map(|t| (t.name.clone(), t.replay_safe())));
+        for t in &list.tools {
+            if safe.len() < MAX_REMEMBERED_TOOLS || safe.contains_key(&t.name) {
+                safe.insert(t.name.clone(), t.replay_safe());
+            }
+        }
     }
 
     /// The `tools/call` operation: replay-safe when the caller says so, or

@@ -96,17 +96,26 @@ impl Request<'static, ToolList> {
 }
 
 impl Request<'static, Vec<Tool>> {
-    /// `tools/list`, every page; a cursor seen twice ends the listing.
+    /// `tools/list`, every page; a cursor seen twice ends the listing, and
+    /// one past the client's bounds (pages, items) is
+    /// [`Error::TooManyPages`].
     pub fn all_tools() -> Self {
-        let (mut all, mut seen) = (Vec::new(), Cursors::default());
+        let (mut all, mut seen, mut pages) = (Vec::new(), Cursors::default(), 0);
         Request {
             first: First::Op(Operation::list_tools(None)),
             opts: CallOptions::new(),
             then: Box::new(move |v, memory| {
                 let page: ToolList = decode(v)?;
                 memory.remember(&page);
+                pages += 1;
                 all.extend(page.tools);
-                Ok(match seen.next(page.next_cursor) {
+                let next = seen.next(page.next_cursor);
+                let limits = memory.limits;
+                if all.len() > limits.max_items || (next.is_some() && pages >= limits.max_pages) {
+                    let items = all.len();
+                    return Err(Error::TooManyPages { pages, items });
+                }
+                Ok(match next {
                     Some(c) => Next::Page(Operation::list_tools(Some(&c))),
                     None => Next::Done(std::mem::take(&mut all)),
                 })

@@ -41,6 +41,9 @@ pub enum Fault {
     /// `400` with a throwaway `Mcp-Session-Id` to the first initialize,
     /// then good.
     SessionIdOnError,
+    /// `tools/list` answered with 500 tools of 1 KiB descriptions (about
+    /// 600 KB a page) and a fresh cursor, every time, forever.
+    EndlessPages,
     /// A good answer to `tools/call` as an event stream that the server then
     /// keeps open (against the spec's SHOULD close) until
     /// [`FaultServer::release`], at most 10 s.
@@ -314,6 +317,21 @@ fn serve(
                 }
                 held.open.fetch_sub(1, Ordering::SeqCst);
                 let _ = out.write_all(b"0\r\n\r\n");
+            }
+            Fault::EndlessPages if method == "tools/list" => {
+                let page = msg["params"]["cursor"]
+                    .as_str()
+                    .and_then(|c| c.parse::<u64>().ok())
+                    .unwrap_or(0);
+                let tools: Vec<Value> = (0..500)
+                    .map(|i| {
+                        json!({"name": format!("t{page}_{i}"), "description": "d".repeat(1024),
+                            "inputSchema": {"type": "object"}})
+                    })
+                    .collect();
+                let r = json!({"jsonrpc":"2.0","id":id,
+                    "result":{"tools": tools, "nextCursor": (page + 1).to_string()}});
+                json_reply(&mut out, &[], &r);
             }
             _ => good(&mut out, state, &method, &id, &msg),
         }

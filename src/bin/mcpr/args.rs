@@ -177,5 +177,10 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
         .parse()
         .map_err(|_| format!("not a number of seconds: {s:?}"))?;
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("not a usable duration: {s:?}"))
+    match Duration::try_from_secs_f64(secs) {
+        // A call cannot be given no time at all: that is a typo, not a wish.
+        Ok(d) if d.is_zero() => Err(format!("must be more than 0 seconds: {s:?}")),
+        Ok(d) => Ok(d),
+        Err(_) => Err(format!("not a usable duration: {s:?}")),
+    }
 }

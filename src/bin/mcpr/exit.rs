@@ -77,6 +77,11 @@ impl From<Error> for Failure {
             ),
             _ => e.to_string(),
         };
+        // "outcome uncertain: outcome uncertain: ..." says it twice.
+        let message = match message.strip_prefix(label) {
+            Some(rest) if rest.starts_with(':') => rest[1..].trim_start().to_owned(),
+            _ => message,
+        };
         Failure::new(exit, label, message)
     }
 }
@@ -89,6 +94,7 @@ pub fn classify(e: &Error) -> (Exit, &'static str) {
         Error::Timeout => (Exit::Timeout, "timed out"),
         Error::Decode(_) => (Exit::Unreachable, "protocol error"),
         Error::Config(_) => (Exit::BadInput, "bad input"),
+        Error::TooManyPages { .. } => (Exit::ServerError, "server error"),
         // `Error` is non-exhaustive: a new kind of failure is reported as a
         // generic failure rather than as success or bad input.
         _ => (Exit::Unreachable, "error"),
@@ -143,6 +149,27 @@ mod tests {
     use super::*;
     use mcp_recovery::core::RpcError;
     use std::time::Duration;
+
+    #[test]
+    fn a_message_does_not_repeat_its_label() {
+        let e = Error::Call(CallError::OutcomeUncertain {
+            method: "tools/call".into(),
+            message: "reset".into(),
+        });
+        let f = Failure::from(e);
+        assert_eq!(f.label, "outcome uncertain");
+        assert!(!f.message.starts_with("outcome uncertain"), "{}", f.message);
+        assert!(
+            f.message.contains("`tools/call` may have run"),
+            "{}",
+            f.message
+        );
+        let f = Failure::from(Error::TooManyPages {
+            pages: 100,
+            items: 5,
+        });
+        assert_eq!(f.exit.code(), 1);
+    }
 
     #[test]
     fn every_class_has_its_code() {
