@@ -283,6 +283,80 @@ fn endless_pagination_is_bounded<C: Mcp>() {
     assert_eq!(echo(&c).unwrap(), "hi");
 }
 
+/// Waits nobody bounds but the call: an initialize answered with nothing
+/// but SSE comments, an error body that never ends, a token endpoint that
+/// trickles. Each ends with a typed error close to its deadline.
+fn every_wait_is_bounded<C: Mcp>() {
+    let server = FaultServer::start();
+    let margin = Duration::from_millis(1500);
+
+    // The handshake's stream only keeps itself alive: the call's own
+    // deadline (2 s) ends it, though every read gets bytes in time.
+    let c: C = builder(&server)
+        .call_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    server.set(Fault::InitializeComments);
+    let start = Instant::now();
+    match c.ping() {
+        Err(Error::Timeout) | Err(Error::Call(_)) => {}
+        other => panic!("expected a typed error, got {other:?}"),
+    }
+    let took = start.elapsed();
+    eprintln!("initialize answered with comments only, call timeout 2 s: ended after {took:?}");
+    assert!(took < Duration::from_secs(2) + margin, "{took:?}");
+
+    // An error body that goes on: read up to what explains it, no further.
+    server.set(Fault::Good);
+    let c: C = builder(&server).build().unwrap();
+    c.ping().unwrap();
+    server.set(Fault::Endless500);
+    let start = Instant::now();
+    match c.ping() {
+        Err(Error::Call(CallError::Http { status: 500, .. })) => {}
+        other => panic!("expected HTTP 500, got {other:?}"),
+    }
+    eprintln!("endless 500 body: ended after {:?}", start.elapsed());
+    assert!(start.elapsed() < margin, "{:?}", start.elapsed());
+    server.set(Fault::Good);
+    c.ping().unwrap();
+
+    // A token endpoint trickling one byte every 200 ms: the refresh ends at
+    // its own timeout (1 s here), not when the trickle does.
+    let store = MemoryTokenStore::default();
+    store
+        .save(&StoredTokens {
+            access_token: "old-access".into(),
+            refresh_token: Some("refresh-1".into()),
+            token_endpoint: format!("http://127.0.0.1:{}/token", server.port),
+            client_id: "test-client".into(),
+            resource: canonical_resource(&server.url()).unwrap(),
+            ..StoredTokens::default()
+        })
+        .unwrap();
+    let c: C = builder(&server)
+        .oauth(OAuthConfig::new(store))
+        .configure(|c| c.refresh_timeout = Duration::from_secs(1))
+        .build()
+        .unwrap();
+    server.set(Fault::TokenTrickle);
+    let start = Instant::now();
+    match c.ping() {
+        Err(Error::Call(e)) => assert!(
+            matches!(
+                unwrap_init(&e),
+                CallError::RefreshFailed { .. } | CallError::RefreshTimeout { .. }
+            ),
+            "{e:?}"
+        ),
+        other => panic!("expected a failed refresh, got {other:?}"),
+    }
+    let took = start.elapsed();
+    eprintln!("token endpoint trickling, refresh timeout 1 s: ended after {took:?}");
+    assert!(took < Duration::from_secs(1) + margin, "{took:?}");
+    server.set(Fault::Good);
+}
+
 fn held_open_stream_does_not_hold_the_call<C: Mcp>() {
     let server = FaultServer::start();
     // A long read timeout: waiting for the stream's end would show.
@@ -312,6 +386,10 @@ macro_rules! fault_tests {
             #[test]
             fn each_fault_is_typed_within_its_deadline_and_the_client_goes_on() {
                 fault_matrix::<$c>();
+            }
+            #[test]
+            fn every_wait_is_bounded_by_its_deadline() {
+                every_wait_is_bounded::<$c>();
             }
             #[test]
             fn endless_pagination_stops_at_its_bound() {

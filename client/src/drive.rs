@@ -158,23 +158,53 @@ impl<I: Io> fmt::Debug for Driver<I> {
 /// Metadata and token answers are small; more is an error, not a feast.
 const WHOLE_BODY_LIMIT: usize = 1024 * 1024;
 
+/// How long one request read whole may take: each read, and the whole.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HttpLimits {
+    /// The longest silence.
+    pub read: Duration,
+    /// The whole exchange, head to last byte.
+    pub whole: Duration,
+}
+
+impl HttpLimits {
+    /// `read` per read, and as long for the whole (tests).
+    #[cfg(test)]
+    pub fn new(read: Duration) -> Self {
+        HttpLimits { read, whole: read }
+    }
+}
+
 /// One request read whole (OAuth's discovery, registration and token
-/// requests): its status and body.
+/// requests): its status and body, within `limits` as a whole, so a server
+/// trickling a byte now and then cannot hold it.
 pub(crate) async fn fetch<I: Io>(
     io: &I,
     request: &HttpRequest,
-    read_timeout: Duration,
+    limits: HttpLimits,
 ) -> Result<(u16, Vec<u8>), TransportFailure> {
+    let deadline = ready_deadline(Instant::now(), limits.whole);
+    let left = || deadline.saturating_duration_since(Instant::now());
     let exchange = Exchange {
         request,
-        read_timeout,
-        deadline: None,
+        read_timeout: limits.read.min(left()),
+        deadline: Some(deadline),
     };
     let Response {
         status, mut body, ..
     } = io.send(&exchange).await?;
     let mut bytes = Vec::new();
-    while let Some(chunk) = body.chunk(read_timeout).await? {
+    loop {
+        let left = left();
+        if left.is_zero() {
+            return Err(TransportFailure::after_send(
+                FailureKind::Timeout,
+                "the answer took too long",
+            ));
+        }
+        let Some(chunk) = body.chunk(limits.read.min(left)).await? else {
+            return Ok((status, bytes));
+        };
         if bytes.len() + chunk.len() > WHOLE_BODY_LIMIT {
             return Err(TransportFailure::after_send(
                 FailureKind::Other,
@@ -183,7 +213,6 @@ pub(crate) async fn fetch<I: Io>(
         }
         bytes.extend_from_slice(chunk);
     }
-    Ok((status, bytes))
 }
 
 /// Ends the call if its future is dropped before the call ended (only an
@@ -324,6 +353,15 @@ impl<I: Io> Driver<I> {
         })
     }
 
+    /// OAuth's requests: the client's read timeout per read, and the
+    /// refresh timeout (what a call waits for a refresh) as a whole.
+    fn oauth_limits(&self) -> HttpLimits {
+        HttpLimits {
+            read: self.settings.read_timeout,
+            whole: self.settings.config.refresh_timeout,
+        }
+    }
+
     /// The one refresh for every caller that failed on `generation`:
     /// OAuth's over this client's own I/O, or the application's token
     /// source on the blocking side (it may block).
@@ -334,8 +372,8 @@ impl<I: Io> Driver<I> {
     ) -> Result<Token, RefreshError> {
         match &self.settings.credentials {
             Credentials::OAuth(oauth) => {
-                let timeout = self.settings.read_timeout;
-                oauth.refresh(&self.io, timeout, challenge.as_deref()).await
+                let limits = self.oauth_limits();
+                oauth.refresh(&self.io, limits, challenge.as_deref()).await
             }
             Credentials::Source(source) => {
                 let source = source.clone();
@@ -601,12 +639,12 @@ impl<I: Io> Driver<I> {
             ));
         };
         let challenge = self.lock().engine().last_challenge().map(str::to_owned);
-        let timeout = self.settings.read_timeout;
+        let limits = self.oauth_limits();
         // Boxed as `Send` here, where the bounds of `Io` are in sight: the
         // compiler cannot prove it at a concrete caller (a known rustc limit
         // with higher-ranked lifetimes in nested async code).
         let flow: Pin<Box<dyn Future<Output = _> + Send + '_>> =
-            Box::pin(oauth.authorize(&self.io, timeout, challenge.as_deref(), &open, false));
+            Box::pin(oauth.authorize(&self.io, limits, challenge.as_deref(), &open, false));
         let token = flow.await?;
         self.set_token(token).await;
         Ok(())

@@ -284,7 +284,7 @@ pub struct Settings {
     pub connect_timeout: Duration,
     /// Longest silence while reading a response or event stream (default 60 s).
     pub read_timeout: Duration,
-    /// Default limit on a whole call, recovery included (default none).
+    /// Default limit on a whole call, recovery included (default 120 s).
     pub(crate) call_timeout: Option<Duration>,
     /// Where tokens come from.
     pub(crate) credentials: Credentials,
@@ -313,6 +313,10 @@ impl Default for Limits {
         }
     }
 }
+
+/// A call's limit when neither the client nor the call sets one: every wait
+/// has a bound, even a server that keeps a call's stream alive forever.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Tools remembered as replay-safe at most; past it, new tools are not
 /// remembered (and so not replayed), which errs on the safe side.
@@ -546,7 +550,7 @@ impl<C: Build> ClientBuilder<C> {
                 config: Config::new(url),
                 connect_timeout: Duration::from_secs(10),
                 read_timeout: Duration::from_secs(60),
-                call_timeout: None,
+                call_timeout: Some(DEFAULT_CALL_TIMEOUT),
                 credentials: Credentials::None,
                 handler: None,
                 observer: None,
@@ -588,7 +592,8 @@ impl<C: Build> ClientBuilder<C> {
         self.settings.read_timeout = d;
         self
     }
-    /// Default limit on a whole call, recovery included (default none).
+    /// Default limit on a whole call, recovery included (default 120 s;
+    /// [`CallOptions::timeout`] sets one call's).
     pub fn call_timeout(mut self, d: Duration) -> Self {
         self.settings.call_timeout = Some(d);
         self

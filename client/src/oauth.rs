@@ -6,7 +6,7 @@
 //! its way of waiting), so the async client runs it without parking a
 //! thread, and keeps the tokens in a [`TokenStore`].
 
-use crate::drive::{fetch, Io};
+use crate::drive::{fetch, HttpLimits, Io};
 use crate::RefreshError;
 use mcp_recovery_core::oauth::{
     self, BearerChallenge, Client, ClientAuth, Flow, FlowError, FlowParams, FlowStep, OAuthError,
@@ -263,7 +263,7 @@ impl OAuth {
     pub async fn authorize<I: Io>(
         &self,
         io: &I,
-        read_timeout: Duration,
+        limits: HttpLimits,
         challenge: Option<&str>,
         open: &(dyn Fn(&str) + Sync),
         step_up: bool,
@@ -296,7 +296,7 @@ impl OAuth {
         let (mut flow, mut step) = Flow::start(params);
         loop {
             step = match step {
-                FlowStep::Fetch(request) => match fetch(io, &request, read_timeout).await {
+                FlowStep::Fetch(request) => match fetch(io, &request, limits).await {
                     Ok((status, body)) => flow.on_response(status, &body),
                     Err(failure) => flow.on_failure(failure),
                 },
@@ -380,11 +380,7 @@ impl OAuth {
 
     /// Refreshes the stored tokens once. `invalid_grant` and friends (or
     /// nothing to refresh) mean a person must authorize again.
-    async fn refresh_now<I: Io>(
-        &self,
-        io: &I,
-        read_timeout: Duration,
-    ) -> Result<Token, RefreshError> {
+    async fn refresh_now<I: Io>(&self, io: &I, limits: HttpLimits) -> Result<Token, RefreshError> {
         let stored = self
             .load(io)
             .await
@@ -401,7 +397,7 @@ impl OAuth {
             Some(&stored.resource),
             None,
         );
-        let (status, body) = fetch(io, &request, read_timeout)
+        let (status, body) = fetch(io, &request, limits)
             .await
             .map_err(|e| RefreshError::Failed(AuthError::Transport(e).to_string()))?;
         match oauth::parse_token_response(status, &body) {
@@ -421,7 +417,7 @@ impl OAuth {
     pub async fn refresh<I: Io>(
         &self,
         io: &I,
-        read_timeout: Duration,
+        limits: HttpLimits,
         challenge: Option<&str>,
     ) -> Result<Token, RefreshError> {
         let step_up = challenge.is_some_and(insufficient);
@@ -430,11 +426,11 @@ impl OAuth {
                 "the token lacks a scope the server requires".into(),
             ))
         } else {
-            self.refresh_now(io, read_timeout).await
+            self.refresh_now(io, limits).await
         };
         match (outcome, &self.config.opener) {
             (Err(RefreshError::NeedsReauth(_)), Some(open)) => self
-                .authorize(io, read_timeout, challenge, open.as_ref(), step_up)
+                .authorize(io, limits, challenge, open.as_ref(), step_up)
                 .await
                 .map_err(|e| RefreshError::NeedsReauth(e.to_string())),
             (outcome, _) => outcome,
@@ -575,7 +571,7 @@ mod tests {
     }
 
     fn refresh(o: &OAuth, io: &Canned) -> Result<Token, RefreshError> {
-        block_on(o.refresh(io, Duration::from_secs(1), None))
+        block_on(o.refresh(io, HttpLimits::new(Duration::from_secs(1)), None))
     }
 
     #[test]

@@ -41,6 +41,15 @@ pub enum Fault {
     /// `400` with a throwaway `Mcp-Session-Id` to the first initialize,
     /// then good.
     SessionIdOnError,
+    /// `initialize` answered `200 text/event-stream`, then only SSE comments
+    /// (`: keep-alive`), one every 100 ms, for up to 30 s: never an answer.
+    InitializeComments,
+    /// Everything but the handshake answered `500` with a body that goes on
+    /// (chunks of `x`, as fast as they are read) for up to 30 s.
+    Endless500,
+    /// The token endpoint sends a `200` head, then one body byte every
+    /// 200 ms, for up to 30 s; MCP requests get `401`.
+    TokenTrickle,
     /// `tools/list` answered with 500 tools of 1 KiB descriptions (about
     /// 600 KB a page) and a fresh cursor, every time, forever.
     EndlessPages,
@@ -200,6 +209,19 @@ fn serve(
     let mut reader = BufReader::new(conn);
     while let Some(req) = read_request(&mut reader) {
         let fault = state.lock().unwrap().fault;
+        if req.path == "/token" && fault == Fault::TokenTrickle {
+            tokens.fetch_add(1, Ordering::SeqCst);
+            let head =
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n";
+            let _ = out.write_all(head.as_bytes());
+            for b in b"{\"access_token\": \"".iter().cycle().take(150) {
+                if out.write_all(&[*b]).and_then(|()| out.flush()).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            return;
+        }
         if req.path == "/token" {
             tokens.fetch_add(1, Ordering::SeqCst);
             let page = b"<html><body>Internal Server Error</body></html>";
@@ -275,7 +297,7 @@ fn serve(
                     body.to_string().as_bytes(),
                 );
             }
-            Fault::Always401 | Fault::TokenEndpoint500 => respond(
+            Fault::Always401 | Fault::TokenEndpoint500 | Fault::TokenTrickle => respond(
                 &mut out,
                 "401 Unauthorized",
                 &[("www-authenticate", "Bearer error=\"invalid_token\"")],
@@ -317,6 +339,35 @@ fn serve(
                 }
                 held.open.fetch_sub(1, Ordering::SeqCst);
                 let _ = out.write_all(b"0\r\n\r\n");
+            }
+            Fault::InitializeComments if method == "initialize" => {
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+                let _ = out.write_all(head.as_bytes());
+                for _ in 0..300 {
+                    let comment = ": keep-alive\n\n";
+                    let chunk = format!("{:x}\r\n{comment}\r\n", comment.len());
+                    if out
+                        .write_all(chunk.as_bytes())
+                        .and_then(|()| out.flush())
+                        .is_err()
+                    {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                return;
+            }
+            Fault::Endless500 if !is_handshake(&method) => {
+                let head = "HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n";
+                let _ = out.write_all(head.as_bytes());
+                let chunk = format!("{:x}\r\n{}\r\n", 4096, "x".repeat(4096));
+                let until = std::time::Instant::now() + Duration::from_secs(30);
+                while std::time::Instant::now() < until {
+                    if out.write_all(chunk.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+                return;
             }
             Fault::EndlessPages if method == "tools/list" => {
                 let page = msg["params"]["cursor"]

@@ -167,6 +167,12 @@ impl Engine {
             Reader::Error(buf) => {
                 let room = MAX_ERROR_BODY.saturating_sub(buf.len());
                 buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
+                if buf.len() >= MAX_ERROR_BODY {
+                    // Enough to say what went wrong: an error body that goes
+                    // on (forever, perhaps) is not read to its end.
+                    let (status, body) = (ex.status, std::mem::take(buf));
+                    self.resolve(exchange, Outcome::Status { status, body }, now);
+                }
             }
             Reader::Sse(parser) => {
                 if let Err(e) = parser.feed(bytes) {
