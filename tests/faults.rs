@@ -5,11 +5,15 @@
 //! breaker counts transport and protocol failures, never answers. Run
 //! against both clients.
 
+#[path = "support/balancer.rs"]
+mod balancer;
 mod common;
 #[path = "support/fault_server.rs"]
 mod fault_server;
 
-use common::scenarios::Mcp;
+use balancer::Balancer;
+use common::scenarios::{Mcp, PY_JSON};
+use common::Peer;
 use fault_server::{Fault, FaultServer};
 use mcp_recovery::client::oauth::{MemoryTokenStore, OAuthConfig, StoredTokens, TokenStore};
 use mcp_recovery::client::{ClientBuilder, Error};
@@ -357,6 +361,38 @@ fn every_wait_is_bounded<C: Mcp>() {
     server.set(Fault::Good);
 }
 
+/// Two real Python servers behind a balancer without session affinity:
+/// every session is made on one and asked for on the other. Each call
+/// re-initializes once and ends with `SessionLost` naming the likely cause;
+/// the breaker counts them (a fresh session no longer resets it) and opens,
+/// so calls fail fast instead of re-initializing forever.
+fn session_churn_opens_the_breaker<C: Mcp>() {
+    let made = Peer::start(PY_JSON);
+    let other = Peer::start(PY_JSON);
+    let lb = Balancer::split(made.port, other.port);
+    let c: C = ClientBuilder::new(&lb.url())
+        .read_timeout(Duration::from_secs(10))
+        .breaker(BreakerConfig::new(3, Duration::from_secs(60)))
+        .build()
+        .unwrap();
+    for call in 0..3 {
+        match c.ping() {
+            Err(Error::Call(e @ CallError::SessionLost { status: 404, .. })) => {
+                assert!(e.to_string().contains("affinity"), "{e}")
+            }
+            other => panic!("call {call}: expected SessionLost, got {other:?}"),
+        }
+    }
+    match c.ping() {
+        Err(Error::Call(CallError::CircuitOpen { .. })) => {}
+        other => panic!("expected CircuitOpen, got {other:?}"),
+    }
+    assert!(matches!(c.breaker_state(), BreakerState::Open { .. }));
+    // One initialize for the first session, then one per failed call.
+    assert_eq!(made.initializes(), 4);
+    assert_eq!(other.initializes(), 0);
+}
+
 fn held_open_stream_does_not_hold_the_call<C: Mcp>() {
     let server = FaultServer::start();
     // A long read timeout: waiting for the stream's end would show.
@@ -386,6 +422,10 @@ macro_rules! fault_tests {
             #[test]
             fn each_fault_is_typed_within_its_deadline_and_the_client_goes_on() {
                 fault_matrix::<$c>();
+            }
+            #[test]
+            fn session_churn_behind_a_balancer_opens_the_breaker() {
+                session_churn_opens_the_breaker::<$c>();
             }
             #[test]
             fn every_wait_is_bounded_by_its_deadline() {

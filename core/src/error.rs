@@ -54,7 +54,7 @@ pub enum CallError {
     Unauthorized,
     /// The session was lost again after one reconnect on this call; what
     /// the server last said.
-    #[error("session lost again after re-initializing: HTTP {status}{}{}",
+    #[error("session lost again after re-initializing (a fresh session forgotten at once: replicas without session affinity?): HTTP {status}{}{}",
         .code.map(|c| format!(", code {c}")).unwrap_or_default(),
         if .message.is_empty() { String::new() } else { format!(": {}", .message) })]
     SessionLost {

@@ -301,7 +301,7 @@ fn success_resets_the_count() {
 }
 
 #[test]
-fn successful_reinitialize_resets_the_count() {
+fn an_answer_resets_the_count_a_reinitialize_alone_does_not() {
     let mut h = breaker_harness();
     unreachable_call(&mut h);
     unreachable_call(&mut h);
@@ -309,10 +309,46 @@ fn successful_reinitialize_resets_the_count() {
     let s = h.take("ping");
     h.respond(s.exchange, 404, &[], PY_404);
     h.handshake("s2");
-    assert_eq!(h.engine.breaker(), BreakerState::Closed { failures: 0 });
+    // A fresh session proves little: a server behind a load balancer
+    // without affinity hands them out and forgets them at once.
+    assert_eq!(h.engine.breaker(), BreakerState::Closed { failures: 2 });
     let r = h.take("ping");
     h.result(&r, json!({}));
     assert!(h.ok(c).is_object());
+    assert_eq!(h.engine.breaker(), BreakerState::Closed { failures: 0 });
+}
+
+/// A load balancer without session affinity: every initialize succeeds on
+/// one replica, every later request lands on one that never heard of the
+/// session. Each call re-initializes once and gives up with `SessionLost`;
+/// the breaker counts them and opens at its threshold, instead of every
+/// call re-initializing forever.
+#[test]
+fn session_churn_opens_the_breaker() {
+    let mut h = breaker_harness();
+    let mut initializes = 0;
+    for _ in 0..3 {
+        let c = h.call(Operation::ping());
+        let s = h.take("ping");
+        h.respond(s.exchange, 404, &[], PY_404);
+        initializes += 1;
+        h.handshake(&format!("s{}", initializes + 1));
+        let r = h.take("ping");
+        h.respond(r.exchange, 404, &[], PY_404);
+        match h.error(c) {
+            CallError::SessionLost { status: 404, .. } => {}
+            other => panic!("expected SessionLost, got {other:?}"),
+        }
+        assert!(
+            format!("{}", h.error(c)).contains("affinity"),
+            "{}",
+            h.error(c)
+        );
+    }
+    assert!(matches!(h.engine.breaker(), BreakerState::Open { .. }));
+    let c = h.call(Operation::ping());
+    assert!(matches!(h.error(c), CallError::CircuitOpen { .. }));
+    assert_eq!(h.sent_count("initialize"), initializes + 1);
 }
 
 #[test]

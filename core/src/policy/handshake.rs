@@ -199,7 +199,9 @@ impl Engine {
 
     pub(super) fn ready(&mut self, now: Instant) {
         self.phase = Phase::Ready;
-        self.breaker.success();
+        // No breaker reset here: only an answered call resets it. A server
+        // that hands out sessions and forgets them at once (replicas
+        // without session affinity) must still open it.
         self.actions.push_back(Action::SessionReady {
             generation: self.generation,
         });
