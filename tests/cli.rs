@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Kind, Mode, Peer};
+use common::{wait_for, Kind, Mode, Peer};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -487,6 +487,33 @@ fn a_server_that_forgets_every_session_at_once_is_exit_3() {
         run.stderr
     );
     assert!(run.stderr.contains("Session not found"), "{}", run.stderr);
+}
+
+/// Ctrl-C during a tool call: the call is cancelled (the server stops the
+/// tool: it sees `notifications/cancelled`), the session is deleted, exit
+/// 130.
+#[test]
+fn ctrl_c_cancels_the_running_call_and_exits_130() {
+    let peer = Peer::start(PY);
+    let child = command(&["--url", &peer.url(), "call", "slow", r#"{"steps": 500}"#])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start mcpr");
+    // Interrupted while the tool runs on the server.
+    wait_for(Duration::from_secs(20), "the tool to start", || {
+        peer.slow_started() == 1
+    });
+    // SAFETY: signalling our own child, whose pid we hold.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().expect("mcpr ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    peer.await_cancelled(1, Duration::from_secs(10));
+    wait_for(Duration::from_secs(10), "the session deleted", || {
+        peer.live_sessions() == 0
+    });
 }
 
 #[test]

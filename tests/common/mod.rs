@@ -180,6 +180,11 @@ impl Peer {
         self.count("initialize")
     }
 
+    /// Runs of the Python peer's `slow` tool that started, across restarts.
+    pub fn slow_started(&self) -> u64 {
+        self.count("slow_started")
+    }
+
     /// Runs of the Python peer's `fail` tool, across restarts.
     pub fn failures(&self) -> u64 {
         self.count("fail")

@@ -157,6 +157,7 @@ async def slow(steps: int, ctx: Context) -> str:
     """Reports `steps` progress notifications, 20 ms apart. A run stopped
     before its end (the client cancelled) counts in the `cancelled` file."""
     finished = False
+    bump("slow_started")
     try:
         for i in range(steps):
             await ctx.report_progress(i + 1, steps, f"step {i + 1}")

@@ -19,6 +19,8 @@ Exit codes:
   6  outcome uncertain (the connection broke after a non-idempotent call was sent: it may have run)
   7  server unreachable (also when initialize could not connect), transport, HTTP or protocol error
   8  timed out (--timeout) or cancelled
+130  interrupted: the first Ctrl-C cancels the running tool call (the server is told,
+     the session deleted); a second, or one with no call running, exits at once
 
 Errors are one line on stderr: `mcpr: <class>: <details>`. With --json, a
 failed run also prints {\"error\": {...}} on stdout.";

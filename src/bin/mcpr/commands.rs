@@ -68,6 +68,9 @@ pub fn run(
                 f.exit
             }
         };
+        if last == Exit::Interrupted {
+            break;
+        }
     }
     last
 }
@@ -157,9 +160,21 @@ fn call(
     prefix: &str,
 ) -> Result<Exit, Failure> {
     let activity = Activity::start(&format!("calling {name}"));
-    let opts = CallOptions::new().progress(|p| activity.progress(&p));
+    let cancel = client.cancel_handle();
+    let interrupt = crate::interrupt::cancels(cancel.clone());
+    let opts = CallOptions::new()
+        .progress(|p| activity.progress(&p))
+        .cancel(cancel);
     let result = client.call_tool_with(name, args.clone(), opts);
+    drop(interrupt);
     drop(activity);
+    if crate::interrupt::interrupted() {
+        eprintln!(
+            "mcpr: {prefix}interrupted: `{}` cancelled",
+            render::cell(name, 60)
+        );
+        return Ok(Exit::Interrupted);
+    }
     let result = result?;
     if json {
         println!("{}", render::tool_result_json(&result));

@@ -27,6 +27,8 @@ pub enum Exit {
     Unreachable = 7,
     /// The call's timeout passed, or it was cancelled.
     Timeout = 8,
+    /// Ctrl-C: the running call was cancelled (128 + SIGINT).
+    Interrupted = 130,
 }
 
 impl Exit {

@@ -10,6 +10,7 @@ mod commands;
 mod conformance;
 mod demo;
 mod exit;
+mod interrupt;
 mod render;
 
 use args::{Cli, Command, Connection, Repeat};
@@ -26,6 +27,7 @@ use std::time::Duration;
 fn main() -> ExitCode {
     // Usage errors exit with clap's status 2, our "bad input".
     let cli = Cli::parse();
+    interrupt::install();
     let exit = match cli.command {
         Command::Demo => demo::run(),
         Command::Conformance { server } => conformance::run(&server),
