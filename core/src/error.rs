@@ -75,7 +75,8 @@ pub enum CallError {
         /// The transport failure.
         message: String,
     },
-    /// The transport failed and the one retry allowed did not help.
+    /// The transport failed and the one retry allowed did not help, or
+    /// (`Connect`) nothing listened within the restart budget.
     #[error("transport failure ({kind:?}): {message}")]
     Transport {
         /// What went wrong.

@@ -53,9 +53,10 @@
 //! The engine recovers what can be recovered without running anything twice:
 //! a 401 gets one shared token refresh, an expired session one shared
 //! re-initialize, an ambiguous transport failure a replay only for read-only
-//! or declared-idempotent operations; every call sends at most
-//! [`MAX_ATTEMPTS`] times, and a circuit breaker fails fast while the server
-//! is unreachable. `Instant`s come in as arguments, so tests run in virtual
+//! or declared-idempotent operations, a refused connection a wait for the
+//! server within a restart budget (nothing was sent); every call sends at
+//! most [`MAX_ATTEMPTS`] times, and a circuit breaker fails fast while the
+//! server is unreachable. `Instant`s come in as arguments, so tests run in virtual
 //! time.
 //!
 //! ```

@@ -224,14 +224,27 @@ fn breaker_harness() -> Harness {
     Harness::ready_with(Config::new(URL).breaker(BreakerConfig::new(3, Duration::from_secs(60))))
 }
 
-/// A call whose every attempt fails in transport before sending.
+/// A call whose every attempt is refused before sending, until its
+/// restart budget (10 s) is spent.
 fn unreachable_call(h: &mut Harness) -> mcp_recovery_core::CallId {
     let c = h.call(Operation::ping());
-    let s = h.take("ping");
-    h.refused_then_wait(&s);
-    let r = h.take("ping");
-    h.refused(&r);
+    refuse_until_ended(h, c);
     c
+}
+
+/// Refuses every request (nothing listens) and lets time pass, 100 ms at a
+/// time, until `call` ended.
+fn refuse_until_ended(h: &mut Harness, call: mcp_recovery_core::CallId) {
+    for _ in 0..10_000 {
+        while let Some(s) = h.outbox.pop_front() {
+            h.refused(&s);
+        }
+        if h.ended.contains_key(&call) {
+            return;
+        }
+        h.advance(Duration::from_millis(100));
+    }
+    panic!("{call} never ended");
 }
 
 #[test]
@@ -271,9 +284,8 @@ fn half_open_lets_exactly_one_probe_and_a_failed_probe_rearms() {
     );
     let s = h.take("ping");
     assert!(h.outbox.is_empty());
-    h.refused_then_wait(&s);
-    let r = h.take("ping");
-    h.refused(&r);
+    h.refused(&s);
+    refuse_until_ended(&mut h, probe);
     assert!(matches!(h.error(probe), CallError::Transport { .. }));
     assert!(
         matches!(h.engine.breaker(), BreakerState::Open { until } if until == h.now + Duration::from_secs(60))
@@ -372,26 +384,38 @@ fn application_errors_and_tool_errors_do_not_count() {
 #[test]
 fn a_server_that_stays_down_opens_the_breaker_through_failed_reconnects() {
     let mut h = breaker_harness();
-    for round in 0..3 {
-        let c = h.call(Operation::ping());
-        if round == 0 {
-            // The server restarted: the session is gone.
-            let s = h.take("ping");
-            h.respond(s.exchange, 404, &[], PY_404);
+    // The server restarted and stays down: the session is gone, and from
+    // then on nothing listens. A call comes every second.
+    let first = h.call(Operation::ping());
+    let s = h.take("ping");
+    h.respond(s.exchange, 404, &[], PY_404);
+    let mut calls = vec![first];
+    for _ in 0..300 {
+        while let Some(s) = h.outbox.pop_front() {
+            h.refused(&s);
         }
-        // It is not up yet: initialize is refused twice (one replay of
-        // initialize is allowed). Later calls start with initialize, since
-        // there is no session to send them in.
-        let init = h.take("initialize");
-        h.refused_then_wait(&init);
-        let init = h.take("initialize");
-        h.refused(&init);
-        assert!(matches!(h.error(c), CallError::InitializeFailed(_)));
+        if matches!(h.engine.breaker(), BreakerState::Open { .. }) {
+            break;
+        }
+        h.advance(Duration::from_secs(1));
+        calls.push(h.call(Operation::ping()));
     }
-    assert_eq!(h.reconnects(), 3);
+    // Each handshake waited out its deadline (30 s) for the server, and
+    // each failed handshake counted once: three opened the breaker.
     assert!(matches!(h.engine.breaker(), BreakerState::Open { .. }));
+    assert_eq!(h.reconnects(), 3);
     let c = h.call(Operation::ping());
     assert!(matches!(h.error(c), CallError::CircuitOpen { .. }));
+    for c in &calls {
+        match h.outcome(*c) {
+            Err(
+                CallError::ReconnectTimeout { .. }
+                | CallError::InitializeFailed(_)
+                | CallError::CircuitOpen { .. },
+            ) => {}
+            other => panic!("{c}: {other:?}"),
+        }
+    }
     // Cooldown over, server back: the probe re-initializes and closes it.
     h.advance(Duration::from_secs(60));
     let probe = h.call(Operation::ping());

@@ -8,8 +8,8 @@ mod common;
 
 use common::{Harness, Sent, PY_404, URL};
 use mcp_recovery_core::{
-    Action, BreakerConfig, CallId, Config, FailureKind, Input, Method, Operation, Token,
-    TokenGeneration, TransportFailure, MAX_ATTEMPTS,
+    Action, BreakerConfig, CallId, Config, ExchangeId, FailureKind, Input, Method, Operation,
+    Token, TokenGeneration, TransportFailure, MAX_ATTEMPTS,
 };
 use proptest::prelude::*;
 use serde_json::json;
@@ -107,6 +107,8 @@ struct World {
     /// Calls that must not be replayed: (call, sends when it failed ambiguously).
     frozen: Vec<(CallId, usize)>,
     side_effects: BTreeSet<CallId>,
+    /// Requests refused before they were sent: they reached no server.
+    refused: BTreeSet<ExchangeId>,
     tokens: u32,
     sessions: u32,
 }
@@ -121,6 +123,7 @@ impl World {
             calls: Vec::new(),
             frozen: Vec::new(),
             side_effects: BTreeSet::new(),
+            refused: BTreeSet::new(),
             tokens: 0,
             sessions: 0,
         }
@@ -140,7 +143,11 @@ impl World {
                     .h
                     .sent
                     .iter()
-                    .filter(|x| x.call == Some(c) && x.request.method == Method::Post)
+                    .filter(|x| {
+                        x.call == Some(c)
+                            && x.request.method == Method::Post
+                            && !self.refused.contains(&x.exchange)
+                    })
                     .count();
                 self.frozen.push((c, sends));
             }
@@ -172,7 +179,10 @@ impl World {
             ),
             Reply::ExpiredText => h.rpc_error(&s, -32602, "Invalid or expired session"),
             Reply::Unauthorized => h.respond(s.exchange, 401, &[], ""),
-            Reply::NotSent => h.refused(&s),
+            Reply::NotSent => {
+                self.refused.insert(s.exchange);
+                h.refused(&s)
+            }
             Reply::AfterSend => h.reset_after_send(&s),
             Reply::SseOk => {
                 let body = format!("id: 0\r\ndata: \r\n\r\ndata: {ok_body}\r\n\r\n");
@@ -304,13 +314,14 @@ proptest! {
         w.settle();
         for c in &w.calls {
             prop_assert!(w.h.ended.contains_key(c), "{c} never ended");
-            let sends = w.h.sent.iter().filter(|s| s.call == Some(*c) && s.request.method == Method::Post).count();
+            // POSTs that reached a server; refused ones reached nothing.
+            let sends = w.h.sent.iter().filter(|s| s.call == Some(*c) && s.request.method == Method::Post && !w.refused.contains(&s.exchange)).count();
             prop_assert!(sends <= MAX_ATTEMPTS as usize, "{c} sent {sends} times");
         }
         prop_assert_eq!(w.h.ended.len(), w.calls.len());
         // Never a double execution: a side effect that may have run is not sent again.
         for (c, sends) in &w.frozen {
-            let now = w.h.sent.iter().filter(|s| s.call == Some(*c) && s.request.method == Method::Post).count();
+            let now = w.h.sent.iter().filter(|s| s.call == Some(*c) && s.request.method == Method::Post && !w.refused.contains(&s.exchange)).count();
             prop_assert_eq!(now, *sends, "{} replayed after an ambiguous failure", c);
         }
     }

@@ -453,21 +453,99 @@ fn failure_before_sending_is_replayed_even_for_side_effects() {
     let call = h.call(Operation::call_tool("counter_increment", json!({})));
     let s = h.take("tools/call");
     h.refused(&s);
-    // Nothing listens: the one retry waits out the restart window first.
+    // Nothing listens: the request goes again, nothing having been sent,
+    // once a scout finds the server back: after 100 ms, then 200, 400...
     assert!(h.outbox.is_empty());
     assert_eq!(
         h.engine.poll_timeout(),
-        Some((
-            h.now + Duration::from_secs(1),
-            Timer::RetryAfterConnectFailure(call)
-        ))
+        Some((h.now + Duration::from_millis(100), Timer::Scout))
     );
-    h.advance(Duration::from_millis(999));
+    h.advance(Duration::from_millis(99));
     assert!(h.outbox.is_empty());
     h.advance(Duration::from_millis(1));
     let r = h.take("tools/call");
+    h.refused(&r);
+    assert_eq!(
+        h.engine.poll_timeout(),
+        Some((h.now + Duration::from_millis(200), Timer::Scout))
+    );
+    h.advance(Duration::from_millis(200));
+    let r = h.take("tools/call");
     h.result(&r, json!({"count": 1}));
     assert_eq!(h.ok(call), &json!({"count": 1}));
+}
+
+/// A restart: while nothing listens, one request at a time goes to see
+/// (the scout); the others wait, and all go on at the first answer. Each
+/// call gives up only when its restart budget (10 s) is spent, and counts
+/// once for the breaker.
+#[test]
+fn callers_share_one_scout_while_the_server_restarts() {
+    let mut h = Harness::ready();
+    let calls: Vec<_> = (0..8)
+        .map(|_| h.call(Operation::call_tool("counter_increment", json!({}))))
+        .collect();
+    for _ in 0..8 {
+        let s = h.take("tools/call");
+        h.refused(&s);
+    }
+    // 2.5 s of restart: only scouts go out, one at a time.
+    let mut scouts = 0;
+    while h.now < h.t0 + Duration::from_millis(2500) {
+        h.advance(Duration::from_millis(50));
+        while let Some(s) = h.outbox.pop_front() {
+            assert!(h.outbox.is_empty(), "one scout at a time");
+            scouts += 1;
+            h.refused(&s);
+        }
+    }
+    assert!(
+        (3..=6).contains(&scouts),
+        "backing off: {scouts} scouts in 2.5 s"
+    );
+    assert!(h.ended.is_empty(), "nobody gave up within the budget");
+    // Back: the next scout gets an answer, and every caller goes on.
+    h.advance(Duration::from_secs(1));
+    let first = h.take("tools/call");
+    h.result(&first, json!({"n": 0}));
+    let mut answered = 1;
+    while let Some(s) = h.outbox.pop_front() {
+        h.result(&s, json!({"n": answered}));
+        answered += 1;
+    }
+    assert_eq!(answered, 8);
+    for c in calls {
+        assert!(h.ok(c).is_object());
+    }
+}
+
+#[test]
+fn a_call_gives_up_when_its_restart_budget_is_spent() {
+    let mut h = Harness::ready();
+    let call = h.call(Operation::ping());
+    let s = h.take("ping");
+    h.refused(&s);
+    for _ in 0..200 {
+        h.advance(Duration::from_millis(100));
+        while let Some(s) = h.outbox.pop_front() {
+            h.refused(&s);
+        }
+        if h.ended.contains_key(&call) {
+            break;
+        }
+    }
+    assert!(matches!(
+        h.error(call),
+        CallError::Transport {
+            kind: FailureKind::Connect,
+            ..
+        }
+    ));
+    assert_eq!(h.now - h.t0, Duration::from_secs(10), "the budget, no more");
+    assert!(matches!(
+        h.engine.breaker(),
+        mcp_recovery_core::BreakerState::Closed { failures: 1 }
+    ));
 }
 
 /// Takes the GET that resumes a stream, checking what it resumes after.
@@ -825,9 +903,12 @@ fn time_going_backwards_or_huge_durations_never_panic() {
     h.now -= Duration::from_secs(50);
     h.engine.handle_timeout(h.now);
     h.pump();
-    h.refused_then_wait(&init);
-    let init = h.take("initialize");
     h.refused(&init);
+    h.advance(Duration::from_millis(100));
+    let init = h.take("initialize");
+    h.reset_after_send(&init);
+    let init = h.take("initialize");
+    h.reset_after_send(&init);
     assert!(matches!(h.error(call), CallError::InitializeFailed(_)));
     let rejected = h.call(Operation::ping());
     assert!(matches!(h.error(rejected), CallError::CircuitOpen { .. }));

@@ -9,6 +9,7 @@
 //!
 //! Checked all along: no panic; every call ends exactly once and no action
 //! names a call after its end; no call sends more than `MAX_ATTEMPTS` POSTs
+//! that connected (a refused one reached nothing)
 //! (a GET with `Last-Event-ID` is a resume, not a send); a call's only GET
 //! is such a resume; a non-idempotent call that failed after its request
 //! may have arrived is never sent again; after `handle_timeout(now)` no
@@ -203,6 +204,13 @@ impl World {
         let o = self.open.remove(i);
         if self.ambiguous_for(&o, sent, kind) {
             self.frozen.insert(o.call.unwrap());
+        }
+        if let (Some(c), Method::Post, false, FailureKind::Connect) = (o.call, o.method, sent, kind) {
+            // Never sent: a POST that reached no server does not count
+            // (a server that refuses connections is waited for).
+            if let Some(n) = self.posts.get_mut(&c) {
+                *n = n.saturating_sub(1);
+            }
         }
         let failure = TransportFailure {
             kind,

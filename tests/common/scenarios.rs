@@ -358,7 +358,12 @@ pub fn server_down<C: Mcp>(kind: Kind) {
     let c: C = ClientBuilder::new(&peer.url())
         .await_ready(Duration::from_secs(2))
         .breaker(BreakerConfig::new(3, cooldown))
-        .configure(|cfg| cfg.connect_retry_delay = Duration::from_millis(200))
+        .configure(|cfg| {
+            cfg.connect_retry_delay = Duration::from_millis(200);
+            // A server that stays down: give up on it after 1 s, not the
+            // 10 s a restart is given by default.
+            cfg.restart_budget = Duration::from_secs(1);
+        })
         .build()
         .unwrap();
     c.ping().unwrap();
@@ -399,6 +404,30 @@ pub fn server_down<C: Mcp>(kind: Kind) {
         c.breaker_state(),
         BreakerState::Closed { failures: 0 }
     ));
+}
+
+/// The server is killed and started again 2.5 s later while 8 callers
+/// each call a side-effecting tool: every call waits for it (one scout at a
+/// time knocks), then is answered, and the tool ran exactly once per call.
+pub fn rides_out_a_restart<C: Mcp>(kind: Kind) {
+    let mut peer = Peer::start(kind);
+    let c: C = client(&peer);
+    c.initialize().unwrap();
+    let before = peer.counter();
+    peer.kill();
+    let results: Vec<Result<ToolResult, Error>> = std::thread::scope(|s| {
+        let callers: Vec<_> = (0..8)
+            .map(|_| s.spawn(|| c.call_tool("counter_increment", json!({}))))
+            .collect();
+        std::thread::sleep(Duration::from_millis(2500));
+        peer.start_again();
+        callers.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for r in &results {
+        assert!(r.is_ok(), "{r:?}");
+    }
+    assert_eq!(peer.counter() - before, 8, "each call ran exactly once");
+    assert_eq!(c.generation(), 2, "one new session for all of them");
 }
 
 /// A stateless server never takes the session path, even across a restart.
@@ -845,6 +874,14 @@ macro_rules! scenario_tests {
         #[test]
         fn ts_servers_own_session_words_are_answers() {
             servers_own_session_words_are_answers::<$c>(TS_JSON);
+        }
+        #[test]
+        fn python_rides_out_a_restart() {
+            rides_out_a_restart::<$c>(PY_SSE);
+        }
+        #[test]
+        fn ts_rides_out_a_restart() {
+            rides_out_a_restart::<$c>(TS_SSE);
         }
         #[test]
         fn python_sse_all_operations() {

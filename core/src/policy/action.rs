@@ -163,10 +163,12 @@ pub enum Timer {
     Handshake(SessionGeneration),
     /// The refresh of this token generation may be asked for again then.
     Refresh(TokenGeneration),
-    /// A call's retry after a connect failure goes out then.
-    RetryAfterConnectFailure(CallId),
-    /// The initialize of this generation is sent again then.
-    HandshakeRetry(SessionGeneration),
+    /// A call waiting for a server that refuses connections gives up then
+    /// (its restart budget).
+    AwaitServer(CallId),
+    /// The next request goes to see whether a server that refused
+    /// connections is back.
+    Scout,
     /// A call's broken event stream is resumed (GET with `Last-Event-ID`) then.
     ResumeStream(CallId),
     /// The listening GET stream is opened again then.

@@ -31,9 +31,11 @@ pub(super) enum CallState {
         since: Instant,
         deadline: Instant,
     },
-    /// Waiting out `connect_retry_delay` before the one transport retry.
-    Backoff {
-        until: Instant,
+    /// Nothing listened when the request was to be sent: waiting for the
+    /// server to come back (`down`), until the restart budget ends.
+    AwaitServer {
+        since: Instant,
+        deadline: Instant,
     },
     InFlight {
         exchange: ExchangeId,
@@ -57,6 +59,8 @@ pub(super) struct Call {
     pub(super) attempts: u8,
     pub(super) used: Used,
     pub(super) probe: bool,
+    /// When its request was first refused (nothing listened), if ever.
+    pub(super) refused_since: Option<Instant>,
     /// The recovery the next send follows, announced as `RetryOnce` when
     /// the request actually goes out.
     pub(super) pending: Option<Recovery>,
@@ -70,7 +74,7 @@ impl Call {
         match self.state {
             CallState::AwaitReady { deadline, .. } => Some((deadline, Timer::AwaitReady(id))),
             CallState::AwaitRefresh { deadline, .. } => Some((deadline, Timer::AwaitRefresh(id))),
-            CallState::Backoff { until } => Some((until, Timer::RetryAfterConnectFailure(id))),
+            CallState::AwaitServer { deadline, .. } => Some((deadline, Timer::AwaitServer(id))),
             CallState::Resuming { until, .. } => Some((until, Timer::ResumeStream(id))),
             CallState::InFlight { .. } => None,
         }
@@ -96,16 +100,14 @@ pub(super) struct SessionEvidence {
 }
 
 impl Engine {
-    /// The calls' deadlines due at `now`: waits that ran out end, backoffs
-    /// send their retry, cut streams are resumed, each in call order.
+    /// The calls' deadlines due at `now`: waits that ran out end, cut
+    /// streams are resumed, each in call order.
     pub(super) fn calls_timeout(&mut self, now: Instant) {
         let mut expired = self.waiters(|s| match s {
-            CallState::AwaitReady { deadline, .. } | CallState::AwaitRefresh { deadline, .. } => {
-                *deadline <= now
-            }
-            CallState::Backoff { .. } | CallState::InFlight { .. } | CallState::Resuming { .. } => {
-                false
-            }
+            CallState::AwaitReady { deadline, .. }
+            | CallState::AwaitRefresh { deadline, .. }
+            | CallState::AwaitServer { deadline, .. } => *deadline <= now,
+            CallState::InFlight { .. } | CallState::Resuming { .. } => false,
         });
         for id in expired.drain(..) {
             let error = match self.calls.get(&id).map(|c| &c.state) {
@@ -115,16 +117,23 @@ impl Engine {
                 Some(CallState::AwaitRefresh { since, .. }) => CallError::RefreshTimeout {
                     waited: now.saturating_duration_since(*since),
                 },
+                Some(CallState::AwaitServer { since, .. }) => {
+                    // One breaker failure per exhausted budget, not per try.
+                    let error = CallError::Transport {
+                        kind: FailureKind::Connect,
+                        message: format!(
+                            "nothing listened for {:.1} s (the restart budget)",
+                            now.saturating_duration_since(*since).as_secs_f64()
+                        ),
+                    };
+                    self.end(id, Err(error), Verdict::Failure, now);
+                    continue;
+                }
                 _ => continue,
             };
             self.end(id, Err(error), Verdict::Neutral, now);
         }
         self.scratch = expired;
-        let mut due = self.waiters(|s| matches!(s, CallState::Backoff { until } if *until <= now));
-        for id in due.drain(..) {
-            self.attempt(id, now);
-        }
-        self.scratch = due;
         let mut due =
             self.waiters(|s| matches!(s, CallState::Resuming { until, .. } if *until <= now));
         for id in due.drain(..) {
@@ -149,6 +158,10 @@ impl Engine {
                     .push_back(Action::AwaitReady { call: id, deadline });
             }
             return;
+        }
+        if self.down.refusing() && !self.scouting {
+            // The server refuses connections: wait for the scout's news.
+            return self.await_server(id, false, now);
         }
         self.refresh_if_due(now);
         let rpc = self.next_rpc_id();
@@ -391,6 +404,11 @@ impl Engine {
             };
             return self.end(id, Err(error), Verdict::Failure, now);
         }
+        if !ambiguous && failure.kind == FailureKind::Connect {
+            // Nothing listened: nothing was sent, so anything may go again,
+            // once the server is back, within the call's restart budget.
+            return self.await_server(id, true, now);
+        }
         if call.used.transport || call.attempts >= MAX_ATTEMPTS {
             let error = CallError::Transport {
                 kind: failure.kind,
@@ -398,21 +416,11 @@ impl Engine {
             };
             return self.end(id, Err(error), Verdict::Failure, now);
         }
-        let delay = self.config.connect_retry_delay;
         let Some(c) = self.calls.get_mut(&id) else {
             return;
         };
         c.used.transport = true;
-        if failure.kind == FailureKind::Connect && !delay.is_zero() {
-            // Nothing listens right now (a restart, a pod being replaced):
-            // the one retry waits a moment instead of failing the same way.
-            c.pending = Some(Recovery::Transport);
-            c.state = CallState::Backoff {
-                until: later(now, delay),
-            };
-        } else {
-            self.retry(id, Recovery::Transport, now);
-        }
+        self.retry(id, Recovery::Transport, now);
     }
 
     /// The call's event stream broke after an event id: resume it after the
@@ -528,7 +536,11 @@ impl Engine {
         };
         if let CallState::InFlight { exchange, .. } = call.state {
             // Still in the table means still unanswered: tell the adapter.
+            self.scout_gone(exchange, now);
             self.abort(exchange);
+        }
+        if matches!(call.state, CallState::AwaitServer { .. }) {
+            self.nobody_waits();
         }
         match (verdict, call.probe) {
             (Verdict::Reachable, _) => self.breaker.success(),

@@ -32,10 +32,14 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// How long a call waits for a token refresh (default 30 s).
     pub refresh_timeout: Duration,
-    /// After a connect failure (nothing listening: a server restarting, a
-    /// pod being replaced) the one retry, of a call or of initialize, waits
-    /// this long first, so it is not spent inside the restart (default 1 s).
+    /// After a refused connection (nothing listening: a server restarting,
+    /// a pod being replaced) one request at a time goes to see whether the
+    /// server is back: after 100 ms, then doubling up to this (default 1 s).
     pub connect_retry_delay: Duration,
+    /// How long a call waits for a server that refuses connections, from
+    /// its first refused request, before it fails (default 10 s; within the
+    /// call's own timeout).
+    pub restart_budget: Duration,
     /// Whether a 401 asks for a refresh ([`Action::Refresh401`](crate::Action::Refresh401)). Turn off
     /// for static tokens: a 401 then surfaces [`CallError::NeedsReauth`](crate::CallError::NeedsReauth).
     pub refresh_on_401: bool,
@@ -86,6 +90,7 @@ impl fmt::Debug for Config {
             .field("handshake_timeout", &self.handshake_timeout)
             .field("refresh_timeout", &self.refresh_timeout)
             .field("connect_retry_delay", &self.connect_retry_delay)
+            .field("restart_budget", &self.restart_budget)
             .field("refresh_on_401", &self.refresh_on_401)
             .field("refresh_skew", &self.refresh_skew)
             .field("breaker", &self.breaker)
@@ -111,6 +116,7 @@ impl Config {
             handshake_timeout: Duration::from_secs(30),
             refresh_timeout: Duration::from_secs(30),
             connect_retry_delay: Duration::from_secs(1),
+            restart_budget: Duration::from_secs(10),
             refresh_on_401: true,
             refresh_skew: Duration::from_secs(30),
             breaker: BreakerConfig::default(),

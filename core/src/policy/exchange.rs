@@ -105,6 +105,10 @@ impl Engine {
         headers: &[(&str, &str)],
         now: Instant,
     ) {
+        if self.exchanges.contains_key(&exchange) {
+            // An answer of any kind: the server is there.
+            self.on_reachable(now);
+        }
         let max = self.config.max_body_size;
         let Some(ex) = self.exchanges.get_mut(&exchange) else {
             return;
@@ -309,6 +313,14 @@ impl Engine {
         let Some(ex) = self.exchanges.remove(&exchange) else {
             return;
         };
+        // What it says of the server: nothing listens, or something did.
+        if let Outcome::Transport(t) = &outcome {
+            if t.kind == FailureKind::Connect && !t.sent {
+                self.on_refused(exchange, now);
+            } else if t.sent && t.kind != FailureKind::Cancelled {
+                self.on_reachable(now);
+            }
+        }
         // A call's stream that broke after an event id can be resumed.
         let outcome = match (outcome, ex.purpose) {
             (Outcome::Transport(failure), Purpose::Call(_))

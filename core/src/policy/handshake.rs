@@ -26,8 +26,11 @@ pub(super) struct Handshake {
     pub(super) sends: u8,
     pub(super) auth_retried: bool,
     pub(super) awaiting_refresh: bool,
-    /// The replay of initialize after a connect failure goes out then.
-    pub(super) retry_at: Option<Instant>,
+    /// Its initialize could not be sent (nothing listened): it waits for
+    /// the server (`down`), within its deadline.
+    pub(super) awaiting_server: bool,
+    /// When its initialize was first refused, if it was.
+    pub(super) refused_since: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -39,32 +42,22 @@ pub(super) enum Phase {
 }
 
 impl Phase {
-    /// The handshake's deadline and its retry's, if initializing.
+    /// The handshake's deadline, if initializing.
     pub(super) fn timers(
         &self,
         generation: SessionGeneration,
     ) -> impl Iterator<Item = (Instant, Timer)> {
-        let (deadline, retry) = match self {
-            Phase::Initializing(h) => (
-                Some((h.deadline, Timer::Handshake(generation))),
-                h.retry_at.map(|t| (t, Timer::HandshakeRetry(generation))),
-            ),
-            _ => (None, None),
-        };
-        deadline.into_iter().chain(retry)
+        match self {
+            Phase::Initializing(h) => Some((h.deadline, Timer::Handshake(generation))),
+            _ => None,
+        }
+        .into_iter()
     }
 }
 
 impl Engine {
-    /// The handshake's deadlines due at `now`: the replay of initialize
-    /// after a connect failure, then the handshake's own end.
+    /// The handshake's deadline: past it, the handshake is abandoned.
     pub(super) fn handshake_timeout(&mut self, now: Instant) {
-        if let Some(h) = self.handshake_mut() {
-            if h.retry_at.is_some_and(|t| t <= now) {
-                h.retry_at = None;
-                self.resend_initialize();
-            }
-        }
         if let Phase::Initializing(h) = &self.phase {
             if h.deadline <= now {
                 let (exchange, waited) = (h.exchange, now.saturating_duration_since(h.since));
@@ -93,7 +86,8 @@ impl Engine {
             sends: 1,
             auth_retried: false,
             awaiting_refresh: false,
-            retry_at: None,
+            awaiting_server: false,
+            refused_since: None,
         });
     }
 
@@ -157,20 +151,38 @@ impl Engine {
                     self.resend_initialize();
                 }
             }
+            Outcome::Transport(t) if t.kind == FailureKind::Connect && !t.sent => {
+                // Nothing listens (a restart in progress): nothing was sent.
+                // Wait for the server's scout, within the restart budget
+                // and the handshake's deadline; the refused send does not
+                // count.
+                let refusing = self.down.refusing();
+                let budget = self.refused_budget();
+                let Some(h) = self.handshake_mut() else {
+                    return;
+                };
+                let since = *h.refused_since.get_or_insert(now);
+                if now.saturating_duration_since(since) >= budget {
+                    let error = CallError::Transport {
+                        kind: t.kind,
+                        message: crate::error::sanitize(&t.message),
+                    };
+                    return self.handshake_failed(error, true, now);
+                }
+                if refusing {
+                    h.sends = h.sends.saturating_sub(1);
+                    h.awaiting_server = true;
+                } else {
+                    self.resend_initialize();
+                }
+            }
             Outcome::Transport(t)
                 if self.handshake_mut().is_some_and(|h| h.sends < 2)
                     && t.kind != FailureKind::Cancelled =>
             {
                 // Initialize may be replayed: at worst the server holds one
-                // orphan session until its idle timeout. Nothing listening
-                // means a restart in progress: give it a moment first.
-                let delay = self.config.connect_retry_delay;
-                match self.handshake_mut() {
-                    Some(h) if t.kind == FailureKind::Connect && !delay.is_zero() => {
-                        h.retry_at = Some(later(now, delay));
-                    }
-                    _ => self.resend_initialize(),
-                }
+                // orphan session until its idle timeout.
+                self.resend_initialize();
             }
             failed => self.handshake_failed(failed.into_error(), true, now),
         }
@@ -183,6 +195,7 @@ impl Engine {
             h.step = Step::Initialize;
             h.sends += 1;
             h.awaiting_refresh = false;
+            h.awaiting_server = false;
         }
     }
 
@@ -217,6 +230,10 @@ impl Engine {
     }
 
     pub(super) fn handshake_failed(&mut self, error: CallError, counts: bool, now: Instant) {
+        if let Phase::Initializing(h) = &self.phase {
+            let exchange = h.exchange;
+            self.scout_gone(exchange, now);
+        }
         self.phase = Phase::Idle;
         if counts {
             // One failure for the handshake, not one per waiting call.

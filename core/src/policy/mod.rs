@@ -17,6 +17,7 @@ mod action;
 mod auth;
 mod calls;
 mod config;
+mod down;
 mod exchange;
 mod handshake;
 mod listen;
@@ -34,6 +35,7 @@ use crate::session::{Protocol, Session};
 use crate::token::Token;
 use auth::Auth;
 use calls::{Call, CallState, Used, Verdict};
+use down::Down;
 use exchange::{Exchange, Outcome, Purpose, Reader};
 use handshake::Phase;
 use listen::Listen;
@@ -50,7 +52,9 @@ pub(crate) fn later(now: Instant, d: Duration) -> Instant {
         .unwrap_or(now)
 }
 
-/// A call never sends its request more than this many times.
+/// A call never sends its request more than this many times. A request
+/// whose connection was refused sent nothing and does not count: it waits
+/// for the server within `Config::restart_budget`.
 pub const MAX_ATTEMPTS: u8 = 3;
 
 /// Identifies one call for its whole life, across retries.
@@ -136,6 +140,13 @@ pub struct Engine {
     actions: VecDeque<Action>,
     scratch: Vec<CallId>,
     listen: Listen,
+    /// Whether the server refuses connections, and its scout.
+    down: Down,
+    /// Set while the scout's call is attempted, so it is sent.
+    scouting: bool,
+    /// Whether the server ever answered: only a server that was there can
+    /// be restarting; one that never was fails fast.
+    reached: bool,
     /// The last 401/403 `WWW-Authenticate`, for an authorization flow the
     /// application starts itself.
     last_challenge: Option<String>,
@@ -179,6 +190,9 @@ impl Engine {
             actions: VecDeque::new(),
             scratch: Vec::new(),
             listen: Listen::Off,
+            down: Down::Up,
+            scouting: false,
+            reached: false,
             last_challenge: None,
             listen_failures: 0,
             next_call: 0,
@@ -292,6 +306,7 @@ impl Engine {
                 attempts: 0,
                 used: Used::default(),
                 probe,
+                refused_since: None,
                 pending: None,
                 resumes: 0,
             },
@@ -399,6 +414,7 @@ impl Engine {
     /// Spurious calls are no-ops.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.calls_timeout(now);
+        self.down_timeout(now);
         self.handshake_timeout(now);
         self.listen_timeout(now);
         self.auth_timeout(now);
@@ -406,14 +422,16 @@ impl Engine {
 
     /// The next deadline and why, if any. Call after every input and action
     /// drain; sleep until then and call [`Engine::handle_timeout`]. Ties go
-    /// to the first of: the calls (oldest first), the handshake, its
-    /// retry, the refresh, the listening stream.
+    /// to the first of: the calls (oldest first), the handshake, the next
+    /// scout of a server that refuses connections, the refresh, the
+    /// listening stream.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<(Instant, Timer)> {
         self.calls
             .iter()
             .filter_map(|(id, c)| c.timer(*id))
             .chain(self.phase.timers(self.generation))
+            .chain(self.down.timer())
             .chain(self.auth.timer())
             .chain(self.listen.timer(self.is_ready()))
             .min_by_key(|(deadline, _)| *deadline)

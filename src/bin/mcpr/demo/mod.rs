@@ -269,7 +269,7 @@ fn restart(d: &Demo) -> Result<String, String> {
         return Err(format!("answer {text:?} after {inits} re-initializes"));
     }
     Ok(format!(
-        "recovered in {} ms: connection refused, one retry after the 1 s connect-retry delay, \
+        "recovered in {} ms: connection refused, waited for the server (one scout at a time), \
          404 from the restarted server, one re-initialize, one retry; echo returned {text:?}",
         ms(took)
     ))
