@@ -35,6 +35,23 @@ fn builder<C: Mcp>(server: &FaultServer) -> ClientBuilder<C> {
         .configure(|c| c.connect_retry_delay = Duration::from_millis(50))
 }
 
+/// A token store holding an expired-looking token and a refresh token for
+/// `server`'s token endpoint.
+fn stored_tokens(server: &FaultServer) -> MemoryTokenStore {
+    let store = MemoryTokenStore::default();
+    store
+        .save(&StoredTokens {
+            access_token: "old-access".into(),
+            refresh_token: Some("refresh-1".into()),
+            token_endpoint: format!("http://127.0.0.1:{}/token", server.port),
+            client_id: "test-client".into(),
+            resource: canonical_resource(&server.url()).unwrap(),
+            ..StoredTokens::default()
+        })
+        .unwrap();
+    store
+}
+
 fn echo<C: Mcp>(c: &C) -> Result<String, Error> {
     c.call_tool("echo", json!({"text": "hi"})).map(|r| r.text())
 }
@@ -162,17 +179,7 @@ pub fn handshake_and_credential_faults<C: Mcp>() {
 
     // A token endpoint that answers 500 with an HTML page: a typed refresh
     // failure, not NeedsReauth (the grant may still be good), one request.
-    let store = MemoryTokenStore::default();
-    store
-        .save(&StoredTokens {
-            access_token: "old-access".into(),
-            refresh_token: Some("refresh-1".into()),
-            token_endpoint: format!("http://127.0.0.1:{}/token", server.port),
-            client_id: "test-client".into(),
-            resource: canonical_resource(&server.url()).unwrap(),
-            ..StoredTokens::default()
-        })
-        .unwrap();
+    let store = stored_tokens(&server);
     let c: C = builder(&server)
         .oauth(OAuthConfig::new(store))
         .build()
@@ -327,17 +334,7 @@ fn every_wait_is_bounded<C: Mcp>() {
 
     // A token endpoint trickling one byte every 200 ms: the refresh ends at
     // its own timeout (1 s here), not when the trickle does.
-    let store = MemoryTokenStore::default();
-    store
-        .save(&StoredTokens {
-            access_token: "old-access".into(),
-            refresh_token: Some("refresh-1".into()),
-            token_endpoint: format!("http://127.0.0.1:{}/token", server.port),
-            client_id: "test-client".into(),
-            resource: canonical_resource(&server.url()).unwrap(),
-            ..StoredTokens::default()
-        })
-        .unwrap();
+    let store = stored_tokens(&server);
     let c: C = builder(&server)
         .oauth(OAuthConfig::new(store))
         .configure(|c| c.refresh_timeout = Duration::from_secs(1))
