@@ -68,8 +68,10 @@ pub(crate) fn is_sensitive(name: &str) -> bool {
         .any(|s| s.eq_ignore_ascii_case(name))
 }
 
-/// One HTTP request to perform. `Debug` never shows credentials.
-#[derive(Clone, Debug)]
+/// One HTTP request to perform. `Debug` never shows credentials: secret
+/// headers are redacted, and the body (a token request's holds a refresh
+/// token, a code, a verifier) shows only its length.
+#[derive(Clone)]
 pub struct HttpRequest {
     /// The method.
     pub method: Method,
@@ -79,6 +81,17 @@ pub struct HttpRequest {
     pub headers: Vec<(Text, Text)>,
     /// The body; empty for GET and DELETE.
     pub body: Vec<u8>,
+}
+
+impl fmt::Debug for HttpRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpRequest")
+            .field("method", &self.method)
+            .field("url", &self.url)
+            .field("headers", &self.headers)
+            .field("body", &format_args!("<{} bytes>", self.body.len()))
+            .finish()
+    }
 }
 
 impl HttpRequest {

@@ -84,6 +84,12 @@ fn the_whole_flow_discovery_registration_redirect_token() {
     }
     assert!(!url.contains("verifier-123"), "the verifier stays secret");
     let token = fetch(flow.on_redirect("code=the-code&state=state-789"));
+    // Neither the flow nor its requests show their secrets in Debug.
+    for shown in [format!("{flow:?}"), format!("{token:?}")] {
+        for secret in ["verifier-123", "state-789", "the-code"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+    }
     assert_eq!(&*token.url, format!("{AS}/token"));
     let form = String::from_utf8(token.body.clone()).unwrap();
     assert!(form.contains("code=the-code"), "{form}");

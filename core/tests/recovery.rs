@@ -519,6 +519,66 @@ fn callers_share_one_scout_while_the_server_restarts() {
     }
 }
 
+/// A scout that fails for another reason than a refused connection (the
+/// adapter could not even build the request) is not a lost scout: the next
+/// one goes out after the same wait, and the callers are not stranded.
+#[test]
+fn a_scout_lost_another_way_is_replaced() {
+    let mut h = Harness::ready();
+    let a = h.call(Operation::ping());
+    let b = h.call(Operation::ping());
+    for _ in 0..2 {
+        let s = h.take("ping");
+        h.refused(&s);
+    }
+    h.advance(Duration::from_millis(100));
+    let scout = h.take("ping");
+    assert!(h.outbox.is_empty(), "one scout");
+    h.fail(
+        &scout,
+        TransportFailure::not_sent(FailureKind::Other, "could not build"),
+    );
+    h.advance(Duration::from_millis(100));
+    let next = h.take("ping");
+    h.result(&next, json!({}));
+    while let Some(s) = h.outbox.pop_front() {
+        h.result(&s, json!({}));
+    }
+    assert!(h.ok(a).is_object());
+    assert!(h.ok(b).is_object());
+}
+
+/// A call that got an answer and is refused again later (a second restart,
+/// a rolling deploy) gets a whole restart budget again.
+#[test]
+fn an_answer_starts_a_new_restart_budget() {
+    let mut h = Harness::ready();
+    let call = h.call(Operation::ping());
+    let s = h.take("ping");
+    h.refused(&s);
+    h.advance(Duration::from_millis(100));
+    // Back, but without the session: the call re-initializes...
+    let scout = h.take("ping");
+    h.respond(scout.exchange, 404, &[], PY_404);
+    // ...and, 11 s after its first refusal (more than a budget), the
+    // server restarts again.
+    h.advance(Duration::from_secs(11));
+    let init = h.take("initialize");
+    h.refused(&init);
+    h.advance(Duration::from_millis(100));
+    h.handshake("s2");
+    let retry = h.take("ping");
+    h.refused(&retry);
+    assert!(
+        !h.ended.contains_key(&call),
+        "a new budget, not one spent 15 s ago"
+    );
+    h.advance(Duration::from_millis(100));
+    let retry = h.take("ping");
+    h.result(&retry, json!({}));
+    assert!(h.ok(call).is_object());
+}
+
 #[test]
 fn a_call_gives_up_when_its_restart_budget_is_spent() {
     let mut h = Harness::ready();

@@ -25,8 +25,9 @@
 use super::*;
 use crate::http::TransportFailure;
 
-/// What a flow starts from.
-#[derive(Debug, Clone)]
+/// What a flow starts from. `Debug` does not show the client secret, the
+/// verifier or the state.
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct FlowParams {
     /// The MCP server's URL.
@@ -56,6 +57,19 @@ pub struct FlowParams {
     pub code_challenge: String,
     /// The state the redirect must carry back (random).
     pub state: String,
+}
+
+impl fmt::Debug for FlowParams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FlowParams")
+            .field("server_url", &self.server_url)
+            .field("scope", &self.scope)
+            .field("step_up", &self.step_up)
+            .field("client_id", &self.client_id)
+            .field("client_metadata_url", &self.client_metadata_url)
+            .field("redirect_uri", &self.redirect_uri)
+            .finish_non_exhaustive()
+    }
 }
 
 impl FlowParams {

@@ -146,11 +146,15 @@ impl Engine {
                 self.scouting = true;
                 self.attempt(id, now);
                 self.scouting = false;
-                let exchange = match self.calls.get(&id).map(|c| &c.state) {
-                    Some(CallState::InFlight { exchange, .. }) => Some(*exchange),
-                    _ => None,
-                };
-                self.sent_scout(exchange);
+                match self.calls.get(&id).map(|c| &c.state) {
+                    Some(CallState::InFlight { exchange, .. }) => {
+                        let exchange = *exchange;
+                        self.sent_scout(Some(exchange))
+                    }
+                    // It went to wait for the session instead (a handshake
+                    // is under way): the next scout goes after the same wait.
+                    _ => self.reschedule_scout(now),
+                }
             }
             // Nobody waits: the next request finds out for itself.
             None => self.down = Down::Up,
@@ -170,6 +174,17 @@ impl Engine {
             || self.handshake_mut().is_some_and(|h| h.awaiting_server);
         if !waiting {
             self.down = Down::Up;
+        }
+    }
+
+    fn reschedule_scout(&mut self, now: Instant) {
+        if let Down::Refusing {
+            delay,
+            scout_at,
+            scout: None,
+        } = &mut self.down
+        {
+            *scout_at = Some(later(now, *delay));
         }
     }
 

@@ -105,8 +105,14 @@ impl Engine {
         headers: &[(&str, &str)],
         now: Instant,
     ) {
-        if self.exchanges.contains_key(&exchange) {
-            // An answer of any kind: the server is there.
+        if let Some(ex) = self.exchanges.get(&exchange) {
+            // An answer of any kind: the server is there, and a call that
+            // got one starts a new restart budget if it is refused again.
+            if let Purpose::Call(id) = ex.purpose {
+                if let Some(c) = self.calls.get_mut(&id) {
+                    c.refused_since = None;
+                }
+            }
             self.on_reachable(now);
         }
         let max = self.config.max_body_size;
@@ -314,12 +320,17 @@ impl Engine {
             return;
         };
         // What it says of the server: nothing listens, or something did.
-        if let Outcome::Transport(t) = &outcome {
-            if t.kind == FailureKind::Connect && !t.sent {
-                self.on_refused(exchange, now);
-            } else if t.sent && t.kind != FailureKind::Cancelled {
-                self.on_reachable(now);
+        match &outcome {
+            Outcome::Transport(t) if t.kind == FailureKind::Connect && !t.sent => {
+                self.on_refused(exchange, now)
             }
+            Outcome::Transport(t) if t.sent && t.kind != FailureKind::Cancelled => {
+                self.on_reachable(now)
+            }
+            // Says nothing either way (not sent for another reason, a
+            // cancel): if it was the scout, the next one goes out.
+            Outcome::Transport(_) => self.scout_gone(exchange, now),
+            _ => {}
         }
         // A call's stream that broke after an event id can be resumed.
         let outcome = match (outcome, ex.purpose) {
