@@ -263,8 +263,8 @@ impl Flow {
                 }
                 Err(e) => self.fail(e.into()),
             },
-            stage @ Stage::Redirect { .. } => {
-                self.stage = stage;
+            // A fetch answer while waiting for the browser: out of order.
+            Stage::Redirect { .. } => {
                 self.fail(OAuthError::Malformed("no fetch was asked for".into()).into())
             }
             Stage::Over => self.over(),
