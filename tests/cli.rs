@@ -158,12 +158,22 @@ fn every_subcommand_against_the_python_peer() {
 
     let ping = at(&url, &["ping"]).expect(0);
     assert!(ping.stdout.starts_with("ok ("), "{}", ping.stdout);
-    // --repeat: one process, one client, so one session for all runs.
+    // --repeat: one process, one client, one negotiation for all runs.
+    // This server speaks 2026-07-28, which the default picks: no
+    // handshake at all; asked for the handshake wire, one session.
     let before = peer.initializes();
     let pings = at(&url, &["--json", "ping", "--repeat", "3"])
         .expect(0)
         .json();
     assert_eq!(pings.len(), 3);
+    assert!(pings.iter().all(|p| p["ok"] == true), "{pings:?}");
+    assert_eq!(
+        peer.initializes(),
+        before,
+        "the stateless wire has no handshake"
+    );
+    let legacy = ["--protocol", "legacy", "--json", "ping", "--repeat", "3"];
+    let pings = at(&url, &legacy).expect(0).json();
     assert!(pings.iter().all(|p| p["ok"] == true), "{pings:?}");
     assert_eq!(peer.initializes(), before + 1, "one session for three runs");
 
@@ -471,13 +481,16 @@ fn oauth_that_cannot_authorize_exits_4() {
 /// session can be had), or between that and the call, on the first session
 /// and again on the fresh one (`SessionLost`). Which one is the server's
 /// timing, not ours; both are exit 3 and both say what the server said.
+/// Sessions only exist on the handshake wire, so that is asked for (on the
+/// default, this server speaks the stateless one).
 #[test]
 fn a_server_that_forgets_every_session_at_once_is_exit_3() {
     let peer = Peer::start(Kind::Python {
         mode: Mode::Sse,
         idle: Some(0.000_001),
     });
-    let run = at(&peer.url(), &["call", "echo", r#"{"text": "x"}"#]).expect(3);
+    let args = ["--protocol", "legacy", "call", "echo", r#"{"text": "x"}"#];
+    let run = at(&peer.url(), &args).expect(3);
     assert!(
         run.stderr.starts_with("mcpr: session not established: ")
             || run

@@ -18,15 +18,17 @@ use fault_server::{Fault, FaultServer};
 use mcp_recovery::client::oauth::{MemoryTokenStore, OAuthConfig, StoredTokens, TokenStore};
 use mcp_recovery::client::{ClientBuilder, Error};
 use mcp_recovery::core::oauth::canonical_resource;
-use mcp_recovery::core::{BreakerConfig, BreakerState, CallError, ProtocolError};
+use mcp_recovery::core::{BreakerConfig, BreakerState, CallError, Protocol, ProtocolError};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
 /// Generous: every fault below ends well within it; a hang would not.
 const HANG_GUARD: Duration = Duration::from_secs(15);
 
+/// The fault server speaks the handshake wire only.
 fn builder<C: Mcp>(server: &FaultServer) -> ClientBuilder<C> {
     ClientBuilder::new(&server.url())
+        .protocol(Protocol::Legacy)
         .read_timeout(Duration::from_secs(1))
         .await_ready(Duration::from_secs(3))
         .max_body_size(64 * 1024)
@@ -362,12 +364,15 @@ fn every_wait_is_bounded<C: Mcp>() {
 /// every session is made on one and asked for on the other. Each call
 /// re-initializes once and ends with `SessionLost` naming the likely cause;
 /// the breaker counts them (a fresh session no longer resets it) and opens,
-/// so calls fail fast instead of re-initializing forever.
+/// so calls fail fast instead of re-initializing forever. On the stateless
+/// wire (the default against these servers) there is no session to lose:
+/// the same balancer is harmless.
 fn session_churn_opens_the_breaker<C: Mcp>() {
     let made = Peer::start(PY_JSON);
     let other = Peer::start(PY_JSON);
     let lb = Balancer::split(made.port, other.port);
     let c: C = ClientBuilder::new(&lb.url())
+        .protocol(Protocol::Legacy)
         .read_timeout(Duration::from_secs(10))
         .breaker(BreakerConfig::new(3, Duration::from_secs(60)))
         .build()
@@ -388,6 +393,16 @@ fn session_churn_opens_the_breaker<C: Mcp>() {
     // One initialize for the first session, then one per failed call.
     assert_eq!(made.initializes(), 4);
     assert_eq!(other.initializes(), 0);
+
+    let stateless: C = ClientBuilder::new(&lb.url()).build().unwrap();
+    for _ in 0..4 {
+        assert_eq!(echo(&stateless).unwrap(), "hi");
+    }
+    assert_eq!(stateless.protocol_version(), Some("2026-07-28"));
+    assert_eq!(
+        stateless.breaker_state(),
+        BreakerState::Closed { failures: 0 }
+    );
 }
 
 fn held_open_stream_does_not_hold_the_call<C: Mcp>() {

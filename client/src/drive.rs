@@ -343,7 +343,7 @@ impl<I: Io> Driver<I> {
                             .blocking(move || answer(handler.as_deref(), &method, params))
                             .await;
                         let mut st = self.lock();
-                        st.engine_mut().reply(id, reply);
+                        st.engine_mut().reply(id, reply, Instant::now());
                         st.pump(jobs);
                         self.unlock(st);
                     }

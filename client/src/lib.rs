@@ -625,7 +625,9 @@ impl<C: Build> ClientBuilder<C> {
         self.settings.limits.max_items = items;
         self
     }
-    /// Protocol era (default: the 2025 session protocol).
+    /// Which revision to speak (default [`Protocol::Auto`]: ask
+    /// `server/discover`, fall back to the `initialize` handshake for a
+    /// server that does not answer it as a 2026-07-28 server).
     pub fn protocol(mut self, p: Protocol) -> Self {
         self.settings.config = self.settings.config.protocol(p);
         self

@@ -163,6 +163,21 @@ fn contains_ignore_ascii_case(haystack: &str, needle: &str) -> bool {
             .any(|w| w.iter().zip(n).all(|(a, b)| a.to_ascii_lowercase() == *b))
 }
 
+/// Whether a request sent on the stateless (2026-07-28) wire was answered
+/// by a server that wants the handshake: a 400 whose body asks for a
+/// session or an initialize (a replica of a rolling deploy, a rollback).
+pub(crate) fn wants_handshake(status: u16, body: &[u8], patterns: &SessionPatterns) -> bool {
+    if status != 400 {
+        return false;
+    }
+    let (_, message) = message_of(body);
+    patterns.matches(&message)
+        || BAD_REQUEST_SESSION_PATTERNS
+            .iter()
+            .chain(&["not initialized", "initialize request", "initialization"])
+            .any(|p| contains_ignore_ascii_case(&message, p))
+}
+
 /// What the core knows about the exchange that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Context {

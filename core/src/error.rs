@@ -102,6 +102,16 @@ pub enum CallError {
     /// The server answered initialize with a JSON-RPC error.
     #[error("server rejected initialize: {0}")]
     InitializeRejected(RpcError),
+    /// The application refused an input request of a multi-round-trip
+    /// request (its handler failed, or none handles the method): the
+    /// request is not sent again without the input.
+    #[error("input request `{key}` refused: {error}")]
+    InputRefused {
+        /// The server's key for the input request.
+        key: String,
+        /// The handler's error.
+        error: RpcError,
+    },
     /// The engine was closed.
     #[error("client closed")]
     Closed,
@@ -138,6 +148,26 @@ pub enum ProtocolError {
     /// The initialize result is not an `InitializeResult`.
     #[error("malformed initialize result")]
     BadInitializeResult,
+    /// The `server/discover` result does not name the revision asked about.
+    #[error("malformed server/discover result")]
+    BadDiscoverResult,
+    /// The server speaks no revision this client speaks (`-32022` naming
+    /// only others).
+    #[error("no protocol revision in common: the server speaks {supported}")]
+    NoMutualVersion {
+        /// The revisions the server named, comma-separated (cut).
+        supported: String,
+    },
+    /// An "input required" result whose input request names no method.
+    #[error("malformed input request")]
+    BadInputRequest,
+    /// The server kept asking for input past the bound on rounds of a
+    /// multi-round-trip request.
+    #[error("the server asked for input more than {rounds} times")]
+    TooManyRounds {
+        /// The bound.
+        rounds: u8,
+    },
 }
 
 /// Cuts a server-provided message to a bounded length and drops control

@@ -22,7 +22,7 @@ pub mod code {
 }
 
 /// A JSON-RPC request id.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RequestId {
     /// A numeric id (what this crate generates).
     Number(i64),

@@ -106,6 +106,7 @@ mod error;
 mod http;
 mod jsonrpc;
 mod operation;
+mod param_headers;
 mod policy;
 mod session;
 mod token;
@@ -121,5 +122,5 @@ pub use policy::{
     Action, CallId, Config, Engine, ExchangeId, Input, Recovery, SessionGeneration, Timer,
     TokenGeneration, MAX_ATTEMPTS,
 };
-pub use session::{Protocol, Session, LATEST_LEGACY_VERSION, MODERN_VERSION};
+pub use session::{Protocol, Session, Version, LATEST_LEGACY_VERSION, MODERN_VERSION};
 pub use token::Token;

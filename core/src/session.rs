@@ -7,6 +7,7 @@
 use crate::error::ProtocolError;
 use crate::http::{is_sensitive, HttpRequest, Method, Text};
 use crate::jsonrpc::{self, RequestId, RpcError};
+use crate::param_headers::{encode_text, ParamHeaders};
 use crate::token::Token;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
@@ -18,18 +19,82 @@ pub const SUPPORTED_LEGACY_VERSIONS: &[&str] =
     &["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
 /// The first revision without handshake and sessions.
 pub const MODERN_VERSION: &str = "2026-07-28";
+/// Stateless revisions this client speaks, newest first.
+pub const SUPPORTED_MODERN_VERSIONS: &[&str] = &[MODERN_VERSION];
 
-/// The protocol era to speak.
+/// One protocol revision this client speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Version(&'static str);
+
+impl Version {
+    /// The revision named `name` (`"2025-06-18"`, `"2026-07-28"`, ...), if
+    /// this client speaks it.
+    pub fn parse(name: &str) -> Result<Version, ProtocolError> {
+        SUPPORTED_MODERN_VERSIONS
+            .iter()
+            .chain(SUPPORTED_LEGACY_VERSIONS)
+            .find(|v| **v == name)
+            .map(|v| Version(v))
+            .ok_or_else(|| ProtocolError::UnsupportedProtocolVersion(crate::error::sanitize(name)))
+    }
+
+    /// Its name.
+    pub fn as_str(self) -> &'static str {
+        self.0
+    }
+
+    /// Whether it is a stateless (2026-07-28 and later) revision.
+    pub fn is_stateless(self) -> bool {
+        SUPPORTED_MODERN_VERSIONS.contains(&self.0)
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+/// Which revision to speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Protocol {
-    /// 2024-11-05 … 2025-11-25: `initialize` handshake, `Mcp-Session-Id`.
+    /// Find out (the default): ask `server/discover` at the newest
+    /// stateless revision; a server that does not answer it as a
+    /// 2026-07-28 server gets the `initialize` handshake. Kept per client;
+    /// asked again when a server is found speaking the other wire.
     #[default]
+    Auto,
+    /// 2024-11-05 … 2025-11-25: `initialize` handshake, `Mcp-Session-Id`;
+    /// the server picks the revision among those we speak.
     Legacy,
     /// 2026-07-28: no handshake, no session; version and client identity
     /// travel in every request's `_meta`. A 404 is an unknown method, never
     /// an expired session.
     Modern,
+    /// Exactly this revision, on its wire.
+    Pinned(Version),
+}
+
+impl Protocol {
+    /// `auto`, `legacy`, `modern` or a revision's date.
+    pub fn parse(s: &str) -> Result<Protocol, ProtocolError> {
+        match s {
+            "auto" => Ok(Protocol::Auto),
+            "legacy" => Ok(Protocol::Legacy),
+            "modern" => Ok(Protocol::Modern),
+            v => Version::parse(v).map(Protocol::Pinned),
+        }
+    }
+
+    /// The stateless revision this setting starts on, if it is fixed to one.
+    pub(crate) fn fixed_stateless(self) -> Option<&'static str> {
+        match self {
+            Protocol::Modern => Some(MODERN_VERSION),
+            Protocol::Pinned(v) if v.is_stateless() => Some(v.0),
+            _ => None,
+        }
+    }
 }
 
 /// A session id as the server issued it: 1 to 4096 visible ASCII
@@ -66,10 +131,41 @@ pub struct Session {
     capabilities: Value,
     id: Option<SessionId>,
     version: Option<&'static str>,
+    /// Whether the stateless (2026-07-28) wire is in use.
+    stateless: bool,
     server: Option<Arc<Value>>,
+    params: ParamHeaders,
 }
 
 const ACCEPT_POST: &str = "application/json, text/event-stream";
+
+/// The supported versions a `-32022` (unsupported protocol version) error
+/// names, if it is one.
+pub(crate) fn unsupported_version(e: &RpcError) -> Option<Vec<&str>> {
+    if e.code != crate::jsonrpc::code::UNSUPPORTED_PROTOCOL_VERSION {
+        return None;
+    }
+    let supported = e
+        .data
+        .as_ref()
+        .and_then(|d| d.get("supported"))
+        .and_then(Value::as_array);
+    Some(
+        supported
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect(),
+    )
+}
+
+/// The newest stateless revision both sides speak, among `supported`.
+pub(crate) fn mutual_stateless(supported: &[&str]) -> Option<&'static str> {
+    SUPPORTED_MODERN_VERSIONS
+        .iter()
+        .copied()
+        .find(|v| supported.contains(v))
+}
 
 impl Session {
     /// A session for `url` that has not been initialized.
@@ -92,6 +188,7 @@ impl Session {
                 (Text::Shared(n.as_str().into()), value)
             })
             .collect();
+        let fixed = protocol.fixed_stateless();
         Session {
             url: url.into(),
             extra_headers,
@@ -99,11 +196,10 @@ impl Session {
             client_info,
             capabilities,
             id: None,
-            version: match protocol {
-                Protocol::Legacy => None,
-                Protocol::Modern => Some(MODERN_VERSION),
-            },
+            version: fixed,
+            stateless: fixed.is_some(),
             server: None,
+            params: ParamHeaders::default(),
         }
     }
 
@@ -112,9 +208,15 @@ impl Session {
         &self.url
     }
 
-    /// The protocol era.
+    /// The protocol setting.
     pub fn protocol(&self) -> Protocol {
         self.protocol
+    }
+
+    /// Whether the stateless (2026-07-28) wire is in use: no handshake,
+    /// no session id, `_meta` on every request.
+    pub fn is_stateless(&self) -> bool {
+        self.stateless
     }
 
     /// The current session id, if the server issued one.
@@ -127,28 +229,41 @@ impl Session {
         self.version
     }
 
-    /// The server's `InitializeResult` (capabilities, serverInfo,
-    /// instructions) from the last successful handshake.
+    /// What the server said about itself: its `InitializeResult`
+    /// (capabilities, serverInfo, instructions) on the handshake wire, its
+    /// `server/discover` result on the stateless one.
     pub fn server(&self) -> Option<&Value> {
         self.server.as_deref()
     }
 
-    /// Drops the session id: an initialize that carries a stale id is
-    /// rejected by servers, so a reconnect starts clean.
+    /// Drops the session id and, unless the setting fixes them, the
+    /// negotiated version and wire: an initialize that carries a stale id
+    /// is rejected by servers, and a re-negotiation starts from nothing.
     pub fn forget(&mut self) {
         self.id = None;
-        if self.protocol == Protocol::Legacy {
+        if self.protocol.fixed_stateless().is_none() {
             self.version = None;
+            self.stateless = false;
         }
     }
 
-    fn post(&self, body: Vec<u8>, in_session: bool, token: Option<&Token>) -> HttpRequest {
-        let mut headers = Vec::with_capacity(6 + self.extra_headers.len());
+    fn post(
+        &self,
+        body: Vec<u8>,
+        in_session: bool,
+        token: Option<&Token>,
+        method: &str,
+    ) -> HttpRequest {
+        let mut headers = Vec::with_capacity(7 + self.extra_headers.len());
         headers.push((
             Text::Static("Content-Type"),
             Text::Static("application/json"),
         ));
         headers.push((Text::Static("Accept"), Text::Static(ACCEPT_POST)));
+        if self.stateless {
+            // SEP-2243: what a gateway routes on without reading the body.
+            headers.push((Text::Static("Mcp-Method"), Text::Shared(method.into())));
+        }
         self.common_headers(&mut headers, in_session, token);
         HttpRequest {
             method: Method::Post,
@@ -180,8 +295,12 @@ impl Session {
 
     /// The `initialize` request. It never carries a session id.
     pub fn initialize(&self, id: &RequestId, token: Option<&Token>) -> HttpRequest {
+        let asked = match self.protocol {
+            Protocol::Pinned(v) if !v.is_stateless() => v.as_str(),
+            _ => LATEST_LEGACY_VERSION,
+        };
         let params = json!({
-            "protocolVersion": LATEST_LEGACY_VERSION,
+            "protocolVersion": asked,
             "capabilities": self.capabilities,
             "clientInfo": self.client_info,
         });
@@ -189,7 +308,35 @@ impl Session {
             jsonrpc::encode_request(id, "initialize", Some(&params)),
             false,
             token,
+            "initialize",
         )
+    }
+
+    /// The `server/discover` request that asks whether the server speaks
+    /// the stateless revision `version`.
+    pub fn discover(
+        &self,
+        id: &RequestId,
+        version: &'static str,
+        token: Option<&Token>,
+    ) -> HttpRequest {
+        let params = self.with_meta(None, version);
+        let mut request = self.post(
+            jsonrpc::encode_request(id, "server/discover", Some(&params)),
+            false,
+            token,
+            "server/discover",
+        );
+        if !self.stateless {
+            request.headers.insert(
+                2,
+                (Text::Static("Mcp-Method"), Text::Static("server/discover")),
+            );
+        }
+        request
+            .headers
+            .push((Text::Static("MCP-Protocol-Version"), Text::Static(version)));
+        request
     }
 
     /// The `notifications/initialized` that completes the handshake.
@@ -206,15 +353,52 @@ impl Session {
         params: Option<&Value>,
         token: Option<&Token>,
     ) -> (HttpRequest, bool) {
-        let body = match self.protocol {
-            Protocol::Legacy => jsonrpc::encode_request(id, method, params),
-            Protocol::Modern => jsonrpc::encode_request(id, method, Some(&self.with_meta(params))),
+        let Some(version) = self.version.filter(|_| self.stateless) else {
+            let body = jsonrpc::encode_request(id, method, params);
+            return (self.post(body, true, token, method), self.id.is_some());
         };
-        (self.post(body, true, token), self.id.is_some())
+        // 2026-07-28 has no `ping`: `server/discover` is the cheapest
+        // request every server must answer, so it is what a ping asks.
+        let method = if method == "ping" {
+            "server/discover"
+        } else {
+            method
+        };
+        let body = jsonrpc::encode_request(id, method, Some(&self.with_meta(params, version)));
+        let mut request = self.post(body, true, token, method);
+        let name = match method {
+            "tools/call" | "prompts/get" => params.and_then(|p| p.get("name")),
+            "resources/read" => params.and_then(|p| p.get("uri")),
+            _ => None,
+        };
+        if let Some(name) = name.and_then(Value::as_str) {
+            request.headers.push((
+                Text::Static("Mcp-Name"),
+                Text::Shared(encode_text(name).into()),
+            ));
+        }
+        if method == "tools/call" {
+            for (n, v) in self.params.headers(params) {
+                request
+                    .headers
+                    .push((Text::Shared(n.into()), Text::Shared(v.into())));
+            }
+        }
+        (request, false)
+    }
+
+    /// Learns the `x-mcp-header` parameters of a `tools/list` result on
+    /// the stateless wire, and leaves out the tools whose declarations are
+    /// invalid. Returns a warning per tool left out.
+    pub(crate) fn learn_tools(&mut self, result: &mut Value) -> Vec<String> {
+        if !self.stateless {
+            return Vec::new();
+        }
+        self.params.learn(result)
     }
 
     /// 2026-07-28: every request declares version, identity and capabilities.
-    fn with_meta(&self, params: Option<&Value>) -> Value {
+    fn with_meta(&self, params: Option<&Value>, version: &'static str) -> Value {
         let mut p = match params {
             Some(Value::Object(m)) => m.clone(),
             _ => Map::new(),
@@ -225,7 +409,7 @@ impl Session {
         if let Value::Object(m) = meta {
             m.insert(
                 "io.modelcontextprotocol/protocolVersion".into(),
-                MODERN_VERSION.into(),
+                version.into(),
             );
             m.insert(
                 "io.modelcontextprotocol/clientInfo".into(),
@@ -246,7 +430,13 @@ impl Session {
         params: Option<&Value>,
         token: Option<&Token>,
     ) -> HttpRequest {
-        self.post(jsonrpc::encode_notification(method, params), true, token)
+        let body = match self.version.filter(|_| self.stateless) {
+            Some(version) => {
+                jsonrpc::encode_notification(method, Some(&self.with_meta(params, version)))
+            }
+            None => jsonrpc::encode_notification(method, params),
+        };
+        self.post(body, true, token, method)
     }
 
     /// Our answer to a server's request.
@@ -256,7 +446,12 @@ impl Session {
         result: &Result<Value, RpcError>,
         token: Option<&Token>,
     ) -> HttpRequest {
-        self.post(jsonrpc::encode_response(id, result), true, token)
+        let mut request = self.post(jsonrpc::encode_response(id, result), true, token, "");
+        // A response has no method to name.
+        request
+            .headers
+            .retain(|(n, _)| !n.as_str().eq_ignore_ascii_case("mcp-method"));
+        request
     }
 
     /// The GET that resumes an event stream after `last_event_id`.
@@ -307,13 +502,39 @@ impl Session {
             .get("protocolVersion")
             .and_then(Value::as_str)
             .ok_or(ProtocolError::BadInitializeResult)?;
-        let version = SUPPORTED_LEGACY_VERSIONS
-            .iter()
-            .find(|v| **v == offered)
-            .ok_or_else(|| ProtocolError::UnsupportedProtocolVersion(offered.to_owned()))?;
+        let acceptable: &[&'static str] = match self.protocol {
+            Protocol::Pinned(v) => &[v.0][..],
+            _ => SUPPORTED_LEGACY_VERSIONS,
+        };
+        let version = acceptable.iter().find(|v| **v == offered).ok_or_else(|| {
+            ProtocolError::UnsupportedProtocolVersion(crate::error::sanitize(offered))
+        })?;
         let id = session_header.map(SessionId::parse).transpose()?;
         self.id = id;
         self.version = Some(version);
+        self.stateless = false;
+        self.server = Some(Arc::new(result));
+        Ok(())
+    }
+
+    /// Takes a `server/discover` answer to a probe at `version`: positive
+    /// evidence of a stateless server is a result whose
+    /// `supportedVersions` names it. Anything else is not.
+    pub fn accept_discover(
+        &mut self,
+        version: &'static str,
+        result: Value,
+    ) -> Result<(), ProtocolError> {
+        let names_it = result
+            .get("supportedVersions")
+            .and_then(Value::as_array)
+            .is_some_and(|vs| vs.iter().any(|v| v.as_str() == Some(version)));
+        if !names_it {
+            return Err(ProtocolError::BadDiscoverResult);
+        }
+        self.id = None;
+        self.version = Some(version);
+        self.stateless = true;
         self.server = Some(Arc::new(result));
         Ok(())
     }

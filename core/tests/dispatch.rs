@@ -2,6 +2,8 @@
 //! rest to whoever drained it; these tests drive it as the adapters'
 //! callers do (step, send, wait), in virtual time, several callers at once.
 
+mod common;
+
 use mcp_recovery_core::{
     Action, CallEnd, CallError, CallId, Config, Dispatcher, Engine, ExchangeId, HttpRequest, Input,
     Job, Mail, Operation, Step,
@@ -32,7 +34,12 @@ fn next_send(jobs: &mut VecDeque<Job>) -> Option<ExchangeId> {
 fn call_traffic_goes_to_its_mailbox_the_rest_to_jobs() {
     #[allow(clippy::disallowed_methods)] // the one real instant
     let now = Instant::now();
-    let mut d = Dispatcher::new(Engine::new(Config::new("http://127.0.0.1:1/mcp")), true);
+    let mut d = Dispatcher::new(
+        Engine::new(common::handshake_wire(Config::new(
+            "http://127.0.0.1:1/mcp",
+        ))),
+        true,
+    );
     let mut jobs = VecDeque::new();
     let call = d.call(Operation::ping(), now, &mut jobs);
     // Nothing to send for the call until the session is up: initialize
@@ -89,7 +96,12 @@ impl Room {
         #[allow(clippy::disallowed_methods)] // the one real instant
         let t0 = Instant::now();
         let mut r = Room {
-            d: Dispatcher::new(Engine::new(Config::new("http://127.0.0.1:1/mcp")), false),
+            d: Dispatcher::new(
+                Engine::new(common::handshake_wire(Config::new(
+                    "http://127.0.0.1:1/mcp",
+                ))),
+                false,
+            ),
             jobs: VecDeque::new(),
             t0,
             now: t0,
@@ -278,7 +290,12 @@ fn a_caller_cancelled_while_another_drains_its_stream() {
 fn a_waiting_caller_ends_at_its_deadline_in_virtual_time() {
     #[allow(clippy::disallowed_methods)] // the one real instant
     let t0 = Instant::now();
-    let mut d = Dispatcher::new(Engine::new(Config::new("http://127.0.0.1:1/mcp")), false);
+    let mut d = Dispatcher::new(
+        Engine::new(common::handshake_wire(Config::new(
+            "http://127.0.0.1:1/mcp",
+        ))),
+        false,
+    );
     let mut jobs = VecDeque::new();
     let call = d.call(Operation::ping(), t0, &mut jobs);
     // Its caller sends the initialize, which the server never answers.

@@ -9,7 +9,9 @@ use mcp_recovery::client::{
     Build, CallOptions, CancelHandle, ClientBuilder, Error, PromptList, PromptResult, ResourceList,
     ResourceRead, ServerHandler, Tool, ToolList, ToolResult,
 };
-use mcp_recovery::core::{BreakerConfig, BreakerState, CallError, ProtocolError, RpcError};
+use mcp_recovery::core::{
+    BreakerConfig, BreakerState, CallError, Protocol, ProtocolError, RpcError,
+};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -108,8 +110,14 @@ forward!(mcp_recovery::blocking::Client, direct);
 #[cfg(feature = "smol")]
 forward!(mcp_recovery::smol::Client, smol::block_on);
 
+/// A client on the handshake wire: these scenarios are about sessions,
+/// which only that wire has (the Python peer speaks both; the default,
+/// `Protocol::Auto`, would pick the stateless one). Negotiation has its
+/// own scenarios (`wires`).
 pub fn builder<C: Mcp>(peer: &Peer) -> ClientBuilder<C> {
-    ClientBuilder::new(&peer.url()).read_timeout(Duration::from_secs(20))
+    ClientBuilder::new(&peer.url())
+        .read_timeout(Duration::from_secs(20))
+        .protocol(Protocol::Legacy)
 }
 
 pub fn client<C: Mcp>(peer: &Peer) -> C {
@@ -356,6 +364,7 @@ pub fn server_down<C: Mcp>(kind: Kind) {
     let mut peer = Peer::start(kind);
     let cooldown = Duration::from_secs(2);
     let c: C = ClientBuilder::new(&peer.url())
+        .protocol(Protocol::Legacy)
         .await_ready(Duration::from_secs(2))
         .breaker(BreakerConfig::new(3, cooldown))
         .configure(|cfg| {
@@ -503,7 +512,10 @@ pub fn server_requests_and_notifications<C: Mcp>() {
     let handler = Arc::new(Answers {
         logs: AtomicUsize::new(0),
     });
+    // Requests on the call's stream: the handshake wire (on the stateless
+    // one this Python tool has no back-channel).
     let c: C = ClientBuilder::new(&peer.url())
+        .protocol(Protocol::Legacy)
         .handler(SharedAnswers(handler.clone()))
         .configure(|cfg| cfg.capabilities = json!({"elicitation": {}}))
         .build()

@@ -173,6 +173,9 @@ pub fn registration_request(
     );
     m.insert("response_types".into(), Value::from(vec!["code"]));
     m.insert("token_endpoint_auth_method".into(), "none".into());
+    // OpenID Connect Registration §2, SEP-837: a client on the user's
+    // machine redirecting to a loopback listener is a native one.
+    m.insert("application_type".into(), "native".into());
     if let Some(s) = scope {
         m.insert("scope".into(), s.into());
     }

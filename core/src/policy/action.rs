@@ -18,6 +18,8 @@ pub enum Recovery {
     Session,
     /// After a transport failure that made replay safe.
     Transport,
+    /// After a `-32022`, at the revision the server named.
+    Version,
 }
 
 /// Something for the caller of the core to do or know: some must be
@@ -88,6 +90,18 @@ pub enum Action {
         /// Why.
         recovery: Recovery,
     },
+    /// The revision and wire of session `generation` are settled, and why
+    /// (just before its [`Action::SessionReady`]).
+    Negotiated {
+        /// The session generation.
+        generation: SessionGeneration,
+        /// The revision.
+        version: &'static str,
+        /// Whether it is the stateless (2026-07-28) wire.
+        stateless: bool,
+        /// Why: what the server answered.
+        reason: String,
+    },
     /// The session of `generation` is ready.
     SessionReady {
         /// Its generation.
@@ -115,7 +129,19 @@ pub enum Action {
         /// Why.
         error: CallError,
     },
+    /// Something the application should know that is not an error: a
+    /// tool left out of a listing because its `x-mcp-header`
+    /// declarations are invalid.
+    Warning {
+        /// The call it concerns, if any.
+        call: Option<CallId>,
+        /// What happened (server text cut and cleaned).
+        message: String,
+    },
     /// A server notification or request that arrived on a response stream.
+    /// On the stateless wire the input requests of a multi-round-trip
+    /// request come this way too: answer them through
+    /// [`Engine::reply`](crate::Engine::reply) like any server request.
     /// Requests need an answer through [`Engine::reply`](crate::Engine::reply) (the core answers
     /// `ping` itself).
     ServerMessage {
@@ -146,7 +172,9 @@ impl Action {
             | Action::AwaitReady { .. }
             | Action::RetryOnce { .. }
             | Action::SessionReady { .. }
-            | Action::SessionFailed { .. } => false,
+            | Action::SessionFailed { .. }
+            | Action::Negotiated { .. }
+            | Action::Warning { .. } => false,
         }
     }
 }

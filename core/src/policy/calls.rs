@@ -4,14 +4,17 @@
 
 use super::auth::insufficient_scope;
 use super::exchange::{Exchange, Outcome, Purpose};
+use super::handshake::version_refusal;
 use super::{later, Action, CallId, Engine, ExchangeId, Phase, Recovery, Timer, MAX_ATTEMPTS};
 use super::{SessionGeneration, TokenGeneration};
-use crate::classify::{classify, Class, Failure};
+use crate::classify::{classify, wants_handshake, Class, Failure};
 use crate::error::{CallError, ProtocolError};
 use crate::http::{FailureKind, TransportFailure};
 use crate::jsonrpc::{RequestId, RpcError};
 use crate::operation::Operation;
-use serde_json::{json, Value};
+use crate::session::{mutual_stateless, Protocol};
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -19,6 +22,24 @@ pub(super) struct Used {
     pub(super) auth: bool,
     pub(super) session: bool,
     pub(super) transport: bool,
+    /// Re-sent at a revision the server named in a `-32022`.
+    pub(super) version: bool,
+}
+
+/// A multi-round-trip request (2026-07-28, SEP-2322) between rounds: the
+/// server answered "input required"; the application's answers are
+/// collected, then the request goes again with them and the server's
+/// `requestState`, byte for byte.
+#[derive(Debug, Default)]
+pub(super) struct Round {
+    /// Rounds answered "input required" so far.
+    pub(super) number: u8,
+    /// The answers, by the server's keys.
+    pub(super) responses: Map<String, Value>,
+    /// The server's opaque state, if it sent one.
+    pub(super) state: Option<String>,
+    /// Input requests not answered yet: their ids, by key.
+    pub(super) waiting: BTreeMap<String, RequestId>,
 }
 
 #[derive(Debug)]
@@ -42,6 +63,9 @@ pub(super) enum CallState {
         rpc_id: i64,
         generation: SessionGeneration,
     },
+    /// The server asked for input (a multi-round-trip request): waiting for
+    /// the application's answers ([`Round::waiting`]).
+    AwaitInput,
     /// The request went out and its event stream broke after an event id:
     /// the stream is resumed then, within the same session.
     Resuming {
@@ -66,6 +90,8 @@ pub(super) struct Call {
     pub(super) pending: Option<Recovery>,
     /// Resumes in a row that brought no new event.
     pub(super) resumes: u8,
+    /// The multi-round-trip state, once the server asked for input.
+    pub(super) round: Option<Round>,
 }
 
 impl Call {
@@ -76,7 +102,7 @@ impl Call {
             CallState::AwaitRefresh { deadline, .. } => Some((deadline, Timer::AwaitRefresh(id))),
             CallState::AwaitServer { deadline, .. } => Some((deadline, Timer::AwaitServer(id))),
             CallState::Resuming { until, .. } => Some((until, Timer::ResumeStream(id))),
-            CallState::InFlight { .. } => None,
+            CallState::InFlight { .. } | CallState::AwaitInput => None,
         }
     }
 }
@@ -107,7 +133,9 @@ impl Engine {
             CallState::AwaitReady { deadline, .. }
             | CallState::AwaitRefresh { deadline, .. }
             | CallState::AwaitServer { deadline, .. } => *deadline <= now,
-            CallState::InFlight { .. } | CallState::Resuming { .. } => false,
+            CallState::InFlight { .. } | CallState::Resuming { .. } | CallState::AwaitInput => {
+                false
+            }
         });
         for id in expired.drain(..) {
             let error = match self.calls.get(&id).map(|c| &c.state) {
@@ -168,10 +196,11 @@ impl Engine {
         let Some(call) = self.calls.get(&id) else {
             return;
         };
+        let with_round = call.round.as_ref().map(|r| r.params(call.op.params()));
         let (request, sent_session_id) = self.session.request(
             &RequestId::Number(rpc),
             call.op.method(),
-            call.op.params(),
+            with_round.as_ref().or(call.op.params()),
             self.auth.token.as_ref(),
         );
         let exchange = self.transmit(Purpose::Call(id), Some(rpc), sent_session_id, request);
@@ -206,8 +235,14 @@ impl Engine {
             message: String::new(),
         };
         let mut answer = None;
+        if let Some(supported) = version_refusal(&outcome) {
+            if let Outcome::Status { body, .. } = &outcome {
+                evidence.message = crate::classify::message_of(body).1.into_owned();
+            }
+            return self.on_call_version_refused(id, ctx.sessionless, &supported, evidence, now);
+        }
         let class = match outcome {
-            Outcome::Answer(Ok(v)) => return self.end(id, Ok(Ok(v)), Verdict::Reachable, now),
+            Outcome::Answer(Ok(v)) => return self.on_result(id, ctx.sessionless, v, now),
             Outcome::Answer(Err(e)) => {
                 let class = classify(ctx, Failure::Rpc(&e), &self.config.session_patterns);
                 evidence.code = Some(e.code);
@@ -235,6 +270,14 @@ impl Engine {
                 evidence.status = status;
                 evidence.code = code.map(|e| e.code);
                 evidence.message = message.into_owned();
+                if ctx.sessionless
+                    && self.config.protocol == Protocol::Auto
+                    && wants_handshake(status, &body, &self.config.session_patterns)
+                {
+                    // A replica on the handshake wire (a rolling deploy, a
+                    // rollback): negotiate again, like a lost session.
+                    return self.on_session_expired(id, evidence, now);
+                }
                 classify(
                     ctx,
                     Failure::Status {
@@ -308,6 +351,166 @@ impl Engine {
             // Handled above; classify returns it only for transport failures.
             Class::Transport { .. } => {}
         }
+    }
+
+    /// A result: the call's end, unless the server asks for input first.
+    /// `stateless`: the wire the request went on.
+    fn on_result(&mut self, id: CallId, stateless: bool, mut result: Value, now: Instant) {
+        if stateless {
+            if result.get("resultType").and_then(Value::as_str) == Some("input_required") {
+                return self.on_input_required(id, result, now);
+            }
+            let lists_tools = self
+                .calls
+                .get(&id)
+                .is_some_and(|c| c.op.method() == "tools/list");
+            if lists_tools {
+                for message in self.session.learn_tools(&mut result) {
+                    self.actions.push_back(Action::Warning {
+                        call: Some(id),
+                        message,
+                    });
+                }
+            }
+        }
+        self.end(id, Ok(Ok(result)), Verdict::Reachable, now)
+    }
+
+    /// "Input required": each input request goes to the application as a
+    /// server request; the answers come back through `reply`.
+    fn on_input_required(&mut self, id: CallId, result: Value, now: Instant) {
+        let max = self.config.max_input_rounds;
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let round = call.round.get_or_insert_with(Round::default);
+        if round.number >= max {
+            let error = CallError::Protocol(ProtocolError::TooManyRounds { rounds: max });
+            return self.end(id, Err(error), Verdict::Reachable, now);
+        }
+        round.number += 1;
+        round.responses.clear();
+        round.waiting.clear();
+        // Opaque: echoed exactly as it came, or not at all.
+        round.state = result
+            .get("requestState")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        // A new round is a new request: its own sends and recoveries.
+        call.attempts = 0;
+        call.used = Used::default();
+        call.state = CallState::AwaitInput;
+        let number = round.number;
+        let requests = result
+            .get("inputRequests")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten();
+        let mut asks = Vec::new();
+        for (key, request) in requests {
+            let Some(method) = request.get("method").and_then(Value::as_str) else {
+                let error = CallError::Protocol(ProtocolError::BadInputRequest);
+                return self.end(id, Err(error), Verdict::Reachable, now);
+            };
+            let rpc = RequestId::String(format!("{id}/{number}/{key}"));
+            round.waiting.insert(key.clone(), rpc.clone());
+            asks.push((rpc, method.to_owned(), request.get("params").cloned()));
+        }
+        if asks.is_empty() {
+            // Nothing to ask: straight to the next round.
+            return self.attempt(id, now);
+        }
+        for (rpc, method, params) in asks {
+            self.inputs.insert(rpc.clone(), id);
+            self.actions.push_back(Action::ServerMessage {
+                call: Some(id),
+                message: crate::jsonrpc::Message::Request {
+                    id: rpc,
+                    method,
+                    params,
+                },
+            });
+        }
+    }
+
+    /// The application's answer to an input request of `call`: the next
+    /// round goes out once every request of this one has its answer. A
+    /// refused input request ends the call.
+    pub(super) fn on_input(
+        &mut self,
+        id: CallId,
+        rpc: RequestId,
+        result: Result<Value, RpcError>,
+        now: Instant,
+    ) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let Some(round) = call.round.as_mut() else {
+            return;
+        };
+        let Some(key) = round
+            .waiting
+            .iter()
+            .find(|(_, r)| **r == rpc)
+            .map(|(k, _)| k.clone())
+        else {
+            return;
+        };
+        match result {
+            Ok(answer) => {
+                round.waiting.remove(&key);
+                round.responses.insert(key, answer);
+                if round.waiting.is_empty() {
+                    self.attempt(id, now);
+                }
+            }
+            Err(error) => {
+                let error = CallError::InputRefused { key, error };
+                self.end(id, Err(error), Verdict::Neutral, now);
+            }
+        }
+    }
+
+    /// `-32022` to a call: the server does not speak the revision the
+    /// request was sent at.
+    fn on_call_version_refused(
+        &mut self,
+        id: CallId,
+        stateless: bool,
+        supported: &[String],
+        evidence: SessionEvidence,
+        now: Instant,
+    ) {
+        let supported: Vec<&str> = supported.iter().map(String::as_str).collect();
+        let Some((used, attempts)) = self.spent(id) else {
+            return;
+        };
+        let mutual = mutual_stateless(&supported);
+        if stateless && mutual.is_some() && !used.version && attempts < MAX_ATTEMPTS {
+            // The revision both speak (the one we speak: a replica that
+            // answered for another, or a server that wants it said
+            // twice): once more.
+            if let Some(c) = self.calls.get_mut(&id) {
+                c.used.version = true;
+            }
+            return self.retry(id, Recovery::Version, now);
+        }
+        let other_wire = if stateless {
+            supported
+                .iter()
+                .any(|v| crate::session::SUPPORTED_LEGACY_VERSIONS.contains(v))
+        } else {
+            mutual.is_some()
+        };
+        if other_wire && self.config.protocol == Protocol::Auto {
+            // The server moved to the other wire: negotiate again, shared
+            // by every caller, like a lost session.
+            return self.on_session_expired(id, evidence, now);
+        }
+        let supported = crate::error::sanitize(&supported.join(", "));
+        let error = CallError::Protocol(ProtocolError::NoMutualVersion { supported });
+        self.end(id, Err(error), Verdict::Reachable, now)
     }
 
     pub(super) fn spent(&self, id: CallId) -> Option<(Used, u8)> {
@@ -508,7 +711,12 @@ impl Engine {
         {
             // The server may be working on it: tell it to stop. Only within
             // the session the request went to.
-            if matches!(self.phase, Phase::Ready) && generation == self.generation {
+            // On the stateless wire closing the response stream (the
+            // `Abort` below) is the cancellation.
+            if matches!(self.phase, Phase::Ready)
+                && generation == self.generation
+                && !self.session.is_stateless()
+            {
                 let params = json!({"requestId": rpc_id, "reason": "cancelled by the client"});
                 let request = self.session.notification(
                     "notifications/cancelled",
@@ -542,6 +750,11 @@ impl Engine {
         if matches!(call.state, CallState::AwaitServer { .. }) {
             self.nobody_waits();
         }
+        if let Some(round) = &call.round {
+            for rpc in round.waiting.values() {
+                self.inputs.remove(rpc);
+            }
+        }
         match (verdict, call.probe) {
             (Verdict::Reachable, _) => self.breaker.success(),
             (Verdict::Failure, _) => self.breaker.failure(now),
@@ -552,5 +765,25 @@ impl Engine {
             Ok(result) => Action::Complete { call: id, result },
             Err(error) => Action::Surface { call: id, error },
         });
+    }
+}
+
+impl Round {
+    /// The request's params for the next round: the caller's, plus the
+    /// answers and the server's state.
+    pub(super) fn params(&self, params: Option<&Value>) -> Value {
+        let mut p = match params {
+            Some(Value::Object(m)) => m.clone(),
+            _ => Map::new(),
+        };
+        p.insert(
+            "inputResponses".into(),
+            Value::Object(self.responses.clone()),
+        );
+        match &self.state {
+            Some(state) => p.insert("requestState".into(), Value::String(state.clone())),
+            None => p.remove("requestState"),
+        };
+        Value::Object(p)
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 pub struct Config {
     /// The MCP endpoint URL.
     pub url: String,
-    /// Protocol era (default: handshake-based, sessionful).
+    /// Which revision to speak (default [`Protocol::Auto`]: find out).
     pub protocol: Protocol,
     /// `clientInfo` sent to the server.
     pub client_info: Value,
@@ -66,6 +66,10 @@ pub struct Config {
     /// when it drops (default off: it holds a connection, and a thread in
     /// the blocking client).
     pub listen: bool,
+    /// Rounds of "input required" one call may go through (a
+    /// multi-round-trip request, 2026-07-28) before it fails with
+    /// [`ProtocolError::TooManyRounds`](crate::ProtocolError::TooManyRounds) (default 8).
+    pub max_input_rounds: u8,
 }
 
 impl fmt::Debug for Config {
@@ -99,6 +103,7 @@ impl fmt::Debug for Config {
             .field("max_resume_delay", &self.max_resume_delay)
             .field("max_resumes", &self.max_resumes)
             .field("listen", &self.listen)
+            .field("max_input_rounds", &self.max_input_rounds)
             .finish_non_exhaustive()
     }
 }
@@ -108,7 +113,7 @@ impl Config {
     pub fn new(url: impl Into<String>) -> Self {
         Config {
             url: url.into(),
-            protocol: Protocol::Legacy,
+            protocol: Protocol::Auto,
             client_info: json!({"name": "mcp-recovery", "version": env!("CARGO_PKG_VERSION")}),
             capabilities: json!({}),
             headers: Vec::new(),
@@ -126,6 +131,7 @@ impl Config {
             max_resume_delay: Duration::from_secs(10),
             max_resumes: 3,
             listen: false,
+            max_input_rounds: 8,
         }
     }
 

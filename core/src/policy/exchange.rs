@@ -250,7 +250,7 @@ impl Engine {
                 }
             }
             Message::Request { id, method, .. } if method == "ping" => {
-                self.reply(id, Ok(json!({})));
+                self.reply(id, Ok(json!({})), now);
             }
             other => {
                 let call = match ex.purpose {

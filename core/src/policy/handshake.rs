@@ -1,18 +1,31 @@
-//! The session's life: idle, initializing (initialize, then
-//! `notifications/initialized`), ready, closed; one handshake at a time,
-//! shared by every call that waits for it.
+//! The session's life: idle, negotiating, ready, closed; one negotiation
+//! at a time, shared by every call that waits for it.
+//!
+//! Negotiation (the `Auto` setting) probes `server/discover` at the newest
+//! stateless revision. Only a result naming that revision is evidence of a
+//! 2026-07-28 server; anything else the server answers (an error status,
+//! method not found, a body that is not a discover result) falls back to
+//! the `initialize` handshake: a deny list, so an unknown server gets the
+//! wire every server spoke until 2026. `-32022` naming a revision both
+//! sides speak re-probes once at it; naming only revisions we do not speak
+//! is a real incompatibility. A transport failure is never a verdict: it is
+//! retried like any handshake step.
 
 use super::auth::insufficient_scope;
 use super::calls::{CallState, Verdict};
 use super::exchange::{Exchange, Outcome, Purpose};
 use super::{later, Action, Engine, ExchangeId, SessionGeneration, Timer};
-use crate::error::CallError;
+use crate::error::{CallError, ProtocolError};
 use crate::http::FailureKind;
 use crate::jsonrpc::RequestId;
+use crate::session::SUPPORTED_LEGACY_VERSIONS;
+use crate::session::{mutual_stateless, unsupported_version, Protocol, MODERN_VERSION};
 use std::time::Instant;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Step {
+    /// `server/discover` at this stateless revision.
+    Discover(&'static str),
     Initialize,
     Initialized,
 }
@@ -31,6 +44,12 @@ pub(super) struct Handshake {
     pub(super) awaiting_server: bool,
     /// When its initialize was first refused, if it was.
     pub(super) refused_since: Option<Instant>,
+    /// Probes sent after a `-32022` (at most one), and whether the
+    /// handshake wire was tried: together they end every negotiation.
+    pub(super) reprobed: bool,
+    pub(super) tried_initialize: bool,
+    /// Why the negotiation is at its step, for [`Action::Negotiated`].
+    pub(super) why: String,
 }
 
 #[derive(Debug)]
@@ -77,10 +96,14 @@ impl Engine {
                 generation: self.generation,
             });
         }
-        let exchange = self.send_initialize();
+        let step = match self.config.protocol {
+            Protocol::Auto => Step::Discover(MODERN_VERSION),
+            _ => Step::Initialize,
+        };
+        let exchange = self.send_step(step);
         self.phase = Phase::Initializing(Handshake {
             exchange,
-            step: Step::Initialize,
+            step,
             since: now,
             deadline: later(now, self.config.handshake_timeout),
             sends: 1,
@@ -88,15 +111,40 @@ impl Engine {
             awaiting_refresh: false,
             awaiting_server: false,
             refused_since: None,
+            reprobed: false,
+            tried_initialize: step == Step::Initialize,
+            why: match step {
+                Step::Initialize => "the setting asks for the handshake".into(),
+                _ => String::new(),
+            },
         });
     }
 
-    pub(super) fn send_initialize(&mut self) -> ExchangeId {
+    fn send_step(&mut self, step: Step) -> ExchangeId {
         let rpc = self.next_rpc_id();
-        let request = self
-            .session
-            .initialize(&RequestId::Number(rpc), self.auth.token.as_ref());
+        let id = RequestId::Number(rpc);
+        let token = self.auth.token.as_ref();
+        let request = match step {
+            Step::Discover(version) => self.session.discover(&id, version, token),
+            _ => self.session.initialize(&id, token),
+        };
         self.transmit(Purpose::Initialize, Some(rpc), false, request)
+    }
+
+    /// Moves the negotiation to `step` (another probe, or the handshake),
+    /// for the reason `why`.
+    fn switch_to(&mut self, step: Step, why: String) {
+        let exchange = self.send_step(step);
+        if let Some(h) = self.handshake_mut() {
+            h.why = why;
+            h.exchange = exchange;
+            h.step = step;
+            h.sends = 1;
+            h.auth_retried = false;
+            h.awaiting_refresh = false;
+            h.awaiting_server = false;
+            h.tried_initialize |= step == Step::Initialize;
+        }
     }
 
     pub(super) fn handshake_mut(&mut self) -> Option<&mut Handshake> {
@@ -116,7 +164,34 @@ impl Engine {
         if self.handshake_mut().map(|h| h.exchange) != Some(exchange) {
             return;
         }
+        let step = self.handshake_mut().map_or(Step::Initialize, |h| h.step);
+        if let Some(supported) = version_refusal(&outcome) {
+            return self.on_version_refused(step, &supported, now);
+        }
         match outcome {
+            Outcome::Answer(Ok(result)) if matches!(step, Step::Discover(_)) => {
+                let Step::Discover(version) = step else {
+                    return;
+                };
+                match self.session.accept_discover(version, result) {
+                    Ok(()) => {
+                        if let Some(h) = self.handshake_mut() {
+                            let named = format!("server/discover names {version}");
+                            h.why = if h.why.is_empty() {
+                                named
+                            } else {
+                                format!("{}; then {named}", h.why)
+                            };
+                        }
+                        self.ready(now)
+                    }
+                    // Not a 2026-07-28 server: the handshake wire.
+                    Err(_) => self.switch_to(
+                        Step::Initialize,
+                        format!("server/discover's answer does not name {version}: not a 2026-07-28 server"),
+                    ),
+                }
+            }
             Outcome::Answer(Ok(result)) => {
                 match self
                     .session
@@ -184,15 +259,61 @@ impl Engine {
                 // orphan session until its idle timeout.
                 self.resend_initialize();
             }
+            // Anything else a probe gets is no evidence of a stateless
+            // server: the handshake wire.
+            other if matches!(step, Step::Discover(_)) => {
+                let what = match &other {
+                    Outcome::Answer(Err(e)) => format!("error {}", e.code),
+                    Outcome::Status { status, .. } => format!("HTTP {status}"),
+                    _ => "no discover result".into(),
+                };
+                self.switch_to(
+                    Step::Initialize,
+                    format!("server/discover answered {what}: not a 2026-07-28 server"),
+                )
+            }
             failed => self.handshake_failed(failed.into_error(), true, now),
         }
     }
 
+    /// `-32022`: the server does not speak the revision asked for, and
+    /// names those it does.
+    fn on_version_refused(&mut self, step: Step, supported: &[String], now: Instant) {
+        let supported: Vec<&str> = supported.iter().map(String::as_str).collect();
+        let (reprobed, tried_initialize) = self
+            .handshake_mut()
+            .map_or((true, true), |h| (h.reprobed, h.tried_initialize));
+        let auto = self.config.protocol == Protocol::Auto;
+        let stateless_ok = auto || self.session.protocol().fixed_stateless().is_some();
+        if let Some(version) = mutual_stateless(&supported).filter(|_| stateless_ok && !reprobed) {
+            // One re-probe at a revision both speak, even the one just
+            // asked for (a replica that answered for another).
+            if let Some(h) = self.handshake_mut() {
+                h.reprobed = true;
+            }
+            let why = format!("-32022 names {version}");
+            return self.switch_to(Step::Discover(version), why);
+        }
+        let speaks_handshake = supported
+            .iter()
+            .any(|v| SUPPORTED_LEGACY_VERSIONS.contains(v));
+        if matches!(step, Step::Discover(_))
+            && !tried_initialize
+            && (speaks_handshake || supported.is_empty())
+        {
+            let why = format!("-32022 names only {}", supported.join(", "));
+            return self.switch_to(Step::Initialize, crate::error::sanitize(&why));
+        }
+        let supported = crate::error::sanitize(&supported.join(", "));
+        let error = CallError::Protocol(ProtocolError::NoMutualVersion { supported });
+        self.handshake_failed(error, true, now)
+    }
+
     pub(super) fn resend_initialize(&mut self) {
-        let exchange = self.send_initialize();
+        let step = self.handshake_mut().map_or(Step::Initialize, |h| h.step);
+        let exchange = self.send_step(step);
         if let Some(h) = self.handshake_mut() {
             h.exchange = exchange;
-            h.step = Step::Initialize;
             h.sends += 1;
             h.awaiting_refresh = false;
             h.awaiting_server = false;
@@ -211,6 +332,20 @@ impl Engine {
     }
 
     pub(super) fn ready(&mut self, now: Instant) {
+        if let Phase::Initializing(h) = &mut self.phase {
+            let mut reason = std::mem::take(&mut h.why);
+            if reason.is_empty() {
+                reason = "the server answered initialize".into();
+            }
+            if let Some(version) = self.session.protocol_version() {
+                self.actions.push_back(Action::Negotiated {
+                    generation: self.generation,
+                    version,
+                    stateless: self.session.is_stateless(),
+                    reason,
+                });
+            }
+        }
         self.phase = Phase::Ready;
         // No breaker reset here: only an answered call resets it. A server
         // that hands out sessions and forgets them at once (replicas
@@ -218,7 +353,7 @@ impl Engine {
         self.actions.push_back(Action::SessionReady {
             generation: self.generation,
         });
-        if self.config.listen {
+        if self.config.listen && !self.session.is_stateless() {
             self.listen_failures = 0;
             self.open_listen(None);
         }
@@ -258,4 +393,19 @@ impl Engine {
         }
         self.scratch = waiting;
     }
+}
+
+/// The revisions a `-32022` answer names, whether it came as a JSON-RPC
+/// error in a 200 or in an error status's body.
+pub(super) fn version_refusal(outcome: &Outcome) -> Option<Vec<String>> {
+    let owned;
+    let e = match outcome {
+        Outcome::Answer(Err(e)) => e,
+        Outcome::Status { body, .. } => {
+            owned = crate::classify::message_of(body).0?;
+            &owned
+        }
+        _ => return None,
+    };
+    unsupported_version(e).map(|v| v.into_iter().map(str::to_owned).collect())
 }

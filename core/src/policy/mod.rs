@@ -31,7 +31,7 @@ use crate::error::CallError;
 use crate::http::HttpRequest;
 use crate::jsonrpc::{RequestId, RpcError};
 use crate::operation::Operation;
-use crate::session::{Protocol, Session};
+use crate::session::Session;
 use crate::token::Token;
 use auth::Auth;
 use calls::{Call, CallState, Used, Verdict};
@@ -150,6 +150,9 @@ pub struct Engine {
     /// The last 401/403 `WWW-Authenticate`, for an authorization flow the
     /// application starts itself.
     last_challenge: Option<String>,
+    /// Input requests of multi-round-trip calls waiting for the
+    /// application's answer: which call each belongs to.
+    inputs: BTreeMap<RequestId, CallId>,
     /// Listening-stream openings in a row that brought no message.
     listen_failures: u8,
     next_call: u64,
@@ -168,10 +171,11 @@ impl Engine {
             config.capabilities.clone(),
             &config.headers,
         );
-        // A modern (2026-07-28) server has no handshake: ready from the start.
-        let phase = match config.protocol {
-            Protocol::Modern => Phase::Ready,
-            Protocol::Legacy => Phase::Idle,
+        // Fixed to the stateless wire: no handshake, ready from the start.
+        let phase = if session.is_stateless() {
+            Phase::Ready
+        } else {
+            Phase::Idle
         };
         Engine {
             breaker: Breaker::new(config.breaker),
@@ -194,6 +198,7 @@ impl Engine {
             scouting: false,
             reached: false,
             last_challenge: None,
+            inputs: BTreeMap::new(),
             listen_failures: 0,
             next_call: 0,
             next_exchange: 0,
@@ -309,15 +314,24 @@ impl Engine {
                 refused_since: None,
                 pending: None,
                 resumes: 0,
+                round: None,
             },
         );
         self.attempt(id, now);
         id
     }
 
-    /// Answers a server's request that came as [`Action::ServerMessage`].
-    pub fn reply(&mut self, id: RequestId, result: Result<Value, RpcError>) {
-        if !matches!(self.phase, Phase::Ready) {
+    /// Answers a server's request that came as [`Action::ServerMessage`]:
+    /// on the handshake wire a POST of the response, on the stateless wire
+    /// (an input request of a multi-round-trip call) the call's next round
+    /// once all its input requests are answered.
+    pub fn reply(&mut self, id: RequestId, result: Result<Value, RpcError>, now: Instant) {
+        if let Some(call) = self.inputs.remove(&id) {
+            return self.on_input(call, id, result, now);
+        }
+        // The stateless wire has no requests from the server but input
+        // requests: an answer to anything else (late, made up) goes nowhere.
+        if !matches!(self.phase, Phase::Ready) || self.session.is_stateless() {
             return;
         }
         let request = self
@@ -459,7 +473,7 @@ impl Engine {
                 rpc_id,
                 ctx: Context {
                     sent_session_id,
-                    sessionless: self.session.protocol() == Protocol::Modern,
+                    sessionless: self.session.is_stateless(),
                 },
                 token_generation: self.auth.generation,
                 status: 0,

@@ -5,7 +5,7 @@
 
 use mcp_recovery_core::{
     Action, CallError, CallId, Config, Engine, ExchangeId, FailureKind, HttpRequest, Input,
-    RpcError, Token, TokenGeneration, TransportFailure,
+    Protocol, RpcError, Token, TokenGeneration, TransportFailure,
 };
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, VecDeque};
@@ -56,8 +56,22 @@ pub struct Harness {
     pub ended: BTreeMap<CallId, Outcome>,
 }
 
+/// `config` on the handshake wire unless it asks for another: most tests
+/// are about sessions; negotiation has its own (`Harness::negotiating`).
+pub fn handshake_wire(mut config: Config) -> Config {
+    if config.protocol == Protocol::Auto {
+        config.protocol = Protocol::Legacy;
+    }
+    config
+}
+
 impl Harness {
     pub fn new(config: Config) -> Self {
+        Self::negotiating(handshake_wire(config))
+    }
+
+    /// An engine with `config` as it is (`Protocol::Auto` probes first).
+    pub fn negotiating(config: Config) -> Self {
         #[allow(clippy::disallowed_methods)] // the one real instant: virtual time starts here
         let t0 = Instant::now();
         Harness {

@@ -4,6 +4,7 @@
 //! value may be a secret.
 
 use clap::{Args, Parser, Subcommand};
+use mcp_recovery::core::Protocol;
 use std::time::Duration;
 
 /// Shown at the end of `mcpr --help`; the README has the same table.
@@ -68,7 +69,15 @@ pub struct Connection {
     #[arg(long, global = true, value_name = "SECONDS", value_parser = parse_seconds)]
     pub timeout: Option<Duration>,
 
-    /// Print the recovery steps the client takes (re-initialize, retry) on stderr
+    /// Protocol revision: auto (ask server/discover, fall back to the
+    /// initialize handshake), legacy (the handshake), modern (2026-07-28,
+    /// stateless) or a revision's date
+    #[arg(long, global = true, value_name = "REVISION", default_value = "auto",
+        value_parser = parse_protocol)]
+    pub protocol: Protocol,
+
+    /// Print the revision negotiated and the recovery steps the client
+    /// takes (re-initialize, retry) on stderr
     #[arg(long, short, global = true)]
     pub verbose: bool,
 
@@ -173,6 +182,12 @@ pub struct Repeat {
     /// Pause between runs, in milliseconds
     #[arg(long, value_name = "MS", default_value_t = 0)]
     pub interval: u64,
+}
+
+fn parse_protocol(s: &str) -> Result<Protocol, String> {
+    Protocol::parse(s).map_err(|_| {
+        format!("{s:?}: expected auto, legacy, modern or a revision this client speaks (2024-11-05 ... 2026-07-28)")
+    })
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {

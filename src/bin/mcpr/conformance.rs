@@ -5,7 +5,11 @@
 //! credentials in `MCP_CONFORMANCE_CONTEXT`), and appends its URL.
 //!
 //! Every scenario gets what any MCP application would do through the
-//! blocking client: initialize, list the tools, call each one. What differs
+//! blocking client, on the wire of the revision the runner names in
+//! `MCP_CONFORMANCE_PROTOCOL_VERSION` (the handshake up to 2025-11-25, the
+//! stateless wire for 2026-07-28): list the tools, call each one (or the
+//! calls the runner's context lists); on the stateless wire also list the
+//! resources and prompts and read or get the first of each. What differs
 //! is set up here, never faked: the elicitation capability and a handler
 //! that accepts with the schema's defaults, and, for `auth/*`, `--oauth`'s
 //! behaviour (tokens in memory, the authorization flow with the
@@ -16,7 +20,7 @@ use crate::auth::{self, Opener};
 use crate::exit::{classify, Exit, Failure};
 use mcp_recovery::blocking::{Client, Error, ServerHandler};
 use mcp_recovery::client::oauth::{MemoryTokenStore, OAuthConfig};
-use mcp_recovery::core::RpcError;
+use mcp_recovery::core::{Protocol, RpcError};
 use serde_json::{json, Map, Value};
 use std::cell::Cell;
 use std::time::Duration;
@@ -41,9 +45,17 @@ pub fn run(server: &str) -> Exit {
 fn scenario_run(scenario: &str, server: &str) -> Result<(), Failure> {
     // The runner gives a scenario 30 s: a call must fail before that, so
     // the failure is ours to report.
+    let version = std::env::var("MCP_CONFORMANCE_PROTOCOL_VERSION")
+        .unwrap_or_else(|_| mcp_recovery::core::LATEST_LEGACY_VERSION.into());
+    let protocol = Protocol::parse(&version)
+        .map_err(|e| Failure::input(format!("MCP_CONFORMANCE_PROTOCOL_VERSION: {e}")))?;
+    let stateless = matches!(protocol, Protocol::Pinned(v) if v.is_stateless());
     let mut builder = Client::builder(server)
+        .protocol(protocol)
         .read_timeout(Duration::from_secs(20))
-        .call_timeout(Duration::from_secs(25));
+        .call_timeout(Duration::from_secs(25))
+        // Input requests of multi-round-trip calls (2026-07-28).
+        .handler(AcceptDefaults);
     if scenario == "elicitation-sep1034-client-defaults" {
         builder = builder
             .configure(|c| c.capabilities = json!({"elicitation": {"applyDefaults": true}}))
@@ -73,31 +85,62 @@ fn scenario_run(scenario: &str, server: &str) -> Result<(), Failure> {
         let tools = client.all_tools()?;
         Ok(json!(tools
             .iter()
-            .map(|t| t.name.clone())
-            .collect::<Vec<_>>()))
+            .map(|t| (t.name.clone(), t.input_schema.clone()))
+            .collect::<Map<_, _>>()))
     })?;
-    for name in tools
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-    {
-        let args = arguments(name);
+    // The calls the runner asks for, or each listed tool once.
+    let calls: Vec<(String, Value)> = match context()?.get("toolCalls").and_then(Value::as_array) {
+        Some(asked) => asked
+            .iter()
+            .filter_map(|c| {
+                Some((
+                    c.get("name")?.as_str()?.to_owned(),
+                    c.get("arguments")?.clone(),
+                ))
+            })
+            .collect(),
+        None => tools
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(n, _)| (n.to_owned(), arguments(n, &tools)))
+            .collect(),
+    };
+    for (name, args) in &calls {
         let result = step(name, &|| {
             let r = client.call_tool(name, args.clone())?;
             Ok(json!({"isError": r.is_error, "text": r.text()}))
         })?;
         println!("{name}: {result}");
     }
+    if stateless {
+        // What an application shows next to the tools; a server without
+        // them says so, which is no failure of ours.
+        if let Ok(list) = client.list_resources(None) {
+            if let Some(r) = list.resources.first() {
+                let read = client.read_resource(&r.uri).map(|r| r.contents.len());
+                println!("{}: {read:?}", r.uri);
+            }
+        }
+        if let Ok(list) = client.list_prompts(None) {
+            if let Some(p) = list.prompts.first() {
+                let got = client.get_prompt(&p.name, None).map(|r| r.messages.len());
+                println!("{}: {got:?}", p.name);
+            }
+        }
+    }
     let _ = client.close();
     Ok(())
 }
 
 /// Arguments for the suite's tools: `add_numbers` (`tools_call`) takes two
-/// numbers; the others take none.
-fn arguments(tool: &str) -> Value {
+/// numbers; `json_schema_echo` the input schema of the scenario's other
+/// tool, as the client received it (kept verbatim: `$ref`, `$defs`,
+/// 2020-12 keywords); the others take none.
+fn arguments(tool: &str, schemas: &Value) -> Value {
     match tool {
         "add_numbers" => json!({"a": 2, "b": 3}),
+        "json_schema_echo" => json!({"schema": schemas["json_schema_2020_12_tool"]}),
         _ => json!({}),
     }
 }

@@ -127,7 +127,9 @@ fn client(conn: &Connection) -> Result<(Client, Option<Opener>), Failure> {
         .url
         .as_deref()
         .ok_or_else(|| Failure::input("--url URL is required (or set MCPR_URL)"))?;
-    let mut builder = Client::builder(url).read_timeout(Duration::from_secs(60));
+    let mut builder = Client::builder(url)
+        .protocol(conn.protocol)
+        .read_timeout(Duration::from_secs(60));
     for h in &conn.headers {
         let (name, value) = header(h)?;
         builder = builder.header(name, value);
@@ -178,7 +180,17 @@ fn log_recovery(action: &Action) {
         Action::SignalReconnect { generation } => {
             eprintln!("mcpr: session lost: re-initializing (session #{generation})")
         }
+        Action::Negotiated {
+            version,
+            stateless,
+            reason,
+            ..
+        } => {
+            let wire = if *stateless { "stateless" } else { "handshake" };
+            eprintln!("mcpr: speaking {version} ({wire} wire): {reason}")
+        }
         Action::SessionReady { generation } => eprintln!("mcpr: session #{generation} ready"),
+        Action::Warning { message, .. } => eprintln!("mcpr: warning: {message}"),
         Action::SessionFailed { generation, error } => {
             eprintln!("mcpr: session #{generation} failed: {error}")
         }
