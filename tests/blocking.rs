@@ -11,6 +11,7 @@ use common::Peer;
 use mcp_recovery::blocking::Client;
 
 scenario_tests!(Client);
+wire_tests!(Client);
 
 #[test]
 fn python_herd_of_16_across_idle_expiry() {

@@ -12,6 +12,7 @@ use serde_json::json;
 use std::time::Duration;
 
 scenario_tests!(Client);
+wire_tests!(Client);
 
 /// `n` tasks on smol's executor, started together, each adding its index
 /// and one.

@@ -301,18 +301,56 @@ impl<I: Io> Driver<I> {
             mut opts,
             mut then,
         } = request;
+        // A tool call refused for headers the client could not know (its
+        // tool never listed: `x-mcp-header` parameters) is sent again once
+        // after listing the tools; the server ran nothing.
+        let mut relist = None;
         let mut op = match first {
             First::Op(op) => op,
-            First::Tool { name, arguments } => self.memory.tools_call(&name, arguments, &opts),
+            First::Tool { name, arguments } => {
+                relist = Some((name.clone(), arguments.clone()));
+                self.memory.tools_call(&name, arguments, &opts)
+            }
         };
         loop {
             let watch = Memory::watch(&opts, self.settings.call_timeout, Instant::now());
-            let value = self.call(op, &watch, opts.progress.as_deref_mut()).await?;
+            let value = match self
+                .call(op.clone(), &watch, opts.progress.as_deref_mut())
+                .await
+            {
+                Err(Error::Call(mcp_recovery_core::CallError::HeaderMismatch { .. }))
+                    if relist.is_some() =>
+                {
+                    let (name, arguments) = relist.take().unwrap_or_default();
+                    self.list_every_tool(&watch).await?;
+                    op = self.memory.tools_call(&name, arguments, &opts);
+                    continue;
+                }
+                other => other?,
+            };
             match then(value, &self.memory)? {
                 Next::Done(t) => return Ok(t),
                 Next::Page(next) => op = next,
             }
         }
+    }
+
+    /// Lists every page of tools (within the listing bounds), for what the
+    /// engine learns from them: their `x-mcp-header` parameters.
+    async fn list_every_tool(self: &Arc<Self>, watch: &Watch) -> Result<(), Error> {
+        let mut cursor: Option<String> = None;
+        for _ in 0..self.memory.limits.max_pages {
+            let page = self
+                .call(Operation::list_tools(cursor.as_deref()), watch, None)
+                .await?;
+            let list: crate::ToolList = crate::decode(page)?;
+            self.memory.remember(&list);
+            cursor = list.next_cursor;
+            if cursor.is_none() {
+                return Ok(());
+            }
+        }
+        Ok(())
     }
 
     /// Does this caller's jobs, including whatever they produce. Boxed: it

@@ -112,6 +112,15 @@ pub enum CallError {
         /// The handler's error.
         error: RpcError,
     },
+    /// 2026-07-28: the server found the request's headers at odds with its
+    /// body (`-32020`), before running anything: for a `tools/call`, the
+    /// tool's `x-mcp-header` parameters are not known yet (list the tools,
+    /// then call again; the clients do).
+    #[error("headers do not match the body (-32020): {message}")]
+    HeaderMismatch {
+        /// The server's message, cut and cleaned.
+        message: String,
+    },
     /// The engine was closed.
     #[error("client closed")]
     Closed,

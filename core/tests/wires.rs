@@ -584,3 +584,23 @@ fn cancelling_on_the_stateless_wire_closes_the_stream_only() {
         .any(|a| matches!(a, Action::Abort { exchange } if *exchange == s.exchange)));
     assert_eq!(h.sent_count("notifications/cancelled"), 0);
 }
+
+#[test]
+fn headers_at_odds_with_the_body_are_a_typed_error_sent_once() {
+    let mut h = stateless();
+    let call = h.call(Operation::call_tool("sql", json!({"region": "eu"})));
+    let s = h.take("tools/call");
+    let body = json!({"jsonrpc":"2.0","id":s.json["id"],"error":{"code":-32020,
+        "message":"Mcp-Param-Region header is missing but the request body's 'region' argument is present"}});
+    h.respond(
+        s.exchange,
+        400,
+        &[("content-type", "application/json")],
+        &body.to_string(),
+    );
+    match h.error(call) {
+        CallError::HeaderMismatch { message } => assert!(message.contains("Mcp-Param-Region")),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.sent_count("tools/call"), 1);
+}

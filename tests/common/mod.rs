@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses its own part of this
 
 pub mod scenarios;
+pub mod wires;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -168,6 +169,14 @@ impl Peer {
         self.spawn();
     }
 
+    /// Starts `kind` where the killed server was (same port, same state
+    /// directory): a deploy of another release at the same URL.
+    pub fn start_as(&mut self, kind: Kind) {
+        assert!(self.child.is_none());
+        self.kind = kind;
+        self.spawn();
+    }
+
     fn count(&self, name: &str) -> u64 {
         std::fs::read_to_string(self.state.join(name))
             .ok()
@@ -183,6 +192,11 @@ impl Peer {
     /// Runs of the Python peer's `slow` tool that started, across restarts.
     pub fn slow_started(&self) -> u64 {
         self.count("slow_started")
+    }
+
+    /// Runs of the Python peer's `deploy` tool to its end, across restarts.
+    pub fn deploys(&self) -> u64 {
+        self.count("deploys")
     }
 
     /// Runs of the Python peer's `fail` tool, across restarts.

@@ -19,10 +19,12 @@ import warnings
 warnings.simplefilter("ignore")  # the SDK warns about features the tests use on purpose
 
 import uvicorn
-from pydantic import BaseModel
+from typing import Annotated
+
+from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
 from mcp.server import MCPServer
-from mcp.server.mcpserver import Context
+from mcp.server.mcpserver import Context, Elicit, Resolve
 from mcp.shared.exceptions import MCPError
 from mcp.server.streamable_http import EventMessage, EventStore
 from mcp.types import ToolAnnotations
@@ -180,6 +182,24 @@ async def confirm(question: str, ctx: Context) -> str:
     answer = await ctx.elicit(question, Answer)
     data = getattr(answer, "data", None)
     return f"{answer.action}:{data.ok if data is not None else None}"
+
+
+def ask_deploy(env: str) -> Elicit[Answer]:
+    return Elicit(f"Deploy to {env}?", Answer)
+
+
+@app.tool(annotations=ToolAnnotations(readOnlyHint=False, idempotentHint=False))
+async def deploy(
+    env: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Env"})],
+    answer: Annotated[Answer, Resolve(ask_deploy)],
+) -> str:
+    """Asks for confirmation through a resolver (on 2026-07-28 an
+    input-required round the client completes and re-sends; on the
+    handshake wire a request on the call's stream), then counts a deploy in
+    the `deploys` file. `env` is mirrored in the `Mcp-Param-Env` header,
+    which this server checks against the body on 2026-07-28."""
+    n = bump("deploys")
+    return f"deployed to {env}: {answer.ok} (#{n})"
 
 
 @app.custom_route("/stats", methods=["GET"])

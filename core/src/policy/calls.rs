@@ -15,6 +15,9 @@ use crate::operation::Operation;
 use crate::session::{mutual_stateless, Protocol};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
+
+/// 2026-07-28: the request's headers do not match its body.
+const HEADER_MISMATCH: i64 = -32020;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -270,6 +273,11 @@ impl Engine {
                 evidence.status = status;
                 evidence.code = code.map(|e| e.code);
                 evidence.message = message.into_owned();
+                if ctx.sessionless && evidence.code == Some(HEADER_MISMATCH) {
+                    let message = crate::error::sanitize(&evidence.message);
+                    let error = CallError::HeaderMismatch { message };
+                    return self.end(id, Err(error), Verdict::Reachable, now);
+                }
                 if ctx.sessionless
                     && self.config.protocol == Protocol::Auto
                     && wants_handshake(status, &body, &self.config.session_patterns)

@@ -142,6 +142,10 @@ pub fn classify_call(e: &CallError) -> (Exit, &'static str) {
         CallError::Transport { .. } => (Exit::Unreachable, "transport error"),
         CallError::Http { .. } => (Exit::Unreachable, "HTTP error"),
         CallError::Protocol(_) => (Exit::Unreachable, "protocol error"),
+        // The server answered: it asked for input that was not given, or
+        // refused the headers.
+        CallError::InputRefused { .. } => (Exit::ServerError, "input refused"),
+        CallError::HeaderMismatch { .. } => (Exit::ServerError, "server error"),
         _ => (Exit::Unreachable, "error"),
     }
 }
