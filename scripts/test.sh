@@ -106,7 +106,7 @@ echo "$out" | grep -q "^echo: hello from smol$" || {
   exit 1
 }
 
-step "MCP conformance suite, client scenarios (core, auth) against mcpr conformance; baseline in tests/conformance"
+step "MCP conformance suite, client scenarios of both requirement sets (2025-11-25, 2026-07-28) against mcpr conformance; baselines in tests/conformance"
 bash scripts/conformance.sh
 
 step "soak, short: 1 000 calls per client (8 threads, 32 tasks) against the Python peer restarted every 2 s"
