@@ -32,10 +32,13 @@
 //! `--increment-every N` (10), `--breaker-cooldown SECS` (1),
 //! `--hang-after SECS` (60), `--memory` (samples VmRSS every 10 000 calls,
 //! fails if it grows more than `--rss-bound-mib` (16) after the warm-up
-//! sample).
+//! sample), `--protocol legacy|auto` (legacy: the handshake wire, whose
+//! sessions the restarts and the idle timeout take away; auto: this server
+//! speaks 2026-07-28, so the stateless wire, where only the restarts
+//! matter).
 
 use mcp_recovery::client::{Error, ToolResult};
-use mcp_recovery::core::{BreakerConfig, CallError};
+use mcp_recovery::core::{BreakerConfig, CallError, Protocol};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader};
@@ -61,6 +64,7 @@ struct Opts {
     hang_after: f64,
     memory: bool,
     rss_bound_mib: u64,
+    protocol: Protocol,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -74,7 +78,8 @@ fn usage(msg: &str) -> ! {
     eprintln!(
         "usage: soak [--client ureq|smol|both] [--calls N] [--threads N] [--tasks N] \
          [--restart-every SECS] [--idle-timeout SECS] [--increment-every N] \
-         [--breaker-cooldown SECS] [--hang-after SECS] [--memory] [--rss-bound-mib N]"
+         [--breaker-cooldown SECS] [--hang-after SECS] [--memory] [--rss-bound-mib N] \
+         [--protocol legacy|auto]"
     );
     std::process::exit(2)
 }
@@ -92,6 +97,7 @@ fn parse_opts() -> Opts {
         hang_after: 60.0,
         memory: false,
         rss_bound_mib: 16,
+        protocol: Protocol::Legacy,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -124,6 +130,13 @@ fn parse_opts() -> Opts {
             "--breaker-cooldown" => o.breaker_cooldown = num(&flag, &value),
             "--hang-after" => o.hang_after = num(&flag, &value),
             "--rss-bound-mib" => o.rss_bound_mib = num(&flag, &value),
+            "--protocol" => {
+                o.protocol = match value.as_str() {
+                    "legacy" => Protocol::Legacy,
+                    "auto" => Protocol::Auto,
+                    _ => usage("--protocol is legacy or auto"),
+                }
+            }
             _ => usage(&format!("unknown flag {flag}")),
         }
     }
@@ -454,6 +467,7 @@ fn breaker(o: &Opts) -> BreakerConfig {
 fn run_ureq(url: &str, shared: &Arc<Shared>) -> Result<u64, Error> {
     use mcp_recovery::blocking::Client;
     let client = Client::builder(url)
+        .protocol(shared.opts.protocol)
         .read_timeout(Duration::from_secs(30))
         .breaker(breaker(&shared.opts))
         .build()?;
@@ -490,6 +504,7 @@ fn run_ureq(url: &str, shared: &Arc<Shared>) -> Result<u64, Error> {
 fn run_smol(url: &str, shared: &Arc<Shared>) -> Result<u64, Error> {
     use mcp_recovery::smol::Client;
     let client = Client::builder(url)
+        .protocol(shared.opts.protocol)
         .read_timeout(Duration::from_secs(30))
         .breaker(breaker(&shared.opts))
         .build()?;
@@ -611,9 +626,9 @@ fn run(which: Which, opts: &Opts) -> bool {
     let peer = Arc::new(Mutex::new(Peer::start(opts.idle_timeout, name)));
     let url = peer.lock().unwrap().url();
     println!(
-        "== {name}: {} calls from {workers} on one client, Python peer (mcp 2.3.0, SSE, idle timeout {} s) \
-         restarted every {} s, breaker 3 failures / {} s cooldown",
-        opts.calls, opts.idle_timeout, opts.restart_every, opts.breaker_cooldown
+        "== {name}: {} calls from {workers} on one client ({:?} protocol), Python peer (mcp 2.3.0, SSE, \
+         idle timeout {} s) restarted every {} s, breaker 3 failures / {} s cooldown",
+        opts.calls, opts.protocol, opts.idle_timeout, opts.restart_every, opts.breaker_cooldown
     );
     let shared = Arc::new(Shared {
         opts: opts.clone(),

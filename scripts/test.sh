@@ -109,10 +109,13 @@ echo "$out" | grep -q "^echo: hello from smol$" || {
 step "MCP conformance suite, client scenarios of both requirement sets (2025-11-25, 2026-07-28) against mcpr conformance; baselines in tests/conformance"
 bash scripts/conformance.sh
 
-step "soak, short: 1 000 calls per client (8 threads, 32 tasks) against the Python peer restarted every 2 s"
+step "soak, short: 1 000 calls per client (8 threads, 32 tasks) against the Python peer restarted every 2 s, on each wire"
 # The long runs and their numbers: RELIABILITY.md. Exits non-zero if a call
 # is lost, answered wrong, or counter_increment ran more often than allowed.
-cargo run -q -j"$JOBS" --all-features --example soak -- --client both --calls 1000 --restart-every 2
+# The handshake wire (sessions lost to restarts and the idle timeout), then
+# the default, which speaks 2026-07-28 to this server (restarts only).
+cargo run -q -j"$JOBS" --all-features --example soak -- --client both --calls 1000 --restart-every 2 --protocol legacy
+cargo run -q -j"$JOBS" --all-features --example soak -- --client both --calls 1000 --restart-every 2 --protocol auto
 
 step "all green"
 echo "tests: ${passed} passed, ${failed} failed"

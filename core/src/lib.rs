@@ -101,6 +101,7 @@ pub mod oauth;
 pub mod sse;
 
 mod breaker;
+mod cache;
 mod dispatch;
 mod error;
 mod http;

@@ -604,3 +604,53 @@ fn headers_at_odds_with_the_body_are_a_typed_error_sent_once() {
     }
     assert_eq!(h.sent_count("tools/call"), 1);
 }
+
+#[test]
+fn a_fresh_listing_is_answered_without_a_round_trip() {
+    let mut h = stateless();
+    let list = json!({"tools": [{"name": "a", "inputSchema": {"type": "object"}}],
+        "resultType": "complete", "ttlMs": 60_000, "cacheScope": "private"});
+    let first = h.call(Operation::list_tools(None));
+    let s = h.take("tools/list");
+    h.result(&s, list.clone());
+    assert_eq!(h.ok(first)["tools"][0]["name"], "a");
+    // Within its ttl: answered at once, nothing sent.
+    h.advance(std::time::Duration::from_secs(59));
+    let again = h.call(Operation::list_tools(None));
+    assert_eq!(h.ok(again)["tools"][0]["name"], "a");
+    assert!(h.outbox.is_empty());
+    // Another page is another request.
+    h.call(Operation::list_tools(Some("p2")));
+    let s = h.take("tools/list");
+    h.result(&s, json!({"tools": [], "ttlMs": 0}));
+    // Stale: asked again.
+    h.advance(std::time::Duration::from_secs(1));
+    let stale = h.call(Operation::list_tools(None));
+    let s = h.take("tools/list");
+    h.result(&s, list.clone());
+    h.ok(stale);
+    // A list_changed notification on a call's stream drops it.
+    let call = h.call(Operation::call_tool("t", json!({})));
+    let s = h.take("tools/call");
+    let stream = format!(
+        "event: message\ndata: {}\n\nevent: message\ndata: {}\n\n",
+        json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}),
+        json!({"jsonrpc": "2.0", "id": s.json["id"], "result": {"content": []}})
+    );
+    h.respond(
+        s.exchange,
+        200,
+        &[("content-type", "text/event-stream")],
+        &stream,
+    );
+    h.ok(call);
+    h.call(Operation::list_tools(None));
+    let s = h.take("tools/list");
+    h.result(&s, list.clone());
+    // A new token: another authorization's results are not ours.
+    h.engine
+        .set_token(Some(mcp_recovery_core::Token::bearer("other")), h.now);
+    h.call(Operation::list_tools(None));
+    h.take("tools/list");
+    assert_eq!(h.sent_count("tools/list"), 5);
+}

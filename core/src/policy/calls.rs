@@ -7,6 +7,7 @@ use super::exchange::{Exchange, Outcome, Purpose};
 use super::handshake::version_refusal;
 use super::{later, Action, CallId, Engine, ExchangeId, Phase, Recovery, Timer, MAX_ATTEMPTS};
 use super::{SessionGeneration, TokenGeneration};
+use crate::cache::Cache;
 use crate::classify::{classify, wants_handshake, Class, Failure};
 use crate::error::{CallError, ProtocolError};
 use crate::http::{FailureKind, TransportFailure};
@@ -379,6 +380,15 @@ impl Engine {
                         message,
                     });
                 }
+            }
+            // Never a round's answer: it depends on the inputs given.
+            let key = self
+                .calls
+                .get(&id)
+                .filter(|c| c.round.is_none())
+                .and_then(|c| Cache::key(c.op.method(), c.op.params()));
+            if let Some(key) = key {
+                self.cache.put(key, &result, now);
             }
         }
         self.end(id, Ok(Ok(result)), Verdict::Reachable, now)

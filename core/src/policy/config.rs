@@ -70,6 +70,10 @@ pub struct Config {
     /// multi-round-trip request, 2026-07-28) before it fails with
     /// [`ProtocolError::TooManyRounds`](crate::ProtocolError::TooManyRounds) (default 8).
     pub max_input_rounds: u8,
+    /// Results kept for their `ttlMs` (2026-07-28 listings and reads), so
+    /// the same request asked again while fresh costs no round trip
+    /// (default 256 entries; 0 turns the cache off).
+    pub cache_entries: usize,
 }
 
 impl fmt::Debug for Config {
@@ -104,6 +108,7 @@ impl fmt::Debug for Config {
             .field("max_resumes", &self.max_resumes)
             .field("listen", &self.listen)
             .field("max_input_rounds", &self.max_input_rounds)
+            .field("cache_entries", &self.cache_entries)
             .finish_non_exhaustive()
     }
 }
@@ -132,6 +137,7 @@ impl Config {
             max_resumes: 3,
             listen: false,
             max_input_rounds: 8,
+            cache_entries: 256,
         }
     }
 

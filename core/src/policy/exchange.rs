@@ -253,6 +253,9 @@ impl Engine {
                 self.reply(id, Ok(json!({})), now);
             }
             other => {
+                if let Message::Notification { method, params } = &other {
+                    self.cache.on_notification(method, params.as_ref());
+                }
                 let call = match ex.purpose {
                     Purpose::Call(c) => Some(c),
                     _ => None,

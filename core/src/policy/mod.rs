@@ -26,6 +26,7 @@ pub use action::{Action, Input, Recovery, Timer};
 pub use config::Config;
 
 use crate::breaker::{Admission, Breaker, BreakerState};
+use crate::cache::Cache;
 use crate::classify::Context;
 use crate::error::CallError;
 use crate::http::HttpRequest;
@@ -150,6 +151,8 @@ pub struct Engine {
     /// The last 401/403 `WWW-Authenticate`, for an authorization flow the
     /// application starts itself.
     last_challenge: Option<String>,
+    /// Fresh 2026-07-28 results, by request.
+    cache: Cache,
     /// Input requests of multi-round-trip calls waiting for the
     /// application's answer: which call each belongs to.
     inputs: BTreeMap<RequestId, CallId>,
@@ -177,6 +180,7 @@ impl Engine {
         } else {
             Phase::Idle
         };
+        let cache = Cache::new(config.cache_entries);
         Engine {
             breaker: Breaker::new(config.breaker),
             config,
@@ -199,6 +203,7 @@ impl Engine {
             reached: false,
             last_challenge: None,
             inputs: BTreeMap::new(),
+            cache,
             listen_failures: 0,
             next_call: 0,
             next_exchange: 0,
@@ -213,6 +218,8 @@ impl Engine {
             return;
         }
         self.auth.token = token;
+        // Cached results belong to the authorization that got them.
+        self.cache.clear();
         self.auth.generation = self.auth.generation.next();
         self.auth.flight = None;
         self.auth.expires = None;
@@ -285,6 +292,17 @@ impl Engine {
             self.actions.push_back(Action::Surface {
                 call: id,
                 error: CallError::Closed,
+            });
+            return id;
+        }
+        let fresh = Cache::key(op.method(), op.params())
+            .filter(|_| self.session.is_stateless())
+            .and_then(|key| self.cache.get(&key, now));
+        if let Some(result) = fresh {
+            // Answered within its `ttlMs`: no round trip.
+            self.actions.push_back(Action::Complete {
+                call: id,
+                result: Ok(result),
             });
             return id;
         }

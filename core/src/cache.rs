@@ -1,0 +1,183 @@
+//! The 2026-07-28 result cache: listings and reads carry `ttlMs` (how long
+//! the result stays fresh) and `cacheScope`; a request asked again while
+//! its answer is fresh is answered from here, without a round trip. Keyed
+//! by method and parameters (the cursor, the URI); a `list_changed`
+//! notification drops that listing; a new token drops everything (a
+//! `private` result belongs to one authorization). Bounded: the oldest
+//! entry goes first.
+
+use crate::policy::later;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// Results that may carry cache hints (the specification's list).
+const CACHEABLE: &[&str] = &[
+    "tools/list",
+    "prompts/list",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+];
+
+/// No hint is trusted for longer than a day.
+const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+
+#[derive(Debug)]
+struct Entry {
+    value: Value,
+    fresh_until: Instant,
+    /// Insertion order, for eviction.
+    seq: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Cache {
+    entries: BTreeMap<String, Entry>,
+    capacity: usize,
+    seq: u64,
+}
+
+impl Cache {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Cache {
+            capacity,
+            ..Cache::default()
+        }
+    }
+
+    /// The key of a request whose answer may be cached, if it may.
+    pub(crate) fn key(method: &str, params: Option<&Value>) -> Option<String> {
+        if !CACHEABLE.contains(&method) {
+            return None;
+        }
+        let params = match params {
+            Some(Value::Object(m)) => {
+                let mut m = m.clone();
+                // Not part of what is asked (and per-request anyway).
+                m.remove("_meta");
+                Value::Object(m)
+            }
+            _ => Value::Null,
+        };
+        Some(format!("{method} {params}"))
+    }
+
+    /// The fresh answer to `key`, if there is one.
+    pub(crate) fn get(&self, key: &str, now: Instant) -> Option<Value> {
+        let e = self.entries.get(key)?;
+        (now < e.fresh_until).then(|| e.value.clone())
+    }
+
+    /// Keeps `result` for as long as its `ttlMs` says (nothing without a
+    /// positive one).
+    pub(crate) fn put(&mut self, key: String, result: &Value, now: Instant) {
+        if self.capacity == 0 {
+            return;
+        }
+        let ttl = result
+            .get("ttlMs")
+            .and_then(Value::as_u64)
+            .map(Duration::from_millis)
+            .unwrap_or_default()
+            .min(MAX_TTL);
+        if ttl.is_zero() {
+            self.entries.remove(&key);
+            return;
+        }
+        self.entries.retain(|_, e| now < e.fresh_until);
+        while self.entries.len() >= self.capacity {
+            let oldest = self
+                .entries
+                .iter()
+                .min_by_key(|(_, e)| e.seq)
+                .map(|(k, _)| k.clone());
+            match oldest {
+                Some(k) => self.entries.remove(&k),
+                None => break,
+            };
+        }
+        self.seq += 1;
+        self.entries.insert(
+            key,
+            Entry {
+                value: result.clone(),
+                fresh_until: later(now, ttl),
+                seq: self.seq,
+            },
+        );
+    }
+
+    /// A notification: a `list_changed` drops that listing (every page), a
+    /// `resources/updated` the reads of that resource.
+    pub(crate) fn on_notification(&mut self, method: &str, params: Option<&Value>) {
+        let dropped: &[&str] = match method {
+            "notifications/tools/list_changed" => &["tools/list"],
+            "notifications/prompts/list_changed" => &["prompts/list"],
+            "notifications/resources/list_changed" => {
+                &["resources/list", "resources/templates/list"]
+            }
+            "notifications/resources/updated" => {
+                if let Some(key) = Cache::key("resources/read", Some(&uri_only(params))) {
+                    self.entries.remove(&key);
+                }
+                return;
+            }
+            _ => return,
+        };
+        self.entries.retain(|k, _| {
+            let method = k.split(' ').next().unwrap_or("");
+            !dropped.contains(&method)
+        });
+    }
+
+    /// Everything goes (a new token: another authorization's results).
+    pub(crate) fn clear(&mut self) {
+        self.entries.clear();
+    }
+}
+
+fn uri_only(params: Option<&Value>) -> Value {
+    let uri = params.and_then(|p| p.get("uri")).cloned();
+    serde_json::json!({ "uri": uri })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn fresh_for_ttl_then_gone_and_dropped_by_notifications() {
+        #[allow(clippy::disallowed_methods)] // a fixed origin for virtual time
+        let t0 = Instant::now();
+        let mut c = Cache::new(2);
+        let tools = Cache::key("tools/list", None).unwrap();
+        let page2 = Cache::key("tools/list", Some(&json!({"cursor": "2", "_meta": {}}))).unwrap();
+        assert_eq!(Cache::key("tools/call", None), None);
+        c.put(tools.clone(), &json!({"tools": [], "ttlMs": 1000}), t0);
+        c.put(page2.clone(), &json!({"tools": [], "ttlMs": 0}), t0);
+        assert!(c.get(&tools, t0 + Duration::from_millis(999)).is_some());
+        assert!(c.get(&tools, t0 + Duration::from_millis(1000)).is_none());
+        assert!(c.get(&page2, t0).is_none(), "ttl 0: never cached");
+        c.put(page2.clone(), &json!({"tools": [], "ttlMs": 5000}), t0);
+        c.on_notification("notifications/tools/list_changed", None);
+        assert!(c.get(&tools, t0).is_none() && c.get(&page2, t0).is_none());
+
+        let read = |uri: &str| Cache::key("resources/read", Some(&json!({"uri": uri}))).unwrap();
+        c.put(read("a://1"), &json!({"contents": [], "ttlMs": 5000}), t0);
+        c.put(read("a://2"), &json!({"contents": [], "ttlMs": 5000}), t0);
+        // Full: the oldest goes.
+        c.put(tools.clone(), &json!({"tools": [], "ttlMs": 5000}), t0);
+        assert!(c.get(&read("a://1"), t0).is_none());
+        assert!(c.get(&read("a://2"), t0).is_some());
+        c.on_notification(
+            "notifications/resources/updated",
+            Some(&json!({"uri": "a://2"})),
+        );
+        assert!(c.get(&read("a://2"), t0).is_none());
+        assert!(c.get(&tools, t0).is_some());
+        c.clear();
+        assert!(c.get(&tools, t0).is_none());
+    }
+}
