@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the pinned real-server peers the integration tests start:
 #   tests/peers/.venv         official Python SDK (mcp==2.3.0) + uvicorn
-#   tests/peers/node_modules  official TypeScript SDK (@modelcontextprotocol/sdk 1.32.2) + express
+#   tests/peers/node_modules  official TypeScript SDK (@modelcontextprotocol/sdk 1.32.2) + express,
+#                             and SDK v2 (@modelcontextprotocol/server 2.4.0 + @modelcontextprotocol/node 2.1.2)
 # Idempotent: a peer already at its pinned version is left alone.
 set -euo pipefail
 cd "$(dirname "$0")/../tests/peers"
@@ -15,7 +16,10 @@ if ! .venv/bin/python -c 'import importlib.metadata as m; assert m.version("mcp"
 fi
 echo "python peer: $(.venv/bin/python --version), mcp $(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("mcp"))')"
 
-if ! node -e 'const p=require("./node_modules/@modelcontextprotocol/sdk/package.json"); if (p.version!=="1.32.2") process.exit(1)' 2>/dev/null; then
+if ! node -e '
+  const v = (p) => require("./node_modules/" + p + "/package.json").version;
+  if (v("@modelcontextprotocol/sdk") !== "1.32.2" || v("@modelcontextprotocol/server") !== "2.4.0"
+      || v("@modelcontextprotocol/node") !== "2.1.2") process.exit(1)' 2>/dev/null; then
   npm ci --no-audit --no-fund --loglevel=error
 fi
-echo "typescript peer: node $(node --version), sdk $(node -p 'require("./node_modules/@modelcontextprotocol/sdk/package.json").version')"
+echo "typescript peers: node $(node --version), sdk $(node -p 'require("./node_modules/@modelcontextprotocol/sdk/package.json").version'), server (v2) $(node -p 'require("./node_modules/@modelcontextprotocol/server/package.json").version')"

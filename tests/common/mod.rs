@@ -27,6 +27,12 @@ pub enum Kind {
     /// resume with `Last-Event-ID`, and `polled_increment` closes its
     /// response stream before answering.
     PythonResumable,
+    /// `@modelcontextprotocol/server@2.4.0` (TypeScript SDK v2): the
+    /// 2026-07-28 wire, and the handshake wire too unless `modern_only`.
+    Ts2 { modern_only: bool },
+    /// The Python peer (JSON) marking listings and reads fresh for
+    /// `ttl_ms` (2026-07-28 cache hints) and counting the POSTs it gets.
+    PythonCaching { ttl_ms: u64 },
 }
 
 /// How the server answers POSTs.
@@ -85,6 +91,13 @@ impl Peer {
     fn spawn(&mut self) {
         let dir = peers_dir();
         let mut cmd = match self.kind {
+            Kind::PythonCaching { ttl_ms } => {
+                let mut c = Command::new(python_bin(&dir));
+                c.arg(dir.join("python_server.py"))
+                    .args(["--mode", "json", "--count-posts"])
+                    .args(["--cache-ttl-ms", &ttl_ms.to_string()]);
+                c
+            }
             Kind::PythonResumable => {
                 let mut c = Command::new(python_bin(&dir));
                 c.arg(dir.join("python_server.py"))
@@ -104,6 +117,20 @@ impl Peer {
                     .args(["--mode", mode.arg()]);
                 if let Some(s) = idle {
                     c.args(["--idle-timeout", &s.to_string()]);
+                }
+                c
+            }
+            Kind::Ts2 { modern_only } => {
+                assert!(
+                    dir.join("node_modules/@modelcontextprotocol/server")
+                        .exists(),
+                    "TypeScript SDK v2 peer not installed: run `bash scripts/peers.sh` \
+                     (the README's test command does)"
+                );
+                let mut c = Command::new("node");
+                c.arg(dir.join("ts2_server.mjs"));
+                if modern_only {
+                    c.arg("--modern-only");
                 }
                 c
             }
@@ -192,6 +219,11 @@ impl Peer {
     /// Runs of the Python peer's `slow` tool that started, across restarts.
     pub fn slow_started(&self) -> u64 {
         self.count("slow_started")
+    }
+
+    /// POSTs to /mcp (`Kind::PythonCaching`).
+    pub fn posts(&self) -> u64 {
+        self.count("posts")
     }
 
     /// Runs of the Python peer's `deploy` tool to its end, across restarts.

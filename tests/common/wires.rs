@@ -109,10 +109,39 @@ fn callers_across<C: Mcp>(c: &C, swap: impl FnOnce()) -> Vec<Result<ToolResult, 
     })
 }
 
-/// One URL, a handshake-only release replaced by a 2026-07-28 one and back
-/// (a deploy, a rollback), while callers call: every call answered, each
-/// run once, one re-negotiation per move.
-pub fn moves_between_wires<C: Mcp>() {
+/// The TypeScript SDK v2 server: the stateless wire, its multi-round tool
+/// (its `requestState` signed by the SDK), its `Mcp-Param-Env` check.
+pub fn ts2_on_the_stateless_wire<C: Mcp>() {
+    let peer = Peer::start(TS2);
+    let c: C = asking(&peer, Protocol::Auto, true);
+    c.initialize().unwrap();
+    assert_eq!(c.protocol_version(), Some(MODERN_VERSION));
+    assert_eq!(
+        c.call_tool("echo", json!({"text": "hi"})).unwrap().text(),
+        "hi"
+    );
+    c.ping().unwrap();
+    let r = c.call_tool("deploy", json!({"env": "prod"})).unwrap();
+    assert_eq!(r.text(), "deployed to prod: true (#1)");
+    assert_eq!(peer.deploys(), 1);
+    let no: C = asking(&peer, Protocol::Auto, false);
+    assert!(
+        no.call_tool("deploy", json!({"env": "prod"}))
+            .unwrap()
+            .is_error
+    );
+    assert_eq!(peer.deploys(), 1);
+}
+
+const TS2: super::Kind = super::Kind::Ts2 { modern_only: false };
+/// The TypeScript SDK v2 server refusing the handshake wire (`-32022`).
+pub const TS2_MODERN_ONLY: super::Kind = super::Kind::Ts2 { modern_only: true };
+
+/// One URL, a handshake-only release (TypeScript SDK 1.32.2) replaced by
+/// `modern`, a server on the 2026-07-28 wire, and back (a deploy, a
+/// rollback), while callers call: every call answered, each run once, one
+/// re-negotiation per move.
+pub fn moves_between_wires<C: Mcp>(modern: super::Kind) {
     let mut peer = Peer::start(TS_JSON);
     let c: C = ClientBuilder::new(&peer.url())
         .read_timeout(Duration::from_secs(20))
@@ -128,7 +157,7 @@ pub fn moves_between_wires<C: Mcp>() {
     let before = peer.counter();
 
     peer.kill();
-    let results = callers_across(&c, || peer.start_as(PY_JSON));
+    let results = callers_across(&c, || peer.start_as(modern));
     for r in &results {
         assert!(r.is_ok(), "{r:?}");
     }
@@ -155,6 +184,33 @@ pub fn moves_between_wires<C: Mcp>() {
     assert_eq!(c.generation(), 3);
 }
 
+/// Listings and reads the server marks fresh are asked once while fresh;
+/// tool calls always go.
+pub fn fresh_results_cost_no_round_trip<C: Mcp>() {
+    let peer = Peer::start(super::Kind::PythonCaching { ttl_ms: 60_000 });
+    let c: C = ClientBuilder::new(&peer.url()).build().unwrap();
+    c.initialize().unwrap();
+    let after_discover = peer.posts();
+    for _ in 0..5 {
+        assert!(c
+            .list_tools(None)
+            .unwrap()
+            .tools
+            .iter()
+            .any(|t| t.name == "echo"));
+        assert_eq!(
+            c.read_resource("counter://total").unwrap().contents.len(),
+            1
+        );
+        assert_eq!(
+            c.call_tool("echo", json!({"text": "x"})).unwrap().text(),
+            "x"
+        );
+    }
+    // One listing, one read, five calls.
+    assert_eq!(peer.posts() - after_discover, 7);
+}
+
 /// Emits one `#[test]` per wire scenario for client type `$c`.
 #[macro_export]
 macro_rules! wire_tests {
@@ -168,8 +224,20 @@ macro_rules! wire_tests {
             common::wires::python_asks_on_the_handshake_wire::<$c>();
         }
         #[test]
-        fn one_url_moves_between_wires_while_callers_call() {
-            common::wires::moves_between_wires::<$c>();
+        fn fresh_results_cost_no_round_trip() {
+            common::wires::fresh_results_cost_no_round_trip::<$c>();
+        }
+        #[test]
+        fn ts2_on_the_stateless_wire() {
+            common::wires::ts2_on_the_stateless_wire::<$c>();
+        }
+        #[test]
+        fn one_url_moves_between_a_handshake_server_and_a_dual_python_server() {
+            common::wires::moves_between_wires::<$c>(common::scenarios::PY_JSON);
+        }
+        #[test]
+        fn one_url_moves_between_a_handshake_server_and_a_2026_only_server() {
+            common::wires::moves_between_wires::<$c>(common::wires::TS2_MODERN_ONLY);
         }
     };
 }

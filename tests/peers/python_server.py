@@ -38,6 +38,8 @@ parser.add_argument("--require-bearer", metavar="TOKEN", default=None)
 parser.add_argument("--resumable", action="store_true", help="keep events for resumption (Last-Event-ID)")
 parser.add_argument("--auth", action="store_true", help="be a protected resource with its own OAuth server")
 parser.add_argument("--access-ttl", type=float, default=3600, help="seconds an access token lives (--auth)")
+parser.add_argument("--cache-ttl-ms", type=int, default=0, help="ttlMs of listings and reads (2026-07-28 wire)")
+parser.add_argument("--count-posts", action="store_true", help="count POSTs to /mcp in the `posts` file")
 args = parser.parse_args()
 
 # Bound before the app is built: an OAuth issuer URL names its port.
@@ -95,7 +97,16 @@ if args.auth:
         ),
     }
 
-app = MCPServer("python-peer", log_level="WARNING", **auth_kwargs)
+cache_kwargs = {}
+if args.cache_ttl_ms:
+    from mcp.server.caching import CacheHint
+
+    hint = CacheHint(ttl_ms=args.cache_ttl_ms, scope="private")
+    cache_kwargs["cache_hints"] = {
+        m: hint for m in ("tools/list", "resources/list", "prompts/list", "resources/read")
+    }
+
+app = MCPServer("python-peer", log_level="WARNING", **auth_kwargs, **cache_kwargs)
 
 
 @app.tool(annotations=ToolAnnotations(readOnlyHint=True))
@@ -248,6 +259,8 @@ class CountInitialize:
             bump("resume")
         if scope["type"] != "http" or scope["method"] != "POST":
             return await self.inner(scope, receive, send)
+        if args.count_posts and scope["path"] == "/mcp":
+            bump("posts")
         chunks = []
         while True:
             message = await receive()
