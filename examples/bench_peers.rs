@@ -17,16 +17,23 @@
 //!    against one caller's recovery and against the same herd with no
 //!    expiry.
 //!
+//! 4. Protocol revisions (`wires`): connecting with the probe
+//!    (`Protocol::Auto`) against the handshake (`Protocol::Legacy`) on a
+//!    server that speaks both (Python) and one that speaks only the
+//!    handshake (TypeScript 1.32.2), POSTs counted by the servers; client
+//!    CPU per call on each wire against the same Python server; POSTs saved
+//!    by the 2026-07-28 cache over 1 000 mixed calls.
+//!
 //! Run: `cargo run --release --features ureq,smol --example bench_peers`
 //! (scripts/bench.sh runs it). `BENCH_CALLS` sets the call count of (1);
-//! `BENCH_ONLY=clients,recovery,herd` picks parts.
+//! `BENCH_ONLY=clients,recovery,herd,wires` picks parts.
 //! The program re-runs itself as `bench_peers child calls ureq|smol URL N`
 //! for our clients' processes.
 
 #[path = "../benches/common/peer.rs"]
 mod peer;
 
-use mcp_recovery::core::Action;
+use mcp_recovery::core::{Action, Protocol};
 use mcp_recovery::{blocking, smol as smol_client};
 use peer::{median, Peer};
 use serde_json::{json, Value};
@@ -97,6 +104,183 @@ fn main() {
     if run("recovery") {
         recovery_ts_peer();
     }
+    if run("wires") {
+        wires(calls);
+    }
+}
+
+// ---------------------------------------------------------------- 4.
+
+fn protocol_name(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Legacy => "legacy (handshake)",
+        _ => "auto (probe)",
+    }
+}
+
+fn wires(calls: usize) {
+    println!("\n## Protocol revisions (part `wires`)\n");
+    println!("### Connecting: the probe against the handshake\n");
+    println!(
+        "`initialize()` of a new blocking client, 30 clients per row (median); \
+         POSTs counted by the server (`--count-posts`).\n"
+    );
+    println!("| server | protocol | revision reached | POSTs per connect | connect, median | vs legacy, same server |");
+    println!("|---|---|---|---|---|---|");
+    let servers = [
+        (
+            "Python `mcp` 2.3.0 (both wires)",
+            Peer::python("json", None).with(&["--count-posts"]),
+        ),
+        (
+            "TypeScript SDK 1.32.2 (handshake only)",
+            Peer::ts("json").with(&["--count-posts"]),
+        ),
+    ];
+    for (name, peer) in &servers {
+        let mut legacy_ms = 0.0;
+        for protocol in [Protocol::Legacy, Protocol::Auto] {
+            let before = peer.count("posts");
+            let mut ms = Vec::new();
+            let mut reached = None;
+            for _ in 0..30 {
+                let c = blocking::Client::builder(&peer.url())
+                    .protocol(protocol)
+                    .build()
+                    .expect("client");
+                let t = Instant::now();
+                c.initialize().expect("connect");
+                ms.push(t.elapsed().as_secs_f64() * 1e3);
+                reached = c.protocol_version();
+            }
+            let posts = (peer.count("posts") - before) as f64 / 30.0;
+            let m = median(&ms);
+            if protocol == Protocol::Legacy {
+                legacy_ms = m;
+            }
+            println!(
+                "| {name} | {} | {} | {posts:.0} | {m:.2} ms | {:.2}× |",
+                protocol_name(protocol),
+                reached.unwrap_or("?"),
+                m / legacy_ms
+            );
+        }
+    }
+    drop(servers);
+
+    println!("\n### Client CPU per call on each wire, same Python server\n");
+    println!(
+        "{calls} sequential `tools/call \"echo\"` in this process after 20 warm-up \
+         calls, median of 3 rounds alternating the wires; CPU = user+sys of this \
+         process (the server is another). On the handshake wire this server \
+         answers with an event stream (SSE mode) or JSON (JSON mode); on \
+         2026-07-28 with JSON.\n"
+    );
+    println!("| server mode | client | wire | wall | CPU per call | vs handshake |");
+    println!("|---|---|---|---|---|---|");
+    for mode in ["sse", "json"] {
+        let peer = Peer::python(mode, None);
+        for which in ["ureq", "smol"] {
+            let mut cpu = [Vec::new(), Vec::new()];
+            let mut wall = [Vec::new(), Vec::new()];
+            for _ in 0..3 {
+                for (i, protocol) in [Protocol::Legacy, Protocol::Auto].into_iter().enumerate() {
+                    let (w, c) = echo_loop(which, &peer.url(), protocol, calls);
+                    wall[i].push(w);
+                    cpu[i].push(c);
+                }
+            }
+            let base = median(&cpu[0]);
+            for (i, wire) in ["handshake (2025-11-25)", "stateless (2026-07-28)"]
+                .iter()
+                .enumerate()
+            {
+                let c = median(&cpu[i]);
+                println!(
+                    "| {mode} | {which} | {wire} | {:.2} s | {:.0} µs | {:.2}× |",
+                    median(&wall[i]),
+                    c / calls as f64 * 1e6,
+                    c / base
+                );
+            }
+        }
+    }
+
+    println!("\n### The 2026-07-28 cache, 1 000 mixed calls\n");
+    println!(
+        "One blocking client, the Python server marking listings and reads fresh \
+         for 60 s (`--cache-ttl-ms 60000`); per 10 calls: `tools/list`, \
+         `resources/read`, `prompts/list`, 7 × `tools/call \"echo\"`. POSTs \
+         counted by the server.\n"
+    );
+    println!("| cache | POSTs | round trips saved | wall |");
+    println!("|---|---|---|---|");
+    let peer = Peer::python("json", None).with(&["--count-posts", "--cache-ttl-ms", "60000"]);
+    for entries in [256usize, 0] {
+        let c = blocking::Client::builder(&peer.url())
+            .configure(|cfg| cfg.cache_entries = entries)
+            .build()
+            .expect("client");
+        c.initialize().expect("connect");
+        let before = peer.count("posts");
+        let t = Instant::now();
+        for i in 0..1000 {
+            match i % 10 {
+                0 => drop(c.list_tools(None).expect("list")),
+                1 => drop(c.read_resource("counter://total").expect("read")),
+                2 => drop(c.list_prompts(None).expect("prompts")),
+                _ => drop(c.call_tool("echo", echo_args()).expect("call")),
+            }
+        }
+        let wall = t.elapsed().as_secs_f64();
+        let posts = peer.count("posts") - before;
+        println!(
+            "| {} | {posts} | {} | {wall:.2} s |",
+            if entries > 0 {
+                "on (default, 256 entries)"
+            } else {
+                "off (`cache_entries = 0`)"
+            },
+            1000u64.saturating_sub(posts)
+        );
+    }
+}
+
+/// `n` echo calls on a fresh client at `protocol` after 20 warm-up calls:
+/// (wall s, CPU s) of the loop.
+fn echo_loop(which: &str, url: &str, protocol: Protocol, n: usize) -> (f64, f64) {
+    if which == "ureq" {
+        let c = blocking::Client::builder(url)
+            .protocol(protocol)
+            .build()
+            .expect("client");
+        for _ in 0..20 {
+            c.call_tool("echo", echo_args()).expect("warm-up");
+        }
+        let (w0, c0) = (Instant::now(), cpu_s());
+        for _ in 0..n {
+            c.call_tool("echo", echo_args()).expect("call");
+        }
+        let out = (w0.elapsed().as_secs_f64(), cpu_s() - c0);
+        let _ = c.close();
+        return out;
+    }
+    smol::block_on(async {
+        let c = smol_client::Client::builder(url)
+            .protocol(protocol)
+            .build()
+            .expect("client");
+        for _ in 0..20 {
+            c.call_tool("echo", echo_args()).await.expect("warm-up");
+        }
+        let (w0, c0) = (Instant::now(), cpu_s());
+        for _ in 0..n {
+            c.call_tool("echo", echo_args()).await.expect("call");
+        }
+        let out = (w0.elapsed().as_secs_f64(), cpu_s() - c0);
+        let _ = c.close().await;
+        out
+    })
 }
 
 // ---------------------------------------------------------------- 1.
@@ -111,7 +295,11 @@ fn child(args: &[String]) {
     let n: usize = n.parse().expect("N");
     let (wall, cpu) = match which.as_str() {
         "ureq" => {
-            let c = blocking::Client::builder(url).build().expect("client");
+            // The handshake wire, as the official clients speak it here.
+            let c = blocking::Client::builder(url)
+                .protocol(Protocol::Legacy)
+                .build()
+                .expect("client");
             for _ in 0..20 {
                 c.call_tool("echo", echo_args()).expect("warm-up");
             }
@@ -125,7 +313,10 @@ fn child(args: &[String]) {
             out
         }
         "smol" => smol::block_on(async {
-            let c = smol_client::Client::builder(url).build().expect("client");
+            let c = smol_client::Client::builder(url)
+                .protocol(Protocol::Legacy)
+                .build()
+                .expect("client");
             for _ in 0..20 {
                 c.call_tool("echo", echo_args()).await.expect("warm-up");
             }

@@ -78,6 +78,22 @@ impl Peer {
         Peer::start(PathBuf::from("node"), args)
     }
 
+    /// The same server started again with `extra` arguments.
+    pub fn with(mut self, extra: &[&str]) -> Peer {
+        self.args.extend(extra.iter().map(|s| s.to_string()));
+        self.restart();
+        self
+    }
+
+    /// A counter file of the peer (`initialize`, `posts` with
+    /// `--count-posts`), across restarts.
+    pub fn count(&self, name: &str) -> u64 {
+        std::fs::read_to_string(self.state.join(name))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     fn start(program: PathBuf, args: Vec<String>) -> Peer {
         assert!(
             installed(),

@@ -21,6 +21,7 @@ const { values: args } = parseArgs({
     port: { type: 'string', default: '0' },
     state: { type: 'string' },
     mode: { type: 'string', default: 'sse' }, // sse | json | stateless
+    'count-posts': { type: 'boolean', default: false }, // POSTs to /mcp in the `posts` file
   },
 });
 if (!args.state) throw new Error('--state is required');
@@ -96,6 +97,7 @@ app.post('/mcp', async (req, res) => {
   const body = req.body;
   const items = Array.isArray(body) ? body : [body];
   if (items.some((m) => m && m.method === 'initialize')) bump('initialize');
+  if (args['count-posts']) bump('posts');
   if (args.mode === 'stateless') {
     const server = build();
     const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: false });
