@@ -167,6 +167,10 @@ pub enum ProtocolError {
         /// The revisions the server named, comma-separated (cut).
         supported: String,
     },
+    /// A result whose `resultType` this client does not know (2026-07-28:
+    /// treated as invalid).
+    #[error("unknown resultType {0}")]
+    UnknownResultType(String),
     /// An "input required" result whose input request names no method.
     #[error("malformed input request")]
     BadInputRequest,

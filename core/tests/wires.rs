@@ -448,14 +448,24 @@ fn a_round_without_state_sends_none_and_a_refused_input_ends_the_call() {
 fn rounds_are_bounded() {
     let mut h = stateless();
     let call = h.call(Operation::call_tool("t", json!({})));
+    let mut pauses = Vec::new();
     for round in 0..=8 {
         let s = h.take("tools/call");
-        // State only: nothing to ask, straight to the next round.
+        // State only: nothing to ask (load shedding): the next round after
+        // a pause, 50 ms doubling to 1 s.
         h.result(
             &s,
             json!({"resultType": "input_required", "requestState": format!("r{round}")}),
         );
+        if round < 8 {
+            let (at, timer) = h.engine.poll_timeout().expect("a pause");
+            assert!(matches!(timer, mcp_recovery_core::Timer::NextRound(c) if c == call));
+            pauses.push((at - h.now).as_millis());
+            assert!(h.outbox.is_empty());
+            h.advance(at - h.now);
+        }
     }
+    assert_eq!(pauses, [50, 100, 200, 400, 800, 1000, 1000, 1000]);
     assert!(matches!(
         h.error(call),
         CallError::Protocol(ProtocolError::TooManyRounds { rounds: 8 })
@@ -653,4 +663,16 @@ fn a_fresh_listing_is_answered_without_a_round_trip() {
     h.call(Operation::list_tools(None));
     h.take("tools/list");
     assert_eq!(h.sent_count("tools/list"), 5);
+}
+
+#[test]
+fn an_unknown_result_type_is_invalid() {
+    let mut h = stateless();
+    let call = h.call(Operation::call_tool("t", json!({})));
+    let s = h.take("tools/call");
+    h.result(&s, json!({"resultType": "task", "task": {}}));
+    assert!(matches!(
+        h.error(call),
+        CallError::Protocol(ProtocolError::UnknownResultType(t)) if t == "\"task\""
+    ));
 }

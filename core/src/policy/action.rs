@@ -199,6 +199,9 @@ pub enum Timer {
     Scout,
     /// A call's broken event stream is resumed (GET with `Last-Event-ID`) then.
     ResumeStream(CallId),
+    /// A multi-round-trip call whose server asked for nothing but a retry
+    /// (state only: load shedding) goes again then.
+    NextRound(CallId),
     /// The listening GET stream is opened again then.
     Listen,
 }

@@ -70,6 +70,11 @@ pub(super) enum CallState {
     /// The server asked for input (a multi-round-trip request): waiting for
     /// the application's answers ([`Round::waiting`]).
     AwaitInput,
+    /// The server asked for a retry with nothing to answer (its state
+    /// only): the next round goes out then.
+    AwaitRound {
+        until: Instant,
+    },
     /// The request went out and its event stream broke after an event id:
     /// the stream is resumed then, within the same session.
     Resuming {
@@ -106,6 +111,7 @@ impl Call {
             CallState::AwaitRefresh { deadline, .. } => Some((deadline, Timer::AwaitRefresh(id))),
             CallState::AwaitServer { deadline, .. } => Some((deadline, Timer::AwaitServer(id))),
             CallState::Resuming { until, .. } => Some((until, Timer::ResumeStream(id))),
+            CallState::AwaitRound { until } => Some((until, Timer::NextRound(id))),
             CallState::InFlight { .. } | CallState::AwaitInput => None,
         }
     }
@@ -137,9 +143,10 @@ impl Engine {
             CallState::AwaitReady { deadline, .. }
             | CallState::AwaitRefresh { deadline, .. }
             | CallState::AwaitServer { deadline, .. } => *deadline <= now,
-            CallState::InFlight { .. } | CallState::Resuming { .. } | CallState::AwaitInput => {
-                false
-            }
+            CallState::InFlight { .. }
+            | CallState::Resuming { .. }
+            | CallState::AwaitInput
+            | CallState::AwaitRound { .. } => false,
         });
         for id in expired.drain(..) {
             let error = match self.calls.get(&id).map(|c| &c.state) {
@@ -170,6 +177,12 @@ impl Engine {
             self.waiters(|s| matches!(s, CallState::Resuming { until, .. } if *until <= now));
         for id in due.drain(..) {
             self.resume(id, now);
+        }
+        self.scratch = due;
+        let mut due =
+            self.waiters(|s| matches!(s, CallState::AwaitRound { until } if *until <= now));
+        for id in due.drain(..) {
+            self.attempt(id, now);
         }
         self.scratch = due;
     }
@@ -366,8 +379,20 @@ impl Engine {
     /// `stateless`: the wire the request went on.
     fn on_result(&mut self, id: CallId, stateless: bool, mut result: Value, now: Instant) {
         if stateless {
-            if result.get("resultType").and_then(Value::as_str) == Some("input_required") {
-                return self.on_input_required(id, result, now);
+            match result.get("resultType") {
+                // Absent: a server from before result types, complete.
+                None => {}
+                Some(Value::String(t)) if t == "complete" => {}
+                Some(Value::String(t)) if t == "input_required" => {
+                    return self.on_input_required(id, result, now);
+                }
+                // An extension's type this client did not ask for, or not
+                // a string: the specification says invalid.
+                Some(other) => {
+                    let t = crate::error::sanitize(&other.to_string());
+                    let error = CallError::Protocol(ProtocolError::UnknownResultType(t));
+                    return self.end(id, Err(error), Verdict::Reachable, now);
+                }
             }
             let lists_tools = self
                 .calls
@@ -435,8 +460,16 @@ impl Engine {
             asks.push((rpc, method.to_owned(), request.get("params").cloned()));
         }
         if asks.is_empty() {
-            // Nothing to ask: straight to the next round.
-            return self.attempt(id, now);
+            // Nothing to ask: the server sheds load. The next round after
+            // a pause, 50 ms doubling to 1 s.
+            let pause =
+                Duration::from_millis(50 << (number - 1).min(5)).min(Duration::from_secs(1));
+            if let Some(c) = self.calls.get_mut(&id) {
+                c.state = CallState::AwaitRound {
+                    until: later(now, pause),
+                };
+            }
+            return;
         }
         for (rpc, method, params) in asks {
             self.inputs.insert(rpc.clone(), id);
