@@ -39,8 +39,14 @@ pub struct StoredTokens {
     pub client_id: String,
     /// That client's secret, if it has one.
     pub client_secret: Option<String>,
-    /// The resource (MCP server) they are for.
+    /// The resource (MCP server) they are for: its canonical URL, what
+    /// they are bound to.
     pub resource: String,
+    /// The `resource` parameter they were asked with (the protected
+    /// resource metadata's, as published), sent again with each refresh;
+    /// `resource` when absent (tokens stored before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_indicator: Option<String>,
 }
 
 impl fmt::Debug for StoredTokens {
@@ -321,6 +327,7 @@ impl OAuth {
                         client_id: done.client.id,
                         client_secret: secret,
                         resource: done.resource,
+                        resource_indicator: Some(done.resource_indicator),
                     };
                     return self.save(io, stored, &done.tokens).await;
                 }
@@ -394,7 +401,12 @@ impl OAuth {
             &stored.token_endpoint,
             &client,
             &Token::raw(refresh),
-            Some(&stored.resource),
+            Some(
+                stored
+                    .resource_indicator
+                    .as_deref()
+                    .unwrap_or(&stored.resource),
+            ),
             None,
         );
         let (status, body) = fetch(io, &request, limits)

@@ -198,9 +198,52 @@ pub(crate) fn sanitize(msg: &str) -> String {
     out
 }
 
+/// A URL fit for a message: no userinfo (`user:pass@`), no query (`?key=`),
+/// no fragment, cut and cleaned like any server text.
+pub(crate) fn redact_url(raw: &str) -> String {
+    let redacted = match url::Url::parse(raw) {
+        Ok(mut u) => {
+            let had_query = u.query().is_some();
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            let mut s = u.to_string();
+            if had_query {
+                s.push_str("?…");
+            }
+            s
+        }
+        // Not a URL: keep what cannot be a credential.
+        Err(_) => {
+            let no_query = raw.split(['?', '#']).next().unwrap_or("");
+            match (no_query.find("://"), no_query.rfind('@')) {
+                (Some(i), Some(at)) if at > i => {
+                    format!("{}…@{}", &no_query[..i + 3], &no_query[at + 1..])
+                }
+                _ => no_query.to_owned(),
+            }
+        }
+    };
+    sanitize(&redacted)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_in_messages_lose_userinfo_and_query() {
+        assert_eq!(
+            redact_url("https://user:pa55@host.example:8443/mcp?key=s3cret#f"),
+            "https://host.example:8443/mcp?…"
+        );
+        assert_eq!(redact_url("ht!tp://u:p@x/y?k=v"), "ht!tp://…@x/y");
+        assert_eq!(
+            redact_url("http://127.0.0.1:9/mcp"),
+            "http://127.0.0.1:9/mcp"
+        );
+    }
 
     #[test]
     fn sanitize_bounds_and_strips() {

@@ -221,3 +221,140 @@ fn the_loopback_answers_only_its_callback_path() {
     assert!(redirect_head_done(head));
     assert!(redirect_head_done(&vec![b'a'; 16 * 1024]));
 }
+
+/// Discovery up to the protected resource metadata `prm`; the next step.
+fn after_resource(prm: Value) -> (Flow, FlowStep) {
+    let (mut flow, step) = Flow::start(params());
+    fetch(step);
+    let step = flow.on_response(200, &json(prm));
+    (flow, step)
+}
+
+#[test]
+fn metadata_for_another_resource_is_refused() {
+    // RFC 9728 §3.3: a server whose metadata names another resource would
+    // send our browser, and later our tokens, to someone else's server.
+    for other in [
+        "http://127.0.0.1:8001/mcp",   // another port
+        "https://127.0.0.1:8000/mcp",  // another scheme
+        "http://127.0.0.1:8000/other", // beside it
+        "http://127.0.0.1:8000/mcp/x", // under it: narrower than the server
+        "http://evil.example/mcp",
+    ] {
+        let (_, step) = after_resource(json!({"resource": other, "authorization_servers": [AS]}));
+        match step {
+            FlowStep::Failed(FlowError::OAuth(OAuthError::ResourceMismatch { .. })) => {}
+            other_step => panic!("{other}: expected ResourceMismatch, got {other_step:?}"),
+        }
+    }
+}
+
+#[test]
+fn the_resource_is_sent_exactly_as_published() {
+    // A pathless resource covering the server (`http://h:p` for
+    // `http://h:p/mcp`): accepted, and sent as it is, no `/` added, in the
+    // authorization URL, the token request and for refreshes.
+    let published = "http://127.0.0.1:8000";
+    let (mut flow, step) =
+        after_resource(json!({"resource": published, "authorization_servers": [AS]}));
+    fetch(step);
+    fetch(flow.on_response(200, &asm(json!({}))));
+    let url = match flow.on_response(201, &json(json!({"client_id": "c1"}))) {
+        FlowStep::Open(url) => url,
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        url.contains("resource=http%3A%2F%2F127.0.0.1%3A8000&")
+            || url.ends_with("resource=http%3A%2F%2F127.0.0.1%3A8000"),
+        "{url}"
+    );
+    let token = fetch(flow.on_redirect("code=c&state=state-789"));
+    let form = String::from_utf8(token.body.clone()).unwrap();
+    assert!(
+        form.contains("resource=http%3A%2F%2F127.0.0.1%3A8000&")
+            || form.ends_with("resource=http%3A%2F%2F127.0.0.1%3A8000"),
+        "{form}"
+    );
+    match flow.on_response(
+        200,
+        &json(json!({"access_token": "at", "token_type": "Bearer"})),
+    ) {
+        FlowStep::Done(done) => {
+            assert_eq!(done.resource, SERVER, "bound to the server");
+            assert_eq!(done.resource_indicator, published);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn metadata_naming_another_issuer_is_a_mix_up() {
+    // RFC 8414 §3.3: metadata fetched for AS that names another issuer
+    // (whose redirect `iss` would then be "checked" against itself).
+    let (mut flow, step) =
+        after_resource(json!({"resource": SERVER, "authorization_servers": [AS]}));
+    fetch(step);
+    let evil = asm(json!({"issuer": "http://127.0.0.1:9999"}));
+    match flow.on_response(200, &evil) {
+        FlowStep::Failed(FlowError::OAuth(OAuthError::IssuerMismatch { got, .. })) => {
+            assert_eq!(got, "http://127.0.0.1:9999/")
+        }
+        other => panic!("expected IssuerMismatch, got {other:?}"),
+    }
+    // A pathless issuer written with its slash is the same issuer.
+    let (mut flow, step) =
+        after_resource(json!({"resource": SERVER, "authorization_servers": [AS]}));
+    fetch(step);
+    let same = asm(json!({"issuer": format!("{AS}/")}));
+    assert!(matches!(flow.on_response(200, &same), FlowStep::Fetch(_)));
+}
+
+#[test]
+fn loopback_is_a_parsed_address_and_discovery_urls_obey_the_endpoint_policy() {
+    use mcp_recovery_core::oauth::check_endpoint;
+    for ok in [
+        "http://127.0.0.1:9/token",
+        "http://127.8.9.10/token",
+        "http://[::1]:9/token",
+        "http://localhost/token",
+        "http://LOCALHOST:1/token",
+        "https://auth.example/token",
+    ] {
+        assert!(check_endpoint(ok).is_ok(), "{ok}");
+    }
+    for refused in [
+        "http://127.attacker.example/token",
+        "http://127.0.0.1.nip.io/token",
+        "http://localhost.attacker.example/token",
+        "http://evil.localhost/token",
+        "http://auth.example/token",
+        "ftp://127.0.0.1/token",
+    ] {
+        assert!(check_endpoint(refused).is_err(), "{refused}");
+    }
+    // A challenge pointing discovery at plain HTTP on another host: not
+    // followed; the server's own well-known URLs are tried instead.
+    let mut p = FlowParams::new(SERVER, REDIRECT).pkce("v", "c", "s");
+    p.challenge = Some(
+        r#"Bearer resource_metadata="http://evil.example/.well-known/oauth-protected-resource""#
+            .into(),
+    );
+    let (_, step) = Flow::start(p);
+    let first = fetch(step);
+    assert!(
+        first.url.starts_with("http://127.0.0.1:8000/"),
+        "{}",
+        first.url
+    );
+    // An authorization server over plain HTTP elsewhere: refused before
+    // any request goes to it.
+    let (_, step) = after_resource(json!({"resource": SERVER,
+        "authorization_servers": ["http://auth.example"]}));
+    assert!(
+        matches!(
+            step,
+            FlowStep::Failed(FlowError::OAuth(OAuthError::Endpoint(_)))
+        ),
+        "{step:?}"
+    );
+}

@@ -141,8 +141,13 @@ pub struct Authorized {
     pub token_endpoint: String,
     /// The client the tokens were issued to.
     pub client: Client,
-    /// The canonical resource (the MCP server) they are for.
+    /// The canonical resource (the MCP server) they are for: what stored
+    /// tokens are bound to.
     pub resource: String,
+    /// The `resource` parameter the tokens were asked with: the protected
+    /// resource metadata's own `resource`, exactly as published (RFC 8707),
+    /// to be sent again with every refresh.
+    pub resource_indicator: String,
 }
 
 #[derive(Debug)]
@@ -184,7 +189,10 @@ enum Stage {
 pub struct Flow {
     params: FlowParams,
     bearer: BearerChallenge,
+    /// The canonical resource of the server.
     resource: String,
+    /// The `resource` parameter: the metadata's, once it is checked.
+    indicator: String,
     stage: Stage,
     /// The last discovery failure, reported when every URL failed.
     last: OAuthError,
@@ -201,19 +209,29 @@ impl Flow {
         let mut flow = Flow {
             bearer,
             resource: String::new(),
+            indicator: String::new(),
             stage: Stage::Over,
             last: OAuthError::Discovery("nothing to try".into()),
             params,
         };
         let first = canonical_resource(&flow.params.server_url).and_then(|resource| {
-            let urls = protected_resource_metadata_urls(
+            // Discovery URLs go under the same endpoint policy as the
+            // others: a `resource_metadata` over plain HTTP to another host
+            // is not followed.
+            let mut urls = protected_resource_metadata_urls(
                 &flow.params.server_url,
                 flow.bearer.resource_metadata.as_deref(),
             )?;
-            Ok((resource, urls))
+            let refused = urls.iter().find_map(|u| check_endpoint(u).err());
+            urls.retain(|u| check_endpoint(u).is_ok());
+            match (urls.is_empty(), refused) {
+                (true, Some(e)) => Err(e),
+                _ => Ok((resource, urls)),
+            }
         });
         let step = match first {
             Ok((resource, urls)) => {
+                flow.indicator = resource.clone();
                 flow.resource = resource;
                 flow.stage = Stage::Resource { urls, next: 0 };
                 flow.discover()
@@ -238,7 +256,21 @@ impl Flow {
             }
             Stage::Server { prm, urls, next } => {
                 match Self::found(&urls, next, status, body, ServerMetadata::parse) {
-                    Ok(asm) => self.choose_client(prm, asm),
+                    Ok(asm) => {
+                        let expected = prm.authorization_servers.first().map_or("", String::as_str);
+                        if !same_identifier(&asm.issuer, expected) {
+                            // RFC 8414 §3.3: never another server's
+                            // endpoints, whatever else it says.
+                            return self.fail(
+                                OAuthError::IssuerMismatch {
+                                    expected: crate::error::redact_url(expected),
+                                    got: crate::error::redact_url(&asm.issuer),
+                                }
+                                .into(),
+                            );
+                        }
+                        self.choose_client(prm, asm)
+                    }
                     Err(e) => {
                         self.last = e;
                         self.stage = Stage::Server { prm, urls, next };
@@ -259,6 +291,7 @@ impl Flow {
                         token_endpoint: asm.token_endpoint,
                         client,
                         resource: std::mem::take(&mut self.resource),
+                        resource_indicator: std::mem::take(&mut self.indicator),
                     }))
                 }
                 Err(e) => self.fail(e.into()),
@@ -305,7 +338,7 @@ impl Flow {
                             &code,
                             &self.params.verifier,
                             &self.params.redirect_uri,
-                            Some(&self.resource),
+                            Some(&self.indicator),
                         );
                         self.stage = Stage::Token { asm, client, scope };
                         FlowStep::Fetch(request)
@@ -353,8 +386,21 @@ impl Flow {
     }
 
     fn find_server(&mut self, prm: ResourceMetadata) -> FlowStep {
+        // RFC 9728 §3.3: the metadata must be this server's. The MCP
+        // server may sit under the resource it names (`https://h` for
+        // `https://h/mcp`), never beside or above another one.
+        if !resource_covers(&prm.resource, &self.params.server_url) {
+            let e = OAuthError::ResourceMismatch {
+                resource: crate::error::redact_url(&prm.resource),
+                server: crate::error::redact_url(&self.params.server_url),
+            };
+            return self.fail(e.into());
+        }
+        self.indicator = prm.resource.clone();
         let urls = match prm.authorization_servers.first() {
-            Some(issuer) => authorization_server_metadata_urls(issuer),
+            Some(issuer) => {
+                check_endpoint(issuer).and_then(|()| authorization_server_metadata_urls(issuer))
+            }
             None => Err(OAuthError::Discovery("no authorization server".into())),
         };
         match urls {
@@ -421,7 +467,7 @@ impl Flow {
             code_challenge: &self.params.code_challenge,
             state: &self.params.state,
             scope: scope.as_deref(),
-            resource: Some(&self.resource),
+            resource: Some(&self.indicator),
         }
         .url();
         self.stage = Stage::Redirect { asm, client, scope };
@@ -486,4 +532,29 @@ pub const MAX_REDIRECT_HEAD: usize = 16 * 1024;
 /// its blank line, or up to [`MAX_REDIRECT_HEAD`].
 pub fn redirect_head_done(head: &[u8]) -> bool {
     head.len() >= MAX_REDIRECT_HEAD || head.windows(4).any(|w| w == b"\r\n\r\n")
+}
+
+/// Whether `resource` (protected resource metadata's) covers the MCP
+/// server at `server_url`: same scheme, host and port, and the server's
+/// path at or under the resource's, on a segment boundary.
+pub fn resource_covers(resource: &str, server_url: &str) -> bool {
+    let (Ok(r), Ok(s)) = (Url::parse(resource), Url::parse(server_url)) else {
+        return false;
+    };
+    if r.origin() != s.origin() {
+        return false;
+    }
+    let rp = r.path.trim_end_matches('/');
+    let sp = s.path.trim_end_matches('/');
+    rp.is_empty()
+        || sp == rp
+        || sp
+            .strip_prefix(rp)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// Whether two issuer identifiers are the same: exactly, but for one
+/// trailing `/` (a pathless issuer serialized either way).
+fn same_identifier(a: &str, b: &str) -> bool {
+    a.strip_suffix('/').unwrap_or(a) == b.strip_suffix('/').unwrap_or(b)
 }

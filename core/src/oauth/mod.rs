@@ -58,6 +58,25 @@ pub enum OAuthError {
     /// Discovery found nothing usable.
     #[error("discovery failed: {0}")]
     Discovery(String),
+    /// The protected resource metadata names another resource than the
+    /// server asked (RFC 9728 §3.3): its authorization servers are not
+    /// this server's.
+    #[error("protected resource metadata is for {resource}, not {server}")]
+    ResourceMismatch {
+        /// The `resource` the metadata names (redacted).
+        resource: String,
+        /// The server's URL (redacted).
+        server: String,
+    },
+    /// The authorization server metadata names another issuer than the
+    /// one it was fetched for (RFC 8414 §3.3): a mix-up.
+    #[error("authorization server metadata names issuer {got}, fetched for {expected}")]
+    IssuerMismatch {
+        /// The issuer discovery asked about (redacted).
+        expected: String,
+        /// The issuer the metadata names (redacted).
+        got: String,
+    },
 }
 
 impl OAuthError {

@@ -364,26 +364,11 @@ pub fn parse_token_response(status: u16, body: &[u8]) -> Result<TokenResponse, O
 /// Base64 (RFC 4648), URL-safe without padding for PKCE, standard with
 /// padding for HTTP Basic.
 pub fn base64(bytes: &[u8], url_safe: bool) -> String {
-    let table: &[u8; 64] = if url_safe {
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    use base64::Engine as _;
+    if url_safe {
+        URL_SAFE_NO_PAD.encode(bytes)
     } else {
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-    };
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = match chunk.len() {
-            1 => (chunk[0] as u32) << 16,
-            2 => (chunk[0] as u32) << 16 | (chunk[1] as u32) << 8,
-            _ => (chunk[0] as u32) << 16 | (chunk[1] as u32) << 8 | chunk[2] as u32,
-        };
-        for i in 0..=chunk.len() {
-            out.push(table[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-        if !url_safe {
-            for _ in chunk.len()..3 {
-                out.push('=');
-            }
-        }
+        STANDARD.encode(bytes)
     }
-    out
 }

@@ -3,42 +3,25 @@
 
 use super::*;
 
-/// Percent-encodes for a query or form value (RFC 3986 unreserved kept).
+/// Percent-encodes for a query or form value: RFC 3986 unreserved kept,
+/// everything else `%XX` (a space too: `%20` decodes the same with a form
+/// decoder and a plain one, which servers reading HTTP Basic credentials
+/// do not all agree on).
 pub fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(s, KEEP).to_string()
 }
 
 /// Decodes a percent-encoded query component (`+` is a space).
 pub fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(v) => {
-                        out.push(v);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    ::url::form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
 }
 
 /// `application/x-www-form-urlencoded` of `pairs`.
@@ -52,70 +35,58 @@ pub fn form(pairs: &[(&str, &str)]) -> String {
 
 /// The pairs of a query string.
 pub fn parse_query(query: &str) -> Vec<(String, String)> {
-    query
-        .trim_start_matches('?')
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
-        })
+    ::url::form_urlencoded::parse(query.trim_start_matches('?').as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
 }
 
-/// The parts of an absolute http(s) URL that OAuth reasons about.
+/// The parts of an absolute http(s) URL that OAuth reasons about, parsed
+/// by the WHATWG rules (the `url` crate), so that what is checked is what
+/// an HTTP client will connect to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Url {
     /// `http` or `https`, lowercase.
     pub scheme: String,
-    /// The host, lowercase, without brackets.
+    /// The host as serialized (lowercase; an IPv6 address without
+    /// brackets).
     pub host: String,
     /// The port, explicit or the scheme's default.
     pub port: u16,
     /// The path, `/` when empty, without query or fragment.
     pub path: String,
+    /// Whether the host is a loopback address or exactly `localhost`.
+    loopback: bool,
 }
 
 impl Url {
     /// Parses an absolute http(s) URL.
     pub fn parse(url: &str) -> Result<Url, OAuthError> {
-        let bad = || OAuthError::Endpoint(format!("not an absolute http(s) URL: {url:?}"));
-        let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
-        let scheme = scheme.to_ascii_lowercase();
-        let default_port = match scheme.as_str() {
-            "http" => 80,
-            "https" => 443,
-            _ => return Err(bad()),
+        let bad = || {
+            OAuthError::Endpoint(format!(
+                "not an absolute http(s) URL: {:?}",
+                crate::error::redact_url(url)
+            ))
         };
-        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let authority = &rest[..end];
-        let path = rest[end..].split(['?', '#']).next().unwrap_or("");
-        let hostport = authority.rsplit('@').next().unwrap_or("");
-        let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
-            let (h, after) = h.split_once(']').ok_or_else(bad)?;
-            (h, after.strip_prefix(':'))
-        } else {
-            match hostport.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (hostport, None),
-            }
-        };
-        let port = match port {
-            Some(p) => p.parse().map_err(|_| bad())?,
-            None => default_port,
-        };
-        if host.is_empty() || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(bad());
         }
+        let parsed = ::url::Url::parse(url).map_err(|_| bad())?;
+        let scheme = parsed.scheme().to_owned();
+        if scheme != "http" && scheme != "https" {
+            return Err(bad());
+        }
+        let port = parsed.port_or_known_default().ok_or_else(bad)?;
+        let (host, loopback) = match parsed.host().ok_or_else(bad)? {
+            ::url::Host::Domain(d) => (d.to_owned(), d == "localhost"),
+            ::url::Host::Ipv4(ip) => (ip.to_string(), ip.is_loopback()),
+            ::url::Host::Ipv6(ip) => (ip.to_string(), ip.is_loopback()),
+        };
         Ok(Url {
             scheme,
-            host: host.to_ascii_lowercase(),
+            host,
             port,
-            path: if path.is_empty() {
-                "/".into()
-            } else {
-                path.into()
-            },
+            path: parsed.path().to_owned(),
+            loopback,
         })
     }
 
@@ -129,12 +100,11 @@ impl Url {
         format!("{}://{}:{}", self.scheme, host, self.port)
     }
 
-    /// Whether the host is a loopback address (or `localhost`).
+    /// Whether the host is a loopback address (`127.0.0.0/8`, `::1`) or
+    /// exactly `localhost`, decided on the parsed host, never on a prefix
+    /// of its text (`127.attacker.example` is a domain name).
     pub fn is_loopback(&self) -> bool {
-        self.host == "localhost"
-            || self.host.starts_with("127.")
-            || self.host == "::1"
-            || self.host.ends_with(".localhost")
+        self.loopback
     }
 }
 
