@@ -372,7 +372,7 @@ fn oauth(config: &Path, url: &str, open: &str, args: &[&str]) -> Run {
 /// Against the Python SDK's own authorization server: the first command
 /// finds no tokens, runs the authorization flow (dynamic registration,
 /// PKCE, the redirect delivered to the loopback listener) and is retried;
-/// the tokens land in `$XDG_CONFIG_HOME/mcpr/tokens-<host_port_path>.json`
+/// the tokens land in `$XDG_CONFIG_HOME/mcpr/tokens-<canonical URL, escaped>.json`
 /// (0600, directory 0700). Later runs use them without a flow; an expired
 /// access token costs one refresh; a revoked refresh token one more flow.
 /// No token is ever printed.
@@ -382,9 +382,10 @@ fn oauth_authorizes_once_stores_refreshes_and_reauthorizes() {
     let url = peer.url();
     let config = std::env::temp_dir().join(format!("mcpr-cli-oauth-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&config);
-    let file = config
-        .join("mcpr")
-        .join(format!("tokens-127.0.0.1_{}_mcp.json", peer.port));
+    let file = config.join("mcpr").join(format!(
+        "tokens-http_3A_2F_2F127.0.0.1_3A{}_2Fmcp.json",
+        peer.port
+    ));
     const FLOW: &str = "to authorize, open ";
 
     let run = oauth(

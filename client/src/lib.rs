@@ -385,6 +385,18 @@ impl Settings {
                 "set credentials with bearer() or token_source()".into(),
             ));
         }
+        if matches!(self.credentials, Credentials::OAuth(_)) {
+            // An OAuth token in cleartext to a host on the network is a
+            // token handed to everyone on the path.
+            mcp_recovery_core::oauth::check_endpoint(url).map_err(|_| {
+                Error::Config(format!(
+                    "OAuth tokens go to HTTPS servers or loopback only, not {}",
+                    mcp_recovery_core::oauth::Url::parse(url)
+                        .map(|u| u.origin())
+                        .unwrap_or_else(|_| "this URL".into())
+                ))
+            })?;
+        }
         self.config.refresh_on_401 = self.credentials.can_refresh();
         Ok(())
     }
@@ -813,6 +825,22 @@ mod tests {
         assert!(ClientBuilder::<Dummy>::new("https://h.example/mcp")
             .build()
             .is_ok());
+        // OAuth tokens never go in cleartext to a host on the network.
+        let oauth = || crate::oauth::OAuthConfig::new(crate::oauth::MemoryTokenStore::default());
+        for (url, ok) in [
+            ("http://mcp.example/mcp", false),
+            ("http://127.attacker.example/mcp", false),
+            ("https://mcp.example/mcp", true),
+            ("http://127.0.0.1:9/mcp", true),
+            ("http://localhost:9/mcp", true),
+        ] {
+            let r = ClientBuilder::<Dummy>::new(url).oauth(oauth()).build();
+            match r {
+                Err(Error::Config(m)) if !ok => assert!(m.contains("HTTPS"), "{m}"),
+                Ok(_) if ok => {}
+                other => panic!("{url}: {:?}", other.err()),
+            }
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -90,41 +90,121 @@ impl TokenStore for MemoryTokenStore {
 /// Tokens in a JSON file, readable by the owner only (0600), replaced
 /// atomically (write to a temporary file, sync, rename), so a crash right
 /// after a refresh leaves the old file or the new one, never half of one.
+///
+/// The temporary file has a name of its own for each save (so a path
+/// ending in `.tmp` keeps its atomicity) and is created exclusively, which
+/// never follows a symlink planted in its place; it is made 0600 on the
+/// open file before a byte goes in, whatever the umask or a leftover file.
+/// A directory that group or others may write to is refused (on Unix):
+/// whoever can rename files there can swap the tokens. A token file that
+/// is a symlink is never read.
 pub struct FileTokenStore {
     path: PathBuf,
 }
 
 impl FileTokenStore {
-    /// A store at `path` (its directory must exist).
+    /// A store at `path` (its directory must exist, writable by its owner
+    /// only).
     pub fn new(path: impl Into<PathBuf>) -> Self {
         FileTokenStore { path: path.into() }
     }
+
+    fn dir(&self) -> &Path {
+        match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        }
+    }
+}
+
+/// Refuses a directory others may write to.
+fn check_private_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let mode = std::fs::metadata(dir)?.mode();
+        // Group- or world-writable, unless sticky and ours alone to
+        // rename in (a sticky /tmp still lets the owner of a planted file
+        // keep it): refused either way.
+        if mode & 0o022 != 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "token directory {} is writable by group or others (mode {:o}): \
+                     use a directory only you can write to",
+                    dir.display(),
+                    mode & 0o7777
+                ),
+            ));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
 }
 
 impl TokenStore for FileTokenStore {
     fn load(&self) -> Option<StoredTokens> {
+        let meta = std::fs::symlink_metadata(&self.path).ok()?;
+        if !meta.file_type().is_file() {
+            return None;
+        }
         let bytes = std::fs::read(&self.path).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
 
     fn save(&self, tokens: &StoredTokens) -> std::io::Result<()> {
-        let tmp = self.path.with_extension("tmp");
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(&tmp)?;
-        file.write_all(&serde_json::to_vec(tokens).map_err(std::io::Error::other)?)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            // The rename itself must survive a crash too.
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
+        let dir = self.dir();
+        check_private_dir(dir)?;
+        let body = serde_json::to_vec(tokens).map_err(std::io::Error::other)?;
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "tokens".into());
+        let (tmp, mut file) = create_temporary(dir, &name)?;
+        let written = (|| {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
             }
+            file.write_all(&body)?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, &self.path)
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written?;
+        // The rename itself must survive a crash too.
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
         }
         Ok(())
     }
+}
+
+/// A new file beside the token file, created exclusively (never through a
+/// symlink, never an existing file), under a name no other save uses.
+fn create_temporary(dir: &Path, name: &str) -> std::io::Result<(PathBuf, std::fs::File)> {
+    let mut last = None;
+    for _ in 0..8 {
+        let mut random = [0u8; 8];
+        getrandom::fill(&mut random).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let tmp = dir.join(format!(".{name}.{}.{suffix}.tmp", std::process::id()));
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        match options.open(&tmp) {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no temporary file name left")))
 }
 
 /// How to authorize against one MCP server.
@@ -308,7 +388,7 @@ impl OAuth {
                 },
                 FlowStep::Open(url) => {
                     open(&url);
-                    let query = self.redirect(io, &listener).await?;
+                    let query = self.redirect(io, &listener, &state).await?;
                     flow.on_redirect(&query)
                 }
                 FlowStep::Done(done) => {
@@ -338,8 +418,16 @@ impl OAuth {
     }
 
     /// Waits for the browser's GET of the redirect URI on `listener`, at
-    /// most the redirect timeout; other requests (a favicon...) get a 404.
-    async fn redirect<I: Io>(&self, io: &I, listener: &I::Listener) -> Result<String, AuthError> {
+    /// most the redirect timeout; other requests (a favicon...) get a 404,
+    /// and a redirect without our `state` (any local process or web page
+    /// can reach a loopback port) is ignored: the wait goes on for the
+    /// real one instead of ending the flow.
+    async fn redirect<I: Io>(
+        &self,
+        io: &I,
+        listener: &I::Listener,
+        state: &str,
+    ) -> Result<String, AuthError> {
         let timeout = self.config.redirect_timeout;
         let until = Instant::now()
             .checked_add(timeout)
@@ -351,15 +439,21 @@ impl OAuth {
                 .map_err(AuthError::Listener)?
                 .ok_or(AuthError::Timeout(timeout))?;
             if let Some(query) = oauth::redirect_query(&head) {
-                return Ok(query);
+                let ours = oauth::parse_query(&query)
+                    .iter()
+                    .any(|(k, v)| k == "state" && v == state);
+                if ours {
+                    return Ok(query);
+                }
             }
         }
     }
 
-    /// The stored tokens, read off the caller's path (a store may block).
+    /// This server's stored tokens, read off the caller's path (a store
+    /// may block).
     async fn load<I: Io>(&self, io: &I) -> Option<StoredTokens> {
         let store = self.config.store.clone();
-        io.blocking(move || store.load()).await
+        self.ours(io.blocking(move || store.load()).await)
     }
 
     /// Stores a token answer over `base` (a rotated refresh token replaces
@@ -391,7 +485,7 @@ impl OAuth {
         let stored = self
             .load(io)
             .await
-            .ok_or_else(|| RefreshError::NeedsReauth("no stored tokens".into()))?;
+            .ok_or_else(|| RefreshError::NeedsReauth("no stored tokens for this server".into()))?;
         let refresh = stored
             .refresh_token
             .as_deref()
@@ -450,13 +544,16 @@ impl OAuth {
     }
 
     fn token_for_this_server(&self) -> Option<StoredTokens> {
-        // Tokens are for the resource they were issued to: never sent to
-        // another server, even one sharing the store.
+        self.ours(self.config.store.load())
+            .filter(|t| !t.access_token.is_empty())
+    }
+
+    /// `stored` if it is this server's. Tokens are for the resource they
+    /// were issued to: never sent to, refreshed for or scoped from
+    /// another server, even one sharing the store.
+    fn ours(&self, stored: Option<StoredTokens>) -> Option<StoredTokens> {
         let resource = oauth::canonical_resource(&self.server_url).ok()?;
-        self.config
-            .store
-            .load()
-            .filter(|t| t.resource == resource && !t.access_token.is_empty())
+        stored.filter(|t| t.resource == resource)
     }
 
     /// The stored access token, if it is for this server.
@@ -487,6 +584,86 @@ mod tests {
     use mcp_recovery_core::oauth::union;
     use mcp_recovery_core::FailureKind;
     use std::future::Future;
+
+    /// A directory of the test's own, 0700.
+    fn private_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("mcp-store-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut b = std::fs::DirBuilder::new();
+        std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+        b.create(&dir).unwrap();
+        dir
+    }
+
+    fn mode(p: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    fn sample() -> StoredTokens {
+        StoredTokens {
+            access_token: "at".into(),
+            refresh_token: Some("rt-secret".into()),
+            resource: "http://127.0.0.1:9/mcp".into(),
+            ..StoredTokens::default()
+        }
+    }
+
+    #[test]
+    fn a_planted_symlink_or_leftover_never_decides_where_tokens_go() {
+        use std::os::unix::fs::{symlink, PermissionsExt};
+        let dir = private_dir("symlink");
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let path = dir.join("tokens.json");
+        // The old fixed temporary names, planted as symlinks to the victim.
+        for planted in ["tokens.tmp", "tokens.json.tmp", ".tokens.json.tmp"] {
+            symlink(&victim, dir.join(planted)).unwrap();
+        }
+        // A leftover world-readable token file.
+        std::fs::write(&path, "{}").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let store = FileTokenStore::new(&path);
+        store.save(&sample()).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(
+            store.load().unwrap().refresh_token.as_deref(),
+            Some("rt-secret")
+        );
+        // No temporary left behind.
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".tmp") && !n.starts_with("tokens") && n != ".tokens.json.tmp")
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+
+        // A token path ending in .tmp stays atomic and works.
+        let odd = FileTokenStore::new(dir.join("tokens.tmp.d.tmp"));
+        odd.save(&sample()).unwrap();
+        assert!(odd.load().is_some());
+
+        // A token file that is a symlink is never read.
+        let link = dir.join("link.json");
+        symlink(&path, &link).unwrap();
+        assert!(FileTokenStore::new(&link).load().is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_directory_others_can_write_to_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = private_dir("shared");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let store = FileTokenStore::new(dir.join("tokens.json"));
+        let e = store.save(&sample()).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied);
+        assert!(e.to_string().contains("writable by group or others"), "{e}");
+        assert!(!e.to_string().contains("rt-secret"));
+        assert!(!dir.join("tokens.json").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     /// A token endpoint that answers each request with the next canned
     /// answer, and remembers the bodies it got.
@@ -630,12 +807,28 @@ mod tests {
 
     #[test]
     fn tokens_are_only_for_the_server_they_were_issued_for() {
-        let (o, store, _) = oauth(vec![]);
+        // Server B's client sharing a store that holds server A's tokens:
+        // it neither sends them, nor refreshes them at A's token endpoint
+        // (which would hand A's new token to B), nor takes their scope.
+        let (o, store, io) = oauth(vec![(
+            200,
+            r#"{"access_token":"stolen","token_type":"Bearer"}"#,
+        )]);
         let mut other = store.load().unwrap();
         other.resource = "https://elsewhere.example/mcp".into();
         store.save(&other).unwrap();
         assert!(o.token().is_none());
+        assert!(o.expires_in().is_none());
         assert!(!format!("{other:?}").contains("a1"));
+        match refresh(&o, &io) {
+            Err(RefreshError::NeedsReauth(m)) => assert!(m.contains("this server"), "{m}"),
+            other => panic!("expected NeedsReauth, got {other:?}"),
+        }
+        assert!(
+            io.bodies.lock().unwrap().is_empty(),
+            "nothing sent to A's token endpoint"
+        );
+        assert_eq!(store.load().unwrap().access_token, other.access_token);
     }
 
     #[test]

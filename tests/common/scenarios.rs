@@ -705,12 +705,41 @@ fn oauth_client<C: Mcp>(peer: &Peer, store: FileTokenStore) -> C {
         .expect("client")
 }
 
+/// A token file in a directory of the test's own, writable by its owner
+/// only (the store refuses any other).
 fn token_file(peer: &Peer) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!(
-        "mcp-recovery-tokens-{}-{}.json",
+    let dir = std::env::temp_dir().join(format!(
+        "mcp-recovery-tokens-{}-{}",
         std::process::id(),
         peer.port
-    ))
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut builder = std::fs::DirBuilder::new();
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(&dir).expect("token directory");
+    dir.join("tokens.json")
+}
+
+/// A local process reaching the loopback listener first with a forged
+/// redirect (another `state`), then the person's browser: the forged one
+/// must be ignored, never end the flow.
+pub fn forged_then_browser(url: &str) {
+    let url = url.to_owned();
+    std::thread::spawn(move || {
+        let redirect = url::Url::parse(&url)
+            .unwrap()
+            .query_pairs()
+            .find(|(k, _)| k == "redirect_uri")
+            .map(|(_, v)| v.into_owned())
+            .expect("redirect_uri");
+        let forged = format!("{redirect}?code=attacker-code&state=forged");
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let _ = agent.get(&forged).call().expect("the listener answers");
+        browser(&url);
+    });
 }
 
 fn stored(path: &std::path::Path) -> StoredTokens {
@@ -736,7 +765,8 @@ pub fn oauth_flow_refresh_and_reauth<C: Mcp>() {
         "nothing to refresh: no refresh request"
     );
 
-    c.authorize(browser).unwrap();
+    // A forged redirect reaches the listener first: ignored.
+    c.authorize(forged_then_browser).unwrap();
     let first = stored(&path);
     assert!(first.refresh_token.is_some());
     #[cfg(unix)]

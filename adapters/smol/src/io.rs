@@ -82,7 +82,8 @@ impl Io for Http {
         let (mut stream, _) = accepted?;
         let mut head = Vec::new();
         let mut chunk = [0u8; 1024];
-        let read_until = Instant::now() + Duration::from_secs(5);
+        // Never past the flow's own deadline.
+        let read_until = until.min(Instant::now() + Duration::from_secs(5));
         while !redirect_head_done(&head) {
             let read = future::or(async { Some(stream.read(&mut chunk).await) }, async {
                 Timer::at(read_until).await;

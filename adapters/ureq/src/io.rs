@@ -164,10 +164,17 @@ fn serve_one(
         }
     };
     stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    // A client that connects and says nothing holds the listener no longer
+    // than 5 s, and never past the flow's own deadline.
+    let read_until = until.min(Instant::now() + Duration::from_secs(5));
     let mut head = Vec::new();
     let mut chunk = [0u8; 1024];
     while !redirect_head_done(&head) {
+        let left = read_until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        stream.set_read_timeout(Some(left))?;
         match stream.read(&mut chunk) {
             Ok(0) | Err(_) => break,
             Ok(n) => head.extend_from_slice(&chunk[..n]),

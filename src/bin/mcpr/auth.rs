@@ -190,32 +190,24 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     builder.create(dir)
 }
 
-/// `http://127.0.0.1:8000/mcp?x=1` → `127.0.0.1_8000_mcp`: one file per
-/// server and endpoint, with nothing a file name cannot hold. The query
-/// and fragment are left out (they may carry secrets, and do not name
-/// another server).
+/// One file name per server, and never the same name for two servers:
+/// the canonical resource (scheme, host, port, path; userinfo, query and
+/// fragment left out: they may carry secrets and do not name another
+/// server) with everything but ASCII letters, digits and `.` written as
+/// `_XX` (its hex). `http://h/mcp` and `https://h/mcp` get two files (a
+/// token issued over HTTPS is never sent in cleartext), and so do
+/// `h:8443/x` and `h/8443/x`.
 pub fn sanitize(url: &str) -> String {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let rest = rest.split(['?', '#']).next().unwrap_or("");
-    // Userinfo is a credential: never part of a file name.
-    let rest = match rest.split_once('/') {
-        Some((authority, path)) => {
-            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-            format!("{host}/{path}")
+    let canonical = mcp_recovery::core::oauth::canonical_resource(url)
+        .unwrap_or_else(|_| url.split(['?', '#']).next().unwrap_or("").to_owned());
+    let mut name = String::with_capacity(canonical.len() * 2);
+    for b in canonical.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'.' {
+            name.push(b as char);
+        } else {
+            name.push_str(&format!("_{b:02X}"));
         }
-        None => rest.rsplit_once('@').map_or(rest, |(_, h)| h).to_owned(),
-    };
-    let name: String = rest
-        .trim_end_matches('/')
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    }
     if name.is_empty() {
         "default".into()
     } else {
@@ -236,14 +228,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn token_file_names_hold_host_port_and_path_only() {
-        assert_eq!(sanitize("http://127.0.0.1:8000/mcp"), "127.0.0.1_8000_mcp");
+    fn token_file_names_are_one_per_server_and_hold_no_secret() {
         assert_eq!(
-            sanitize("https://user:pw@example.com/a/mcp/?token=s3cr3t#x"),
-            "example.com_a_mcp"
+            sanitize("http://127.0.0.1:8000/mcp"),
+            "http_3A_2F_2F127.0.0.1_3A8000_2Fmcp"
         );
-        assert_eq!(sanitize("http://[::1]:9/"), "___1__9");
-        assert_eq!(sanitize("http://"), "default");
+        let with_secrets = sanitize("https://user:pw@example.com/a/mcp?token=s3cr3t#x");
+        assert_eq!(with_secrets, "https_3A_2F_2Fexample.com_2Fa_2Fmcp");
+        // Never the same file for two servers.
+        let names = [
+            "http://h/mcp",
+            "https://h/mcp",
+            "http://h:8443/x",
+            "http://h/8443/x",
+            "http://h_3A8443/x",
+            "http://[::1]:9/",
+        ]
+        .map(sanitize);
+        for (i, a) in names.iter().enumerate() {
+            assert!(!a.contains('/') && !a.contains(':'), "{a}");
+            for b in &names[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
         assert!(!sanitize("http://h/../../etc").contains('/'));
     }
 }
