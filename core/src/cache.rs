@@ -23,19 +23,35 @@ const CACHEABLE: &[&str] = &[
 /// No hint is trusted for longer than a day.
 const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
 
-#[derive(Debug)]
+/// The most bytes of results kept (their JSON length), whatever the
+/// number of entries.
+const MAX_BYTES: usize = 8 * 1024 * 1024;
+
 struct Entry {
     value: Value,
     fresh_until: Instant,
     /// Insertion order, for eviction.
     seq: u64,
+    /// The result's JSON length.
+    bytes: usize,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Cache {
     entries: BTreeMap<String, Entry>,
     capacity: usize,
     seq: u64,
+    bytes: usize,
+}
+
+/// Counts only: cached results may be private to a user.
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("entries", &self.entries.len())
+            .field("bytes", &self.bytes)
+            .finish()
+    }
 }
 
 impl Cache {
@@ -81,31 +97,52 @@ impl Cache {
             .map(Duration::from_millis)
             .unwrap_or_default()
             .min(MAX_TTL);
+        self.remove(&key);
         if ttl.is_zero() {
-            self.entries.remove(&key);
             return;
         }
-        self.entries.retain(|_, e| now < e.fresh_until);
-        while self.entries.len() >= self.capacity {
+        let bytes = serde_json::to_vec(result).map_or(usize::MAX, |v| v.len());
+        if bytes > MAX_BYTES / 4 {
+            // One result may not push out everything else.
+            return;
+        }
+        let stale: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| now >= e.fresh_until)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in stale {
+            self.remove(&k);
+        }
+        while self.entries.len() >= self.capacity || self.bytes + bytes > MAX_BYTES {
             let oldest = self
                 .entries
                 .iter()
                 .min_by_key(|(_, e)| e.seq)
                 .map(|(k, _)| k.clone());
             match oldest {
-                Some(k) => self.entries.remove(&k),
+                Some(k) => self.remove(&k),
                 None => break,
             };
         }
         self.seq += 1;
+        self.bytes += bytes;
         self.entries.insert(
             key,
             Entry {
                 value: result.clone(),
                 fresh_until: later(now, ttl),
                 seq: self.seq,
+                bytes,
             },
         );
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Some(e) = self.entries.remove(key) {
+            self.bytes -= e.bytes;
+        }
     }
 
     /// A notification: a `list_changed` drops that listing (every page), a
@@ -119,21 +156,27 @@ impl Cache {
             }
             "notifications/resources/updated" => {
                 if let Some(key) = Cache::key("resources/read", Some(&uri_only(params))) {
-                    self.entries.remove(&key);
+                    self.remove(&key);
                 }
                 return;
             }
             _ => return,
         };
-        self.entries.retain(|k, _| {
-            let method = k.split(' ').next().unwrap_or("");
-            !dropped.contains(&method)
-        });
+        let gone: Vec<String> = self
+            .entries
+            .keys()
+            .filter(|k| dropped.contains(&k.split(' ').next().unwrap_or("")))
+            .cloned()
+            .collect();
+        for k in gone {
+            self.remove(&k);
+        }
     }
 
     /// Everything goes (a new token: another authorization's results).
     pub(crate) fn clear(&mut self) {
         self.entries.clear();
+        self.bytes = 0;
     }
 }
 

@@ -164,17 +164,21 @@ fn contains_ignore_ascii_case(haystack: &str, needle: &str) -> bool {
 }
 
 /// Whether a request sent on the stateless (2026-07-28) wire was answered
-/// by a server that wants the handshake: a 400 whose body asks for a
-/// session or an initialize (a replica of a rolling deploy, a rollback).
+/// by a server that wants the handshake (a replica of a rolling deploy, a
+/// rollback): a 400 from the transport, not the application (no JSON-RPC
+/// body, or an error with `"id": null`: the request never reached a
+/// handler), whose message asks for a session (TypeScript 1.32.2: "Bad
+/// Request: No valid session ID provided"). An application's own 400 (its
+/// error carries our request's id) that mentions a session is its answer,
+/// never a reason to send the request again.
 pub(crate) fn wants_handshake(status: u16, body: &[u8], patterns: &SessionPatterns) -> bool {
-    if status != 400 {
+    if status != 400 || !jsonrpc::is_transport_rejection(body) {
         return false;
     }
     let (_, message) = message_of(body);
     patterns.matches(&message)
         || BAD_REQUEST_SESSION_PATTERNS
             .iter()
-            .chain(&["not initialized", "initialize request", "initialization"])
             .any(|p| contains_ignore_ascii_case(&message, p))
 }
 

@@ -171,6 +171,13 @@ pub enum ProtocolError {
     /// treated as invalid).
     #[error("unknown resultType {0}")]
     UnknownResultType(String),
+    /// An "input required" result asking for more input requests than one
+    /// round may.
+    #[error("the server asked for more than {max} inputs at once")]
+    TooManyInputRequests {
+        /// The bound.
+        max: usize,
+    },
     /// An "input required" result whose input request names no method.
     #[error("malformed input request")]
     BadInputRequest,

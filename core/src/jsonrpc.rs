@@ -196,6 +196,17 @@ pub(crate) fn error_of_body(bytes: &[u8]) -> Option<RpcError> {
     RpcError::from_value(obj.get("error")?)
 }
 
+/// Whether an error body answers no request in particular: not JSON-RPC at
+/// all, or an error with `"id": null` (or none). That is how transports
+/// refuse a request they did not hand to the application (no session, a
+/// header missing); an application's own error carries the request's id.
+pub(crate) fn is_transport_rejection(bytes: &[u8]) -> bool {
+    let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(bytes) else {
+        return true;
+    };
+    obj.get("error").is_none() || obj.get("id").is_none_or(Value::is_null)
+}
+
 fn write_json(out: &mut Vec<u8>, v: &Value) {
     // Writing a Value into a Vec cannot fail: no I/O, and every Value
     // (string keys, finite numbers) is representable.

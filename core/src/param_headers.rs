@@ -61,6 +61,10 @@ const SUBSCHEMA_MAP: &[&str] = &[
     "dependentSchemas",
 ];
 
+/// Declarations one tool may make; a tool with more is left out (a header
+/// per argument beyond this is a hostile schema, not a routing key).
+const MAX_DECLARATIONS: usize = 64;
+
 /// Schemas nested deeper than this are not searched further; their
 /// declarations, if any, are left out (a server sending such a schema
 /// has bigger problems).
@@ -97,6 +101,12 @@ fn walk(
         if !primitive {
             return Err(format!(
                 "parameter `{arg}`: x-mcp-header on a type other than string, integer or boolean"
+            ));
+        }
+        // At most MAX_DECLARATIONS entries: a linear scan stays cheap.
+        if out.len() >= MAX_DECLARATIONS {
+            return Err(format!(
+                "more than {MAX_DECLARATIONS} x-mcp-header declarations"
             ));
         }
         if out.iter().any(|(_, h)| h.eq_ignore_ascii_case(header)) {

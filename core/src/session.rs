@@ -241,6 +241,7 @@ impl Session {
     /// is rejected by servers, and a re-negotiation starts from nothing.
     pub fn forget(&mut self) {
         self.id = None;
+        self.params = ParamHeaders::default();
         if self.protocol.fixed_stateless().is_none() {
             self.version = None;
             self.stateless = false;

@@ -676,3 +676,409 @@ fn an_unknown_result_type_is_invalid() {
         CallError::Protocol(ProtocolError::UnknownResultType(t)) if t == "\"task\""
     ));
 }
+
+// Regression tests from a review of the two-wire change: each one failed
+// before its fix.
+
+fn stateless_token(token: Option<&str>) -> Harness {
+    let mut h = Harness::negotiating(Config::new(URL));
+    if let Some(t) = token {
+        h.engine
+            .set_token(Some(mcp_recovery_core::Token::bearer(t)), h.now);
+    }
+    h.engine.connect(h.now);
+    h.pump();
+    let probe = h.take("server/discover");
+    h.result(&probe, discover_result());
+    assert!(h.engine.session().is_stateless());
+    h
+}
+
+fn error_400(h: &mut Harness, s: &Sent, code: i64, message: &str) {
+    let body = json!({"jsonrpc":"2.0","id":s.json["id"],"error":{"code":code,"message":message}});
+    h.respond(
+        s.exchange,
+        400,
+        &[("content-type", "application/json")],
+        &body.to_string(),
+    );
+}
+
+#[test]
+fn an_application_400_mentioning_a_session_is_its_answer() {
+    let mut h = stateless_token(None);
+    let call = h.call(Operation::call_tool(
+        "open_browser_tab",
+        json!({"url": "x"}),
+    ));
+    let s = h.take("tools/call");
+    error_400(&mut h, &s, -32602, "Browser session not found");
+    assert_eq!(
+        h.sent_count("server/discover"),
+        1,
+        "no re-negotiation: {:?}",
+        h.outbox
+    );
+    assert_eq!(
+        h.sent_count("tools/call"),
+        1,
+        "a non-idempotent call sent twice"
+    );
+    assert!(h.ended.contains_key(&call));
+}
+
+/// 1b. Same rule, substring "initialization": resources/read of a missing
+/// resource whose URI contains the word ends as SessionLost (and counts on
+/// the breaker) instead of the server's "Unknown resource" answer.
+#[test]
+fn a_resource_named_initialization_is_no_wire_change() {
+    let mut h = stateless_token(None);
+    let call = h.call(Operation::read_resource("docs://initialization"));
+    let s = h.take("resources/read");
+    error_400(
+        &mut h,
+        &s,
+        -32602,
+        "Unknown resource: docs://initialization",
+    );
+    assert_eq!(
+        h.sent_count("server/discover"),
+        1,
+        "re-probed for a missing resource"
+    );
+    assert!(h.ended.contains_key(&call));
+}
+
+/// 2. A resume GET refused with -32022 (the stream's pod replaced by a
+/// 2026-only release in a rolling deploy) sends the non-idempotent call again.
+#[test]
+fn a_resume_refused_with_32022_never_replays() {
+    let mut h = Harness::negotiating(Config::new(URL));
+    h.engine.connect(h.now);
+    h.pump();
+    let probe = h.take("server/discover");
+    h.respond(probe.exchange, 404, &[], "");
+    h.handshake("s1");
+    let call = h.call(Operation::call_tool("counter_increment", json!({})));
+    let s = h.take("tools/call");
+    h.respond(
+        s.exchange,
+        200,
+        &[("content-type", "text/event-stream")],
+        "id: 1\ndata: \n\n",
+    );
+    h.advance(std::time::Duration::from_secs(1));
+    let g = h.outbox.pop_front().expect("resume GET");
+    assert_eq!(g.request.method, mcp_recovery_core::Method::Get);
+    let body = json!({"jsonrpc":"2.0","id":null,"error":{"code":-32022,
+        "message":"Unsupported protocol version",
+        "data":{"supported":[MODERN_VERSION],"requested":"2025-11-25"}}});
+    h.respond(
+        g.exchange,
+        400,
+        &[("content-type", "application/json")],
+        &body.to_string(),
+    );
+    // Whatever follows (a probe), the tool call must not go out again.
+    while let Some(p) = h.outbox.pop_front() {
+        if p.method() == "server/discover" {
+            h.result(&p, discover_result());
+        }
+    }
+    assert_eq!(
+        h.sent_count("tools/call"),
+        1,
+        "counter_increment sent twice; {:?}",
+        h.ended.get(&call)
+    );
+}
+
+/// 3. A result fetched with token A, arriving after the token became B, is
+/// cached and served to B's callers.
+#[test]
+fn a_result_read_with_the_old_token_is_not_cached_for_the_new_one() {
+    let mut h = stateless_token(Some("alice"));
+    h.call(Operation::read_resource("user://me"));
+    let s = h.take("resources/read");
+    assert_eq!(s.bearer(), Some("Bearer alice"));
+    h.engine
+        .set_token(Some(mcp_recovery_core::Token::bearer("bob")), h.now); // cache cleared here...
+    h.pump();
+    h.result(
+        &s,
+        json!({"contents": [{"uri": "user://me", "text": "alice's data"}],
+        "resultType": "complete", "ttlMs": 60000, "cacheScope": "private"}),
+    ); // ...and refilled here
+    let again = h.call(Operation::read_resource("user://me"));
+    assert!(
+        !h.ended.contains_key(&again) || h.outbox.len() == 1,
+        "bob got {:?} from the cache",
+        h.ended.get(&again)
+    );
+}
+
+/// 4. -32020 ("list the tools again, the schema may have changed"): the
+/// re-list the client does is answered from the cache, learning nothing.
+#[test]
+fn a_header_mismatch_drops_the_cached_listing() {
+    let mut h = stateless_token(None);
+    h.call(Operation::list_tools(None));
+    let s = h.take("tools/list");
+    h.result(
+        &s,
+        json!({"tools": [{"name": "sql", "inputSchema": {"type": "object"}}],
+        "resultType": "complete", "ttlMs": 60000, "cacheScope": "public"}),
+    );
+    let c = h.call(Operation::call_tool("sql", json!({"region": "eu"})));
+    let s = h.take("tools/call");
+    error_400(
+        &mut h,
+        &s,
+        -32020,
+        "Mcp-Param-Region header is missing but the request body's 'region' argument is present",
+    );
+    assert!(matches!(h.error(c), CallError::HeaderMismatch { .. }));
+    // What client/src/drive.rs does next: list the tools.
+    let relist = h.call(Operation::list_tools(None));
+    assert!(
+        !h.ended.contains_key(&relist),
+        "re-list served from cache: no new schema learned"
+    );
+}
+
+/// 5. Two transport failures of the probe are taken as a verdict (handshake
+/// wire), against the module doc ("a transport failure is never a verdict")
+/// and the Python client (network errors propagate).
+#[test]
+fn two_transport_failures_of_the_probe_are_no_verdict() {
+    let mut h = Harness::negotiating(Config::new(URL));
+    h.call(Operation::list_tools(None));
+    let p = h.take("server/discover");
+    h.reset_after_send(&p);
+    let p = h.take("server/discover");
+    h.reset_after_send(&p);
+    assert_eq!(
+        h.sent_count("initialize"),
+        0,
+        "fell back to the handshake: {:?}",
+        h.outbox
+    );
+}
+
+/// 6. A server may not answer tools/list with input_required; the engine
+/// hands its elicitation to the application anyway.
+#[test]
+fn only_calls_reads_and_prompts_may_ask_for_input() {
+    let mut h = stateless_token(None);
+    let c = h.call(Operation::list_tools(None));
+    let s = h.take("tools/list");
+    h.result(
+        &s,
+        json!({"resultType": "input_required", "inputRequests": {"k": {
+        "method": "elicitation/create", "params": {"message": "your password?"}}}}),
+    );
+    let asked = h.count(|a| matches!(a, Action::ServerMessage { call: Some(x), .. } if *x == c));
+    assert_eq!(asked, 0, "a listing asked the user for input");
+}
+
+/// 7. The server's input-request key goes unsanitized into the error text.
+#[test]
+fn a_refused_input_key_is_cleaned_for_messages() {
+    let mut h = stateless_token(None);
+    let c = h.call(Operation::call_tool("t", json!({})));
+    let s = h.take("tools/call");
+    h.result(
+        &s,
+        json!({"resultType": "input_required", "inputRequests": {"\u{1b}]0;pwned\u{7}\r\nk": {
+        "method": "elicitation/create", "params": {}}}}),
+    );
+    let id = h
+        .events
+        .iter()
+        .find_map(|a| match a {
+            Action::ServerMessage {
+                message: mcp_recovery_core::Message::Request { id, .. },
+                ..
+            } => Some(id.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let now = h.now;
+    h.engine.reply(
+        id,
+        Err(mcp_recovery_core::RpcError::new(-32601, "no handler")),
+        now,
+    );
+    h.pump();
+    let text = h.error(c).to_string();
+    assert!(!text.chars().any(|ch| ch.is_control()), "{text:?}");
+}
+
+/// 8. Quadratic duplicate check in param_headers: one tool with N declared
+/// headers costs O(N^2) under the engine (and the client's dispatcher lock).
+#[test]
+fn a_tool_declaring_more_than_64_headers_is_left_out() {
+    // A schema with hundreds of thousands of declarations would cost
+    // seconds of CPU under the client's lock: past 64 the tool is out.
+    let tool = |name: &str, n: usize| {
+        let props: serde_json::Map<String, Value> = (0..n)
+            .map(|i| {
+                (
+                    format!("p{i}"),
+                    json!({"type": "string", "x-mcp-header": format!("h{i}")}),
+                )
+            })
+            .collect();
+        json!({"name": name, "inputSchema": {"type": "object", "properties": props}})
+    };
+    let mut h = stateless_token(None);
+    let list = h.call(Operation::list_tools(None));
+    let s = h.take("tools/list");
+    h.result(
+        &s,
+        json!({"resultType": "complete",
+        "tools": [tool("many", 64), tool("too-many", 65), tool("huge", 5_000)]}),
+    );
+    let kept: Vec<&str> = h.ok(list)["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(kept, ["many"]);
+    assert_eq!(h.count(|a| matches!(a, Action::Warning { .. })), 2);
+}
+
+#[test]
+fn a_32022_answer_after_progress_is_not_replayed() {
+    let mut h = stateless_token(None);
+    let c = h.call(Operation::call_tool("relay_write", json!({})));
+    let s = h.take("tools/call");
+    let stream = format!(
+        "event: message\ndata: {}\n\nevent: message\ndata: {}\n\n",
+        json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1,"progress":1}}),
+        json!({"jsonrpc":"2.0","id":s.json["id"],"error":{"code":-32022,"message":"Unsupported protocol version",
+               "data":{"supported":[MODERN_VERSION],"requested":MODERN_VERSION}}})
+    );
+    h.respond(
+        s.exchange,
+        200,
+        &[("content-type", "text/event-stream")],
+        &stream,
+    );
+    assert_eq!(
+        h.sent_count("tools/call"),
+        1,
+        "re-sent after it ran: {:?}",
+        h.ended.get(&c)
+    );
+}
+
+/// 10. A stateless stream cut after an event id is "resumed" with a GET the
+/// 2026 wire does not have (servers answer 405).
+#[test]
+fn no_resume_get_on_the_stateless_wire() {
+    let mut h = stateless_token(None);
+    h.call(Operation::list_tools(None));
+    let s = h.take("tools/list");
+    h.respond(
+        s.exchange,
+        200,
+        &[("content-type", "text/event-stream")],
+        "id: 1\ndata: \n\n",
+    );
+    h.advance(std::time::Duration::from_secs(2));
+    let gets = h
+        .sent
+        .iter()
+        .filter(|x| x.request.method == mcp_recovery_core::Method::Get)
+        .count();
+    assert_eq!(gets, 0, "GET with Last-Event-ID on the 2026 wire");
+}
+
+/// 1c. The whole sequence: tools/call sent twice, SessionLost instead of the
+/// server's answer, and a breaker failure per call (three open the circuit).
+#[test]
+fn a_session_word_in_a_tool_error_never_ends_as_session_lost() {
+    let mut h = stateless_token(None);
+    let call = h.call(Operation::call_tool(
+        "open_browser_tab",
+        json!({"url": "x"}),
+    ));
+    let s = h.take("tools/call");
+    error_400(&mut h, &s, -32602, "Browser session not found");
+    if let Some(p) = h.outbox.pop_front() {
+        h.result(&p, discover_result());
+        let s = h.take("tools/call");
+        error_400(&mut h, &s, -32602, "Browser session not found");
+    }
+    assert!(
+        !matches!(h.ended.get(&call), Some(Err(CallError::SessionLost { .. }))),
+        "{:?}; tools/call sent {}; breaker {:?}",
+        h.ended.get(&call),
+        h.sent_count("tools/call"),
+        h.engine.breaker()
+    );
+}
+
+/// 11. A half-open breaker's probe that gets "input required" keeps the
+/// breaker half-open (probing) while the human answers: every other call
+/// fails with CircuitOpen although the server just answered.
+#[test]
+fn a_probe_answered_input_required_closes_the_breaker() {
+    let mut h = stateless_token(None);
+    for _ in 0..3 {
+        h.call(Operation::list_tools(Some("x")));
+        let s = h.take("tools/list");
+        h.respond(s.exchange, 500, &[], "boom");
+    }
+    assert!(matches!(
+        h.engine.breaker(),
+        mcp_recovery_core::BreakerState::Open { .. }
+    ));
+    h.advance(std::time::Duration::from_secs(61));
+    let probe = h.call(Operation::call_tool("deploy", json!({})));
+    let s = h.take("tools/call");
+    h.result(
+        &s,
+        json!({"resultType": "input_required", "requestState": "st", "inputRequests": {"ok": {
+        "method": "elicitation/create", "params": {"message": "sure?"}}}}),
+    );
+    assert!(!h.ended.contains_key(&probe));
+    // The user takes a while; meanwhile another caller:
+    let other = h.call(Operation::list_tools(None));
+    assert!(
+        !matches!(
+            h.ended.get(&other),
+            Some(Err(CallError::CircuitOpen { .. }))
+        ),
+        "{:?} / breaker {:?}",
+        h.ended.get(&other),
+        h.engine.breaker()
+    );
+}
+
+#[test]
+fn a_probe_never_answered_falls_back_after_the_probe_timeout() {
+    // A server (or a proxy in front of it) that never answers an unknown
+    // method: after 10 s the handshake is tried, once, not forever.
+    let mut h = auto();
+    let call = h.call(Operation::list_tools(None));
+    let probe = h.take("server/discover");
+    h.advance(std::time::Duration::from_millis(9_999));
+    assert!(h.outbox.is_empty());
+    h.advance(std::time::Duration::from_millis(1));
+    assert!(h
+        .events
+        .iter()
+        .any(|a| matches!(a, Action::Abort { exchange } if *exchange == probe.exchange)));
+    h.handshake("s1");
+    let s = h.take("tools/list");
+    h.result(&s, json!({"tools": []}));
+    h.ok(call);
+    assert!(
+        negotiated(&h)[0].2.contains("unanswered"),
+        "{:?}",
+        negotiated(&h)
+    );
+}

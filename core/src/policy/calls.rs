@@ -19,6 +19,9 @@ use std::collections::BTreeMap;
 
 /// 2026-07-28: the request's headers do not match its body.
 const HEADER_MISMATCH: i64 = -32020;
+
+/// Input requests one round may ask for; more is a hostile server.
+const MAX_INPUT_REQUESTS: usize = 32;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -33,8 +36,9 @@ pub(super) struct Used {
 /// A multi-round-trip request (2026-07-28, SEP-2322) between rounds: the
 /// server answered "input required"; the application's answers are
 /// collected, then the request goes again with them and the server's
-/// `requestState`, byte for byte.
-#[derive(Debug, Default)]
+/// `requestState`, byte for byte. `Debug` shows neither (answers may be
+/// secrets a person typed).
+#[derive(Default)]
 pub(super) struct Round {
     /// Rounds answered "input required" so far.
     pub(super) number: u8,
@@ -213,6 +217,16 @@ impl Engine {
         let Some(call) = self.calls.get(&id) else {
             return;
         };
+        if call.round.is_some() && !self.session.is_stateless() {
+            // Re-negotiated onto the handshake wire: its server knows
+            // nothing of rounds; the request starts over.
+            if let Some(c) = self.calls.get_mut(&id) {
+                c.round = None;
+            }
+        }
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
         let with_round = call.round.as_ref().map(|r| r.params(call.op.params()));
         let (request, sent_session_id) = self.session.request(
             &RequestId::Number(rpc),
@@ -252,14 +266,24 @@ impl Engine {
             message: String::new(),
         };
         let mut answer = None;
-        if let Some(supported) = version_refusal(&outcome) {
-            if let Outcome::Status { body, .. } = &outcome {
+        // Only the HTTP refusal itself says nothing ran: a -32022 that
+        // comes as the answer of a stream (after progress, say) or to a
+        // resume is the application's, or ambiguous.
+        let refused = match &outcome {
+            Outcome::Status { status: 400, body } if !ex.resume => Some(body),
+            _ => None,
+        };
+        if let Some(supported) = refused.and_then(|_| version_refusal(&outcome)) {
+            if let Some(body) = refused {
                 evidence.message = crate::classify::message_of(body).1.into_owned();
             }
             return self.on_call_version_refused(id, ctx.sessionless, &supported, evidence, now);
         }
         let class = match outcome {
-            Outcome::Answer(Ok(v)) => return self.on_result(id, ctx.sessionless, v, now),
+            Outcome::Answer(Ok(v)) => {
+                let current_token = ex.token_generation == self.auth.generation;
+                return self.on_result(id, ctx.sessionless, current_token, v, now);
+            }
             Outcome::Answer(Err(e)) => {
                 let class = classify(ctx, Failure::Rpc(&e), &self.config.session_patterns);
                 evidence.code = Some(e.code);
@@ -288,6 +312,10 @@ impl Engine {
                 evidence.code = code.map(|e| e.code);
                 evidence.message = message.into_owned();
                 if ctx.sessionless && evidence.code == Some(HEADER_MISMATCH) {
+                    // The schema may have changed: a listing kept from
+                    // before is not to be trusted for the headers.
+                    self.cache
+                        .on_notification("notifications/tools/list_changed", None);
                     let message = crate::error::sanitize(&evidence.message);
                     let error = CallError::HeaderMismatch { message };
                     return self.end(id, Err(error), Verdict::Reachable, now);
@@ -376,14 +404,30 @@ impl Engine {
     }
 
     /// A result: the call's end, unless the server asks for input first.
-    /// `stateless`: the wire the request went on.
-    fn on_result(&mut self, id: CallId, stateless: bool, mut result: Value, now: Instant) {
+    /// `stateless`: the wire the request went on; `current_token`: whether
+    /// it went with the token in use now (else its answer belongs to
+    /// another authorization and is not cached).
+    fn on_result(
+        &mut self,
+        id: CallId,
+        stateless: bool,
+        current_token: bool,
+        mut result: Value,
+        now: Instant,
+    ) {
         if stateless {
+            // Only these may ask for input (the specification's list).
+            let may_ask = self.calls.get(&id).is_some_and(|c| {
+                matches!(
+                    c.op.method(),
+                    "tools/call" | "prompts/get" | "resources/read"
+                )
+            });
             match result.get("resultType") {
                 // Absent: a server from before result types, complete.
                 None => {}
                 Some(Value::String(t)) if t == "complete" => {}
-                Some(Value::String(t)) if t == "input_required" => {
+                Some(Value::String(t)) if t == "input_required" && may_ask => {
                     return self.on_input_required(id, result, now);
                 }
                 // An extension's type this client did not ask for, or not
@@ -410,7 +454,7 @@ impl Engine {
             let key = self
                 .calls
                 .get(&id)
-                .filter(|c| c.round.is_none())
+                .filter(|c| c.round.is_none() && current_token)
                 .and_then(|c| Cache::key(c.op.method(), c.op.params()));
             if let Some(key) = key {
                 self.cache.put(key, &result, now);
@@ -423,6 +467,15 @@ impl Engine {
     /// server request; the answers come back through `reply`.
     fn on_input_required(&mut self, id: CallId, result: Value, now: Instant) {
         let max = self.config.max_input_rounds;
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        // The server answered: that is all the breaker needs to know, now,
+        // not when a person has answered the question (a probe held open
+        // that long would keep every other call out).
+        if std::mem::take(&mut call.probe) {
+            self.breaker.success();
+        }
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
@@ -450,6 +503,13 @@ impl Engine {
             .into_iter()
             .flatten();
         let mut asks = Vec::new();
+        let requests: Vec<_> = requests.collect();
+        if requests.len() > MAX_INPUT_REQUESTS {
+            let error = CallError::Protocol(ProtocolError::TooManyInputRequests {
+                max: MAX_INPUT_REQUESTS,
+            });
+            return self.end(id, Err(error), Verdict::Reachable, now);
+        }
         for (key, request) in requests {
             let Some(method) = request.get("method").and_then(Value::as_str) else {
                 let error = CallError::Protocol(ProtocolError::BadInputRequest);
@@ -517,6 +577,7 @@ impl Engine {
                 }
             }
             Err(error) => {
+                let key = crate::error::sanitize(&key);
                 let error = CallError::InputRefused { key, error };
                 self.end(id, Err(error), Verdict::Neutral, now);
             }
@@ -816,6 +877,17 @@ impl Engine {
             Ok(result) => Action::Complete { call: id, result },
             Err(error) => Action::Surface { call: id, error },
         });
+    }
+}
+
+impl std::fmt::Debug for Round {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Round")
+            .field("number", &self.number)
+            .field("answers", &self.responses.len())
+            .field("waiting", &self.waiting.len())
+            .field("has_state", &self.state.is_some())
+            .finish()
     }
 }
 

@@ -74,6 +74,9 @@ pub struct Config {
     /// the same request asked again while fresh costs no round trip
     /// (default 256 entries; 0 turns the cache off).
     pub cache_entries: usize,
+    /// How long the `server/discover` probe of [`Protocol::Auto`] may go
+    /// unanswered before the handshake is tried instead (default 10 s).
+    pub probe_timeout: Duration,
 }
 
 impl fmt::Debug for Config {
@@ -109,6 +112,7 @@ impl fmt::Debug for Config {
             .field("listen", &self.listen)
             .field("max_input_rounds", &self.max_input_rounds)
             .field("cache_entries", &self.cache_entries)
+            .field("probe_timeout", &self.probe_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -138,6 +142,7 @@ impl Config {
             listen: false,
             max_input_rounds: 8,
             cache_entries: 256,
+            probe_timeout: Duration::from_secs(10),
         }
     }
 

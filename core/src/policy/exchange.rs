@@ -337,8 +337,10 @@ impl Engine {
         }
         // A call's stream that broke after an event id can be resumed.
         let outcome = match (outcome, ex.purpose) {
+            // The stateless wire has no resumption (no event ids to go
+            // back to): a cut stream is a cut request.
             (Outcome::Transport(failure), Purpose::Call(_))
-                if failure.kind != FailureKind::Cancelled =>
+                if failure.kind != FailureKind::Cancelled && !ex.ctx.sessionless =>
             {
                 let (seen, retry) = match &ex.reader {
                     Reader::Sse(p) => (

@@ -50,6 +50,10 @@ pub(super) struct Handshake {
     pub(super) tried_initialize: bool,
     /// Why the negotiation is at its step, for [`Action::Negotiated`].
     pub(super) why: String,
+    /// While probing: when an unanswered probe counts as "not a
+    /// 2026-07-28 server" (a server or proxy that never answers an unknown
+    /// method must not keep the handshake from being tried).
+    pub(super) probe_until: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -67,7 +71,10 @@ impl Phase {
         generation: SessionGeneration,
     ) -> impl Iterator<Item = (Instant, Timer)> {
         match self {
-            Phase::Initializing(h) => Some((h.deadline, Timer::Handshake(generation))),
+            Phase::Initializing(h) => {
+                let at = h.probe_until.map_or(h.deadline, |p| p.min(h.deadline));
+                Some((at, Timer::Handshake(generation)))
+            }
             _ => None,
         }
         .into_iter()
@@ -78,6 +85,16 @@ impl Engine {
     /// The handshake's deadline: past it, the handshake is abandoned.
     pub(super) fn handshake_timeout(&mut self, now: Instant) {
         if let Phase::Initializing(h) = &self.phase {
+            if h.deadline > now && h.probe_until.is_some_and(|p| p <= now) {
+                let exchange = h.exchange;
+                self.abort(exchange);
+                let waited = self.config.probe_timeout;
+                let why = format!(
+                    "server/discover unanswered for {:.1} s: not a 2026-07-28 server",
+                    waited.as_secs_f64()
+                );
+                return self.switch_to(Step::Initialize, why, now);
+            }
             if h.deadline <= now {
                 let (exchange, waited) = (h.exchange, now.saturating_duration_since(h.since));
                 self.abort(exchange);
@@ -91,6 +108,9 @@ impl Engine {
         let reconnect = self.generation > SessionGeneration::default();
         self.generation = self.generation.next();
         self.session.forget();
+        // Another server may answer now (a deploy, a rollback): nothing
+        // kept from the last one is trusted.
+        self.cache.clear();
         if reconnect {
             self.actions.push_back(Action::SignalReconnect {
                 generation: self.generation,
@@ -113,6 +133,8 @@ impl Engine {
             refused_since: None,
             reprobed: false,
             tried_initialize: step == Step::Initialize,
+            probe_until: matches!(step, Step::Discover(_))
+                .then(|| later(now, self.config.probe_timeout)),
             why: match step {
                 Step::Initialize => "the setting asks for the handshake".into(),
                 _ => String::new(),
@@ -133,10 +155,13 @@ impl Engine {
 
     /// Moves the negotiation to `step` (another probe, or the handshake),
     /// for the reason `why`.
-    fn switch_to(&mut self, step: Step, why: String) {
+    fn switch_to(&mut self, step: Step, why: String, now: Instant) {
         let exchange = self.send_step(step);
+        let probe_until =
+            matches!(step, Step::Discover(_)).then(|| later(now, self.config.probe_timeout));
         if let Some(h) = self.handshake_mut() {
             h.why = why;
+            h.probe_until = probe_until;
             h.exchange = exchange;
             h.step = step;
             h.sends = 1;
@@ -186,10 +211,7 @@ impl Engine {
                         self.ready(now)
                     }
                     // Not a 2026-07-28 server: the handshake wire.
-                    Err(_) => self.switch_to(
-                        Step::Initialize,
-                        format!("server/discover's answer does not name {version}: not a 2026-07-28 server"),
-                    ),
+                    Err(_) => self.switch_to(Step::Initialize, format!("server/discover's answer does not name {version}: not a 2026-07-28 server"), now),
                 }
             }
             Outcome::Answer(Ok(result)) => {
@@ -261,7 +283,11 @@ impl Engine {
             }
             // Anything else a probe gets is no evidence of a stateless
             // server: the handshake wire.
-            other if matches!(step, Step::Discover(_)) => {
+            // Anything the server answered (a transport failure is no
+            // answer: it ends the handshake below, never picks a wire).
+            other
+                if matches!(step, Step::Discover(_)) && !matches!(other, Outcome::Transport(_)) =>
+            {
                 let what = match &other {
                     Outcome::Answer(Err(e)) => format!("error {}", e.code),
                     Outcome::Status { status, .. } => format!("HTTP {status}"),
@@ -270,6 +296,7 @@ impl Engine {
                 self.switch_to(
                     Step::Initialize,
                     format!("server/discover answered {what}: not a 2026-07-28 server"),
+                    now,
                 )
             }
             failed => self.handshake_failed(failed.into_error(), true, now),
@@ -292,17 +319,14 @@ impl Engine {
                 h.reprobed = true;
             }
             let why = format!("-32022 names {version}");
-            return self.switch_to(Step::Discover(version), why);
+            return self.switch_to(Step::Discover(version), why, now);
         }
         let speaks_handshake = supported
             .iter()
             .any(|v| SUPPORTED_LEGACY_VERSIONS.contains(v));
-        if matches!(step, Step::Discover(_))
-            && !tried_initialize
-            && (speaks_handshake || supported.is_empty())
-        {
+        if matches!(step, Step::Discover(_)) && !tried_initialize && speaks_handshake {
             let why = format!("-32022 names only {}", supported.join(", "));
-            return self.switch_to(Step::Initialize, crate::error::sanitize(&why));
+            return self.switch_to(Step::Initialize, crate::error::sanitize(&why), now);
         }
         let supported = crate::error::sanitize(&supported.join(", "));
         let error = CallError::Protocol(ProtocolError::NoMutualVersion { supported });
