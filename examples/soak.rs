@@ -285,7 +285,7 @@ impl Plan {
     fn of(i: u64, increment_every: u64) -> Plan {
         if i % increment_every == increment_every - 1 {
             Plan::Increment
-        } else if i % 2 == 0 {
+        } else if i.is_multiple_of(2) {
             Plan::Echo(format!("soak call {i}"))
         } else {
             Plan::Add(i, 7)
@@ -383,7 +383,7 @@ impl Shared {
             }
         }
         let ended = self.ended.fetch_add(1, Ordering::Relaxed) + 1;
-        if self.opts.memory && ended % RSS_EVERY == 0 {
+        if self.opts.memory && ended.is_multiple_of(RSS_EVERY) {
             t.rss.push((ended, rss_kib()));
         }
     }

@@ -647,3 +647,54 @@ impl Drop for BearerPeer {
         let _ = std::fs::remove_dir_all(&self.state);
     }
 }
+
+/// Eight processes share one token file (a script running `mcpr` in
+/// parallel) when the access token has expired, four calls each: the
+/// Python SDK's authorization server rotates refresh tokens, so only one
+/// refresh can win. Under the store's lock one process refreshes and the
+/// others take its token: exactly one refresh grant, no new authorization,
+/// 32 of 32 calls answered.
+#[test]
+fn processes_sharing_a_token_file_refresh_once() {
+    let peer = Peer::start(Kind::PythonAuth { access_ttl: 3600.0 });
+    let url = peer.url();
+    let config = std::env::temp_dir().join(format!("mcpr-cli-shared-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&config);
+    const FLOW: &str = "to authorize, open ";
+    oauth(&config, &url, "follow", &["ping"]).expect(0);
+    peer.hook("/test/expire-access");
+    let before = peer.refreshes();
+    let children: Vec<Child> = (0..8)
+        .map(|i| {
+            let text = format!(r#"{{"text": "p{i}"}}"#);
+            command(&[
+                "--url", &url, "--oauth", "call", "echo", &text, "--repeat", "4",
+            ])
+            .env("XDG_CONFIG_HOME", &config)
+            .env("MCPR_OAUTH_OPEN", "follow")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start mcpr")
+        })
+        .collect();
+    let mut answered = 0;
+    let mut last_stdout = String::new();
+    for (i, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().expect("mcpr ends");
+        last_stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "process {i}: {stderr}");
+        assert!(
+            !stderr.contains(FLOW),
+            "process {i} authorized again: {stderr}"
+        );
+        answered += String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.ends_with(&format!(": p{i}")))
+            .count();
+    }
+    assert_eq!(answered, 32, "{last_stdout}");
+    assert_eq!(peer.refreshes() - before, 1, "one refresh grant for all");
+    let _ = std::fs::remove_dir_all(&config);
+}

@@ -62,12 +62,42 @@ impl fmt::Debug for StoredTokens {
 }
 
 /// Where tokens live between runs.
+///
+/// A store several processes share (a script running `mcpr` in parallel,
+/// the workers of one service) implements [`TokenStore::lock`]: a refresh
+/// then happens under the lock, after reading the store again, so when
+/// the access token expires one process refreshes and the others take its
+/// new token, instead of each spending the same rotating refresh token
+/// and all but one being sent to log in again.
 pub trait TokenStore: Send + Sync {
     /// The stored tokens, if any.
     fn load(&self) -> Option<StoredTokens>;
     /// Replaces them. Must be durable before it returns: a rotated refresh
     /// token exists nowhere else.
     fn save(&self, tokens: &StoredTokens) -> std::io::Result<()>;
+    /// Takes the store's refresh lock, waiting at most `wait`; it is held
+    /// until the returned guard drops. `Ok(None)`: the store has no lock
+    /// (one process; the default).
+    fn lock(&self, wait: Duration) -> std::io::Result<Option<StoreLock>> {
+        let _ = wait;
+        Ok(None)
+    }
+}
+
+/// A held store lock; dropping it releases it.
+pub struct StoreLock(#[allow(dead_code)] Box<dyn Send + Sync>);
+
+impl StoreLock {
+    /// A lock held for as long as `guard` lives.
+    pub fn new(guard: impl Send + Sync + 'static) -> Self {
+        StoreLock(Box::new(guard))
+    }
+}
+
+impl fmt::Debug for StoreLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StoreLock")
+    }
 }
 
 /// Tokens in memory (lost with the process).
@@ -144,6 +174,35 @@ fn check_private_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 impl TokenStore for FileTokenStore {
+    /// An exclusive advisory lock (`flock`) on `<token file>.lock` beside
+    /// the token file, polled every 20 ms until `wait` ends.
+    fn lock(&self, wait: Duration) -> std::io::Result<Option<StoreLock>> {
+        check_private_dir(self.dir())?;
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(".lock");
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options.open(PathBuf::from(name))?;
+        let until = Instant::now() + wait;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(Some(StoreLock::new(file))),
+                Err(std::fs::TryLockError::WouldBlock) if Instant::now() < until => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("token store locked by another process for {wait:?}"),
+                    ))
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(e),
+            }
+        }
+    }
+
     fn load(&self) -> Option<StoredTokens> {
         let meta = std::fs::symlink_metadata(&self.path).ok()?;
         if !meta.file_type().is_file() {
@@ -305,6 +364,9 @@ pub enum AuthError {
 pub(crate) struct OAuth {
     server_url: String,
     config: OAuthConfig,
+    /// The access token last handed to the engine: a refresh asked for
+    /// finds another in the store when another process refreshed first.
+    handed: Mutex<Option<String>>,
 }
 
 fn now_unix() -> u64 {
@@ -336,6 +398,7 @@ impl OAuth {
         OAuth {
             server_url: server_url.to_owned(),
             config,
+            handed: Mutex::new(None),
         }
     }
 
@@ -475,17 +538,41 @@ impl OAuth {
             base.scope = answer.scope.clone();
         }
         let store = self.config.store.clone();
+        let access = base.access_token.clone();
         io.blocking(move || store.save(&base)).await?;
+        self.hand(&access);
         Ok(answer.access_token.clone())
     }
 
     /// Refreshes the stored tokens once. `invalid_grant` and friends (or
     /// nothing to refresh) mean a person must authorize again.
     async fn refresh_now<I: Io>(&self, io: &I, limits: HttpLimits) -> Result<Token, RefreshError> {
+        // Processes sharing the store refresh one at a time: under the
+        // lock, the store read again tells whether another one already did.
+        let store = self.config.store.clone();
+        let wait = limits.whole;
+        let guard = io
+            .blocking(move || store.lock(wait))
+            .await
+            .map_err(|e| RefreshError::Failed(format!("token store: {e}")))?;
         let stored = self
             .load(io)
             .await
             .ok_or_else(|| RefreshError::NeedsReauth("no stored tokens for this server".into()))?;
+        let handed = self
+            .handed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let refreshed_elsewhere = handed.is_some()
+            && !stored.access_token.is_empty()
+            && handed.as_deref() != Some(stored.access_token.as_str())
+            && stored.expires_at.is_none_or(|at| at > now_unix() + 5);
+        if refreshed_elsewhere {
+            self.hand(&stored.access_token);
+            drop(guard);
+            return Ok(Token::bearer(&stored.access_token));
+        }
         let refresh = stored
             .refresh_token
             .as_deref()
@@ -506,14 +593,17 @@ impl OAuth {
         let (status, body) = fetch(io, &request, limits)
             .await
             .map_err(|e| RefreshError::Failed(AuthError::Transport(e).to_string()))?;
-        match oauth::parse_token_response(status, &body) {
+        let outcome = match oauth::parse_token_response(status, &body) {
             Ok(tokens) => self
                 .save(io, stored, &tokens)
                 .await
                 .map_err(|e| RefreshError::Failed(e.to_string())),
             Err(e) if e.needs_reauth() => Err(RefreshError::NeedsReauth(e.to_string())),
             Err(e) => Err(RefreshError::Failed(e.to_string())),
-        }
+        };
+        // Saved (or failed) before the next process looks.
+        drop(guard);
+        outcome
     }
 
     /// The refresh the engine asks for after a 401 (or before expiry), or
@@ -558,8 +648,14 @@ impl OAuth {
 
     /// The stored access token, if it is for this server.
     pub fn token(&self) -> Option<Token> {
-        self.token_for_this_server()
-            .map(|t| Token::bearer(&t.access_token))
+        let t = self.token_for_this_server()?;
+        self.hand(&t.access_token);
+        Some(Token::bearer(&t.access_token))
+    }
+
+    /// Remembers the access token the engine now uses.
+    fn hand(&self, access: &str) {
+        *self.handed.lock().unwrap_or_else(PoisonError::into_inner) = Some(access.to_owned());
     }
 
     /// How long the stored access token has left, when known.

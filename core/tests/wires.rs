@@ -1082,3 +1082,53 @@ fn a_probe_never_answered_falls_back_after_the_probe_timeout() {
         negotiated(&h)
     );
 }
+
+#[test]
+fn the_cache_is_bounded_and_drops_an_updated_resource() {
+    // Two entries at most here: the oldest goes first.
+    let mut config = Config::new(URL);
+    config.cache_entries = 2;
+    let mut h = Harness::negotiating(config);
+    h.engine.connect(h.now);
+    h.pump();
+    let probe = h.take("server/discover");
+    h.result(&probe, discover_result());
+    let read = |h: &mut Harness, uri: &str, answer: bool| {
+        let c = h.call(Operation::read_resource(uri));
+        if answer {
+            let s = h.take("resources/read");
+            h.result(
+                &s,
+                json!({"contents": [{"uri": uri, "text": uri}], "ttlMs": 60_000}),
+            );
+        }
+        h.ok(c)["contents"][0]["text"].clone()
+    };
+    read(&mut h, "a://1", true);
+    read(&mut h, "a://2", true);
+    read(&mut h, "a://3", true);
+    assert_eq!(read(&mut h, "a://2", false), "a://2", "kept");
+    assert_eq!(read(&mut h, "a://3", false), "a://3", "kept");
+    assert_eq!(read(&mut h, "a://1", true), "a://1", "evicted: asked again");
+    // `resources/updated` for a://1 arrives on a call's stream.
+    let call = h.call(Operation::call_tool("t", json!({})));
+    let s = h.take("tools/call");
+    let stream = format!(
+        "event: message\ndata: {}\n\nevent: message\ndata: {}\n\n",
+        json!({"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": {"uri": "a://1"}}),
+        json!({"jsonrpc": "2.0", "id": s.json["id"], "result": {"content": []}})
+    );
+    h.respond(
+        s.exchange,
+        200,
+        &[("content-type", "text/event-stream")],
+        &stream,
+    );
+    h.ok(call);
+    assert_eq!(read(&mut h, "a://1", true), "a://1", "updated: asked again");
+    assert_eq!(
+        read(&mut h, "a://3", false),
+        "a://3",
+        "another resource kept"
+    );
+}
