@@ -101,6 +101,10 @@ pub struct Exchange<'a> {
     pub read_timeout: Duration,
     /// The call's own deadline, if it has one.
     pub deadline: Option<Instant>,
+    /// The call's cancel handle, for an exchange that carries the caller's
+    /// own call: a transport whose reads block (the blocking client's)
+    /// looks at it while it waits, so a cancel ends a silent read at once.
+    pub cancel: Option<crate::CancelHandle>,
 }
 
 /// A response whose head is in.
@@ -189,6 +193,7 @@ pub(crate) async fn fetch<I: Io>(
         request,
         read_timeout: limits.read.min(left()),
         deadline: Some(deadline),
+        cancel: None,
     };
     let Response {
         status, mut body, ..
@@ -486,6 +491,7 @@ impl<I: Io> Driver<I> {
             request,
             read_timeout: me.read_timeout(self.settings.read_timeout),
             deadline: me.watch.deadline,
+            cancel: if mine { me.watch.cancel.clone() } else { None },
         };
         let Response {
             status,

@@ -727,7 +727,7 @@ fn an_application_400_mentioning_a_session_is_its_answer() {
     assert!(h.ended.contains_key(&call));
 }
 
-/// 1b. Same rule, substring "initialization": resources/read of a missing
+/// Review finding 1b: Same rule, substring "initialization": resources/read of a missing
 /// resource whose URI contains the word ends as SessionLost (and counts on
 /// the breaker) instead of the server's "Unknown resource" answer.
 #[test]
@@ -749,7 +749,7 @@ fn a_resource_named_initialization_is_no_wire_change() {
     assert!(h.ended.contains_key(&call));
 }
 
-/// 2. A resume GET refused with -32022 (the stream's pod replaced by a
+/// Review finding 2: A resume GET refused with -32022 (the stream's pod replaced by a
 /// 2026-only release in a rolling deploy) sends the non-idempotent call again.
 #[test]
 fn a_resume_refused_with_32022_never_replays() {
@@ -793,7 +793,7 @@ fn a_resume_refused_with_32022_never_replays() {
     );
 }
 
-/// 3. A result fetched with token A, arriving after the token became B, is
+/// Review finding 3: A result fetched with token A, arriving after the token became B, is
 /// cached and served to B's callers.
 #[test]
 fn a_result_read_with_the_old_token_is_not_cached_for_the_new_one() {
@@ -817,7 +817,7 @@ fn a_result_read_with_the_old_token_is_not_cached_for_the_new_one() {
     );
 }
 
-/// 4. -32020 ("list the tools again, the schema may have changed"): the
+/// Review finding 4: -32020 ("list the tools again, the schema may have changed"): the
 /// re-list the client does is answered from the cache, learning nothing.
 #[test]
 fn a_header_mismatch_drops_the_cached_listing() {
@@ -846,7 +846,7 @@ fn a_header_mismatch_drops_the_cached_listing() {
     );
 }
 
-/// 5. Two transport failures of the probe are taken as a verdict (handshake
+/// Review finding 5: Two transport failures of the probe are taken as a verdict (handshake
 /// wire), against the module doc ("a transport failure is never a verdict")
 /// and the Python client (network errors propagate).
 #[test]
@@ -865,7 +865,7 @@ fn two_transport_failures_of_the_probe_are_no_verdict() {
     );
 }
 
-/// 6. A server may not answer tools/list with input_required; the engine
+/// Review finding 6: A server may not answer tools/list with input_required; the engine
 /// hands its elicitation to the application anyway.
 #[test]
 fn only_calls_reads_and_prompts_may_ask_for_input() {
@@ -881,7 +881,7 @@ fn only_calls_reads_and_prompts_may_ask_for_input() {
     assert_eq!(asked, 0, "a listing asked the user for input");
 }
 
-/// 7. The server's input-request key goes unsanitized into the error text.
+/// Review finding 7: The server's input-request key goes unsanitized into the error text.
 #[test]
 fn a_refused_input_key_is_cleaned_for_messages() {
     let mut h = stateless_token(None);
@@ -914,7 +914,7 @@ fn a_refused_input_key_is_cleaned_for_messages() {
     assert!(!text.chars().any(|ch| ch.is_control()), "{text:?}");
 }
 
-/// 8. Quadratic duplicate check in param_headers: one tool with N declared
+/// Review finding 8: Quadratic duplicate check in param_headers: one tool with N declared
 /// headers costs O(N^2) under the engine (and the client's dispatcher lock).
 #[test]
 fn a_tool_declaring_more_than_64_headers_is_left_out() {
@@ -974,7 +974,7 @@ fn a_32022_answer_after_progress_is_not_replayed() {
     );
 }
 
-/// 10. A stateless stream cut after an event id is "resumed" with a GET the
+/// Review finding 10: A stateless stream cut after an event id is "resumed" with a GET the
 /// 2026 wire does not have (servers answer 405).
 #[test]
 fn no_resume_get_on_the_stateless_wire() {
@@ -996,7 +996,7 @@ fn no_resume_get_on_the_stateless_wire() {
     assert_eq!(gets, 0, "GET with Last-Event-ID on the 2026 wire");
 }
 
-/// 1c. The whole sequence: tools/call sent twice, SessionLost instead of the
+/// Review finding 1c: The whole sequence: tools/call sent twice, SessionLost instead of the
 /// server's answer, and a breaker failure per call (three open the circuit).
 #[test]
 fn a_session_word_in_a_tool_error_never_ends_as_session_lost() {
@@ -1021,7 +1021,7 @@ fn a_session_word_in_a_tool_error_never_ends_as_session_lost() {
     );
 }
 
-/// 11. A half-open breaker's probe that gets "input required" keeps the
+/// Review finding 11: A half-open breaker's probe that gets "input required" keeps the
 /// breaker half-open (probing) while the human answers: every other call
 /// fails with CircuitOpen although the server just answered.
 #[test]

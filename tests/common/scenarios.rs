@@ -554,6 +554,23 @@ pub fn cancel_and_timeout<C: Mcp>() {
         Err(Error::Timeout) => {}
         other => panic!("expected Timeout, got {other:?}"),
     }
+
+    // Cancelled from another thread while the server says nothing at all
+    // (no progress, no event: a read blocked on a silent socket). The
+    // tool answers after 3 s; the call must end as cancelled, not wait
+    // for that answer and return it.
+    let handle = c.cancel_handle();
+    let canceller = handle.clone();
+    let cancel_soon = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        canceller.cancel();
+    });
+    let opts = CallOptions::new().cancel(handle);
+    match c.call_tool_with("counter_increment", json!({"delay_ms": 3000}), opts) {
+        Err(Error::Call(CallError::Cancelled)) => {}
+        other => panic!("expected Cancelled, got {other:?}"),
+    }
+    cancel_soon.join().unwrap();
     op(&c, "tools/call");
     assert_eq!(c.generation(), 1);
 }

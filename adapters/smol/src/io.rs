@@ -9,28 +9,57 @@ use event_listener::EventListener;
 use futures_lite::future;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use mcp_recovery_client::drive::{Body, Exchange, Io, Response};
-use mcp_recovery_client::Settings;
+use mcp_recovery_client::{CancelHandle, Settings};
 use mcp_recovery_core::oauth::redirect_head_done;
-use mcp_recovery_core::TransportFailure;
+use mcp_recovery_core::{FailureKind, TransportFailure};
 use smol::net::TcpListener;
 use std::future::Future;
 use std::io;
 use std::time::{Duration, Instant};
 
+/// How often a read of a call with a cancel handle looks at it: the most
+/// a cancel from another thread waits when the server is silent.
+const SLICE: Duration = Duration::from_millis(50);
+
+/// Resolves once `cancel` fired (looked at every [`SLICE`]). A cancel
+/// from another thread wakes the driver's waiters, not a read parked on a
+/// silent socket: this is what ends that read.
+async fn cancelled(cancel: &CancelHandle) -> TransportFailure {
+    while !cancel.is_cancelled() {
+        Timer::after(SLICE).await;
+    }
+    TransportFailure::after_send(FailureKind::Cancelled, "call cancelled")
+}
+
+/// A response body and the cancel handle of the call reading it.
+pub(crate) struct SmolBody {
+    inner: HttpBody,
+    cancel: Option<CancelHandle>,
+}
+
 impl Io for Http {
-    type Body = HttpBody;
+    type Body = SmolBody;
 
     fn new(s: &Settings) -> Self {
         Http::new(s.connect_timeout)
     }
 
-    fn send(
-        &self,
-        x: &Exchange<'_>,
-    ) -> impl Future<Output = Result<Response<HttpBody>, TransportFailure>> + Send {
+    async fn send(&self, x: &Exchange<'_>) -> Result<Response<SmolBody>, TransportFailure> {
         // Each read's timeout comes from the driver, cut to the call's
         // deadline, so `x.deadline` needs nothing more here.
-        Http::send(self, x.request, x.read_timeout)
+        let sent = Http::send(self, x.request, x.read_timeout);
+        let response = match &x.cancel {
+            Some(c) => future::or(sent, async { Err(cancelled(c).await) }).await,
+            None => sent.await,
+        }?;
+        Ok(Response {
+            status: response.status,
+            headers: response.headers,
+            body: SmolBody {
+                inner: response.body,
+                cancel: x.cancel.clone(),
+            },
+        })
     }
 
     async fn wait(&self, listener: EventListener, until: Option<Instant>) {
@@ -100,11 +129,12 @@ impl Io for Http {
     }
 }
 
-impl Body for HttpBody {
-    fn chunk(
-        &mut self,
-        read_timeout: Duration,
-    ) -> impl Future<Output = Result<Option<&[u8]>, TransportFailure>> + Send {
-        HttpBody::chunk(self, read_timeout)
+impl Body for SmolBody {
+    async fn chunk(&mut self, read_timeout: Duration) -> Result<Option<&[u8]>, TransportFailure> {
+        let read = HttpBody::chunk(&mut self.inner, read_timeout);
+        match &self.cancel {
+            Some(c) => future::or(read, async { Err(cancelled(c).await) }).await,
+            None => read.await,
+        }
     }
 }

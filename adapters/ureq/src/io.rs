@@ -4,21 +4,126 @@
 //! (`block_on`), so every method here simply blocks inside `poll`: a send
 //! or a read is ureq's, a wait is `EventListener::wait_deadline`, user code
 //! runs inline, and the listening stream gets a thread of its own.
+//!
+//! A read blocked on a silent server would not see a cancel from another
+//! thread until its timeout: every transport ureq makes is wrapped
+//! ([`Cancellable`]) so that, while a call with a cancel handle reads, the
+//! wait goes in slices of [`SLICE`] and ends as soon as the handle fires.
 
 use event_listener::{EventListener, Listener};
 use mcp_recovery_client::drive::{Body, Exchange, Io, Response};
+use mcp_recovery_client::CancelHandle;
 use mcp_recovery_client::Settings;
 use mcp_recovery_core::oauth::redirect_head_done;
 use mcp_recovery_core::{FailureKind, HttpRequest, TransportFailure};
+use std::cell::RefCell;
 use std::future::Future;
 use std::io::{self, Read, Write};
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 use ureq::http::Request;
+use ureq::unversioned::transport::time::Duration as Wait;
+use ureq::unversioned::transport::{
+    Buffers, ConnectionDetails, Connector, DefaultConnector, NextTimeout, Transport,
+};
+
+/// How often a blocked read looks at the caller's cancel handle: the most a
+/// cancel waits.
+const SLICE: Duration = Duration::from_millis(50);
+
+thread_local! {
+    /// The cancel handle of the call this thread is reading for, if any.
+    static CANCEL: RefCell<Option<CancelHandle>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with `cancel` as this thread's current cancel handle.
+fn with_cancel<R>(cancel: &Option<CancelHandle>, f: impl FnOnce() -> R) -> R {
+    CANCEL.with(|c| *c.borrow_mut() = cancel.clone());
+    let r = f();
+    CANCEL.with(|c| *c.borrow_mut() = None);
+    r
+}
+
+fn cancelled() -> bool {
+    CANCEL.with(|c| c.borrow().as_ref().is_some_and(CancelHandle::is_cancelled))
+}
+
+/// Wraps each transport of the agent in [`CancellableTransport`].
+#[derive(Debug)]
+struct Cancellable;
+
+impl Connector<Box<dyn Transport>> for Cancellable {
+    type Out = CancellableTransport;
+
+    fn connect(
+        &self,
+        _: &ConnectionDetails,
+        chained: Option<Box<dyn Transport>>,
+    ) -> Result<Option<Self::Out>, ureq::Error> {
+        Ok(chained.map(CancellableTransport))
+    }
+}
+
+/// A transport whose waits for input end early when the reading call is
+/// cancelled. Without a cancel handle it is the transport it wraps.
+#[derive(Debug)]
+struct CancellableTransport(Box<dyn Transport>);
+
+impl Transport for CancellableTransport {
+    fn buffers(&mut self) -> &mut dyn Buffers {
+        self.0.buffers()
+    }
+
+    fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
+        self.0.transmit_output(amount, timeout)
+    }
+
+    fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
+        if CANCEL.with(|c| c.borrow().is_none()) {
+            return self.0.await_input(timeout);
+        }
+        // The real budget (the smaller of the remaining and the per-read
+        // timeouts), waited for in slices; nothing is consumed by a slice
+        // that times out, so the next one picks up where it left.
+        let start = Instant::now();
+        let real = timeout.for_read();
+        loop {
+            let left = match real.after {
+                Wait::Exact(d) => Some(d.saturating_sub(start.elapsed())),
+                Wait::NotHappening => None,
+            };
+            let last = left.is_some_and(|l| l <= SLICE);
+            let slice = NextTimeout {
+                after: Wait::Exact(left.map_or(SLICE, |l| l.min(SLICE))),
+                reason: real.reason,
+                per_read: None,
+                per_write: timeout.per_write,
+            };
+            match self.0.await_input(slice) {
+                Err(ureq::Error::Timeout(_)) if !last => {
+                    if cancelled() {
+                        return Err(ureq::Error::Io(io::Error::other("call cancelled")));
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn is_open(&mut self) -> bool {
+        self.0.is_open()
+    }
+
+    fn is_tls(&self) -> bool {
+        self.0.is_tls()
+    }
+}
 
 /// A response body, read into a buffer of its own.
 pub(crate) struct UreqBody {
     reader: ureq::BodyReader<'static>,
+    /// The reading call's cancel handle.
+    cancel: Option<CancelHandle>,
     /// Inline, so it lives in the call's future on the caller's stack: a
     /// heap buffer per exchange was measurable per call.
     buf: [u8; 8 * 1024],
@@ -33,14 +138,18 @@ impl Io for Ureq {
     type Body = UreqBody;
 
     fn new(s: &Settings) -> Self {
-        let agent = ureq::Agent::config_builder()
+        let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
             .timeout_connect(Some(s.connect_timeout))
             .timeout_per_read(Some(s.read_timeout))
             .user_agent(concat!("mcp-recovery/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .new_agent();
+            .build();
+        let agent = ureq::Agent::with_parts(
+            config,
+            DefaultConnector::default().chain(Cancellable),
+            ureq::unversioned::resolver::DefaultResolver::default(),
+        );
         Ureq(agent)
     }
 
@@ -63,7 +172,7 @@ impl Io for Ureq {
                 let left = deadline.saturating_duration_since(Instant::now());
                 config = config.timeout_global(Some(left.max(Duration::from_millis(1))));
             }
-            let response = config.run().map_err(failure)?;
+            let response = with_cancel(&x.cancel, || config.run()).map_err(failure)?;
             let (parts, body) = response.into_parts();
             Ok(Response {
                 status: parts.status.as_u16(),
@@ -71,6 +180,7 @@ impl Io for Ureq {
                 body: UreqBody {
                     // The core enforces the body size limit; the reader has none.
                     reader: body.into_with_config().limit(u64::MAX).reader(),
+                    cancel: x.cancel.clone(),
                     buf: [0; 8 * 1024],
                 },
             })
@@ -133,14 +243,15 @@ impl Body for UreqBody {
         &mut self,
         _read_timeout: Duration,
     ) -> impl Future<Output = Result<Option<&[u8]>, TransportFailure>> + Send {
-        let result = loop {
-            match self.reader.read(&mut self.buf) {
+        let (reader, buf) = (&mut self.reader, &mut self.buf);
+        let result = with_cancel(&self.cancel, || loop {
+            match reader.read(buf) {
                 Ok(0) => break Ok(None),
                 Ok(n) => break Ok(Some(n)),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => break Err(failure(ureq::Error::from(e))),
             }
-        };
+        });
         std::future::ready(result.map(|n| n.map(|n| &self.buf[..n])))
     }
 }
