@@ -26,7 +26,7 @@
 //!
 //! Run: `cargo run --release --features ureq,smol --example bench_peers`
 //! (scripts/bench.sh runs it). `BENCH_CALLS` sets the call count of (1);
-//! `BENCH_ONLY=clients,recovery,herd,wires` picks parts.
+//! `BENCH_ONLY=clients,recovery,herd,wires,cancel` picks parts.
 //! The program re-runs itself as `bench_peers child calls ureq|smol URL N`
 //! for our clients' processes.
 
@@ -106,6 +106,85 @@ fn main() {
     }
     if run("wires") {
         wires(calls);
+    }
+    if run("cancel") {
+        cancel_latency();
+    }
+}
+
+// ---------------------------------------------------------------- 5.
+
+/// Time from `CancelHandle::cancel()` (another thread) to the call's
+/// return, while the server is silent (a tool that answers after 3 s).
+fn cancel_latency() {
+    use mcp_recovery::client::CallOptions;
+    println!("\n## Cancel while the server is silent (part `cancel`)\n");
+    println!(
+        "`counter_increment` with `delay_ms` 3000 (no progress, no event), \
+         cancelled 300 ms into the call from another thread; time from \
+         `cancel()` to the call's return, 10 calls per client.\n"
+    );
+    println!("| client | outcome | median | max |");
+    println!("|---|---|---|---|");
+    let peer = Peer::python("sse", None);
+    for which in ["ureq", "smol"] {
+        let mut ms = Vec::new();
+        let mut outcomes = std::collections::BTreeSet::new();
+        for _ in 0..10 {
+            let fired = Arc::new(Mutex::new(None::<Instant>));
+            let (result, returned) = if which == "ureq" {
+                let c = blocking::Client::builder(&peer.url())
+                    .build()
+                    .expect("client");
+                let h = c.cancel_handle();
+                let (h2, f2) = (h.clone(), fired.clone());
+                let t = std::thread::spawn(move || {
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                    *f2.lock().unwrap() = Some(Instant::now());
+                    h2.cancel();
+                });
+                let r = c.call_tool_with(
+                    "counter_increment",
+                    json!({"delay_ms": 3000}),
+                    CallOptions::new().cancel(h),
+                );
+                let at = Instant::now();
+                t.join().unwrap();
+                (r.map(|_| ()).map_err(|e| e.to_string()), at)
+            } else {
+                smol::block_on(async {
+                    let c = smol_client::Client::builder(&peer.url())
+                        .build()
+                        .expect("client");
+                    let h = c.cancel_handle();
+                    let (h2, f2) = (h.clone(), fired.clone());
+                    let t = std::thread::spawn(move || {
+                        std::thread::sleep(std::time::Duration::from_millis(300));
+                        *f2.lock().unwrap() = Some(Instant::now());
+                        h2.cancel();
+                    });
+                    let r = c
+                        .call_tool_with(
+                            "counter_increment",
+                            json!({"delay_ms": 3000}),
+                            CallOptions::new().cancel(h),
+                        )
+                        .await;
+                    let at = Instant::now();
+                    t.join().unwrap();
+                    (r.map(|_| ()).map_err(|e| e.to_string()), at)
+                })
+            };
+            let fired = fired.lock().unwrap().expect("cancelled");
+            ms.push(returned.saturating_duration_since(fired).as_secs_f64() * 1e3);
+            outcomes.insert(result.err().unwrap_or_else(|| "answered".into()));
+        }
+        let max = ms.iter().cloned().fold(0.0, f64::max);
+        println!(
+            "| {which} | {} | {:.1} ms | {max:.1} ms |",
+            outcomes.into_iter().collect::<Vec<_>>().join(", "),
+            median(&ms)
+        );
     }
 }
 
