@@ -379,7 +379,10 @@ fn build(request: &HttpRequest, uri: &Uri) -> Result<Request<Full<Bytes>>, Trans
         .method(request.method.as_str())
         .uri(uri.path_and_query().map_or("/", |p| p.as_str()));
     if let Some(authority) = uri.authority() {
-        b = b.header("host", authority.as_str());
+        // `Host` is host and port only: userinfo in the URL
+        // (`user:pass@`) is a credential, never a header value.
+        let host = authority.as_str().rsplit('@').next().unwrap_or("");
+        b = b.header("host", host);
     }
     b = b.header(
         "user-agent",
@@ -392,4 +395,26 @@ fn build(request: &HttpRequest, uri: &Uri) -> Result<Request<Full<Bytes>>, Trans
     // cannot leak through it.
     b.body(Full::new(Bytes::copy_from_slice(&request.body)))
         .map_err(|e| TransportFailure::not_sent(FailureKind::Other, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mcp_recovery_core::Method;
+
+    #[test]
+    fn the_host_header_never_carries_userinfo() {
+        let url = "http://user:s3cret@127.0.0.1:9/mcp?x=1";
+        let request = HttpRequest {
+            method: Method::Post,
+            url: url.into(),
+            headers: Vec::new(),
+            body: Vec::new(),
+        };
+        let uri: Uri = url.parse().unwrap();
+        let built = build(&request, &uri).unwrap();
+        assert_eq!(built.headers()["host"], "127.0.0.1:9");
+        assert_eq!(built.uri(), "/mcp?x=1");
+        assert!(!format!("{:?}", built.headers()).contains("s3cret"));
+    }
 }
