@@ -3,6 +3,7 @@
 #   tests/peers/.venv         official Python SDK (mcp==2.3.0) + uvicorn
 #   tests/peers/node_modules  official TypeScript SDK (@modelcontextprotocol/sdk 1.32.2) + express,
 #                             and SDK v2 (@modelcontextprotocol/server 2.4.0 + @modelcontextprotocol/node 2.1.2)
+#   redis-server              Debian's package, for the shared token store tests
 # Idempotent: a peer already at its pinned version is left alone.
 set -euo pipefail
 cd "$(dirname "$0")/../tests/peers"
@@ -23,3 +24,13 @@ if ! node -e '
   npm ci --no-audit --no-fund --loglevel=error
 fi
 echo "typescript peers: node $(node --version), sdk $(node -p 'require("./node_modules/@modelcontextprotocol/sdk/package.json").version'), server (v2) $(node -p 'require("./node_modules/@modelcontextprotocol/server/package.json").version')"
+
+# Redis for the shared token store (RedisTokenStore): Debian's package. The
+# tests start their own servers on a unix socket in a directory of their own.
+if ! command -v redis-server >/dev/null 2>&1; then
+  as_root=()
+  [ "$(id -u)" = 0 ] || as_root=(sudo -n)
+  DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -q --no-install-recommends redis-server >/dev/null 2>&1 \
+    || { "${as_root[@]}" apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -q --no-install-recommends redis-server >/dev/null; }
+fi
+echo "redis: $(redis-server --version | cut -d' ' -f3)"

@@ -2,7 +2,8 @@
 # The README's test command: everything the tests need, then every check.
 # Runs from a fresh clone on a machine with only the Rust toolchain,
 # Python 3.11 and Node 20: it installs the pinned real-server peers (the
-# official Python and TypeScript SDKs) that the integration tests start.
+# official Python and TypeScript SDKs, Debian's redis-server) that the
+# integration tests start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -55,7 +56,7 @@ cargo clippy -j"$JOBS" --workspace --all-targets --all-features -- -D warnings
 step "docs (broken links and missing docs are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc -j"$JOBS" --workspace --all-features --no-deps -q
 
-step "real-server peers (pinned: mcp==2.3.0, @modelcontextprotocol/sdk@1.32.2)"
+step "real-server peers (pinned: mcp==2.3.0, @modelcontextprotocol/sdk@1.32.2, @modelcontextprotocol/server@2.4.0; Debian redis-server)"
 bash scripts/peers.sh
 
 step "tests"

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{wait_for, Kind, Mode, Peer};
+use common::{wait_for, Kind, Mode, Peer, Redis};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -648,41 +648,46 @@ impl Drop for BearerPeer {
     }
 }
 
-/// Eight processes share one token file (a script running `mcpr` in
+/// Eight processes share one token store (a script running `mcpr` in
 /// parallel) when the access token has expired, four calls each: the
 /// Python SDK's authorization server rotates refresh tokens, so only one
 /// refresh can win. Under the store's lock one process refreshes and the
 /// others take its token: exactly one refresh grant, no new authorization,
-/// 32 of 32 calls answered.
-#[test]
-fn processes_sharing_a_token_file_refresh_once() {
+/// 32 of 32 calls answered. `store` adds the store's flags.
+fn processes_refresh_once(store: &[&str], before_start: impl FnOnce()) {
     let peer = Peer::start(Kind::PythonAuth { access_ttl: 3600.0 });
     let url = peer.url();
-    let config = std::env::temp_dir().join(format!("mcpr-cli-shared-{}", std::process::id()));
+    let config = std::env::temp_dir().join(format!(
+        "mcpr-cli-shared-{}-{}",
+        std::process::id(),
+        peer.port
+    ));
     let _ = std::fs::remove_dir_all(&config);
     const FLOW: &str = "to authorize, open ";
-    oauth(&config, &url, "follow", &["ping"]).expect(0);
+    let mut first = store.to_vec();
+    first.push("ping");
+    oauth(&config, &url, "follow", &first).expect(0);
     peer.hook("/test/expire-access");
     let before = peer.refreshes();
+    before_start();
     let children: Vec<Child> = (0..8)
         .map(|i| {
             let text = format!(r#"{{"text": "p{i}"}}"#);
-            command(&[
-                "--url", &url, "--oauth", "call", "echo", &text, "--repeat", "4",
-            ])
-            .env("XDG_CONFIG_HOME", &config)
-            .env("MCPR_OAUTH_OPEN", "follow")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start mcpr")
+            let mut args = vec!["--url", &url, "--oauth"];
+            args.extend_from_slice(store);
+            args.extend_from_slice(&["call", "echo", &text, "--repeat", "4"]);
+            command(&args)
+                .env("XDG_CONFIG_HOME", &config)
+                .env("MCPR_OAUTH_OPEN", "follow")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start mcpr")
         })
         .collect();
     let mut answered = 0;
-    let mut last_stdout = String::new();
     for (i, child) in children.into_iter().enumerate() {
         let out = child.wait_with_output().expect("mcpr ends");
-        last_stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(0), "process {i}: {stderr}");
         assert!(
@@ -694,7 +699,40 @@ fn processes_sharing_a_token_file_refresh_once() {
             .filter(|l| l.ends_with(&format!(": p{i}")))
             .count();
     }
-    assert_eq!(answered, 32, "{last_stdout}");
+    assert_eq!(answered, 32);
     assert_eq!(peer.refreshes() - before, 1, "one refresh grant for all");
     let _ = std::fs::remove_dir_all(&config);
+}
+
+#[test]
+fn processes_sharing_a_token_file_refresh_once() {
+    processes_refresh_once(&[], || {});
+}
+
+/// The same on a Redis store (what processes on several machines share),
+/// with the refresh lock left behind by a holder killed in the middle of
+/// its refresh: it expires, one process takes over, no call fails and no
+/// token is lost.
+#[test]
+fn processes_sharing_a_redis_store_refresh_once_past_a_dead_holder() {
+    let redis = Redis::start();
+    let url = redis.url();
+    processes_refresh_once(&["--token-redis", &url], || {
+        // What a killed holder leaves: its lock, for 1.5 s more.
+        let keys = redis.cli(&["KEYS", "mcpr:tokens:*"]);
+        let key = keys.lines().next().expect("the stored tokens").to_owned();
+        assert_eq!(
+            redis.cli(&[
+                "SET",
+                &format!("{key}:lock"),
+                "killed-holder",
+                "NX",
+                "PX",
+                "1500"
+            ]),
+            "OK"
+        );
+    });
+    // No lock left behind by the processes themselves.
+    assert_eq!(redis.cli(&["KEYS", "*:lock"]), "");
 }

@@ -37,6 +37,8 @@
 
 pub mod drive;
 pub mod oauth;
+#[cfg(feature = "redis")]
+pub mod redis_store;
 mod request;
 pub mod types;
 

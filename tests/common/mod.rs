@@ -326,3 +326,64 @@ impl Drop for Peer {
         let _ = std::fs::remove_dir_all(&self.state);
     }
 }
+
+/// A Redis server of the test's own (Debian's `redis-server`, installed by
+/// `scripts/peers.sh`), on a unix socket in a directory of its own, no
+/// persistence; killed when dropped.
+pub struct Redis {
+    dir: PathBuf,
+    child: Child,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let dir = std::env::temp_dir().join(format!(
+            "mcp-recovery-redis-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let socket = dir.join("redis.sock");
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--save", "", "--appendonly", "no"])
+            .arg("--unixsocket")
+            .arg(&socket)
+            .arg("--dir")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("redis-server not installed: run `bash scripts/peers.sh` (the README's test command does)");
+        wait_for(Duration::from_secs(10), "redis-server to listen", || {
+            std::os::unix::net::UnixStream::connect(&socket).is_ok()
+        });
+        Redis { dir, child }
+    }
+
+    /// The server's URL for the `redis` crate.
+    pub fn url(&self) -> String {
+        format!("redis+unix://{}", self.dir.join("redis.sock").display())
+    }
+
+    /// Runs `redis-cli` against this server.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .arg("-s")
+            .arg(self.dir.join("redis.sock"))
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        assert!(out.status.success(), "redis-cli {args:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

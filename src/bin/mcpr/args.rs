@@ -114,9 +114,24 @@ pub struct OAuthArgs {
     pub oauth_scope: Option<String>,
 
     /// Where the tokens live (default:
-    /// $XDG_CONFIG_HOME/mcpr/tokens-<host_port_path>.json, or ~/.config/mcpr/...)
+    /// $XDG_CONFIG_HOME/mcpr/tokens-SERVER.json, or ~/.config/mcpr/...)
     #[arg(long, global = true, value_name = "PATH", requires = "oauth")]
     pub token_file: Option<std::path::PathBuf>,
+
+    /// Keep the tokens in Redis instead (redis://host:port/db or
+    /// redis+unix:///path), shared with processes on other machines; one
+    /// key per server. MCPR_TOKEN_REDIS keeps a password out of the
+    /// process list
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "MCPR_TOKEN_REDIS",
+        hide_env_values = true,
+        requires = "oauth",
+        conflicts_with = "token_file"
+    )]
+    pub token_redis: Option<String>,
 }
 
 /// The subcommands.

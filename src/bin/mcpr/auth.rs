@@ -14,6 +14,7 @@ use crate::args::OAuthArgs;
 use crate::exit::{Exit, Failure};
 use mcp_recovery::blocking::Client;
 use mcp_recovery::client::oauth::{FileTokenStore, OAuthConfig};
+use mcp_recovery::client::redis_store::RedisTokenStore;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -130,6 +131,12 @@ fn follow(url: &str) -> Result<(), String> {
 /// The OAuth settings of `--oauth`, with tokens in `--token-file` or the
 /// default file for `url`.
 pub fn config(url: &str, args: &OAuthArgs, opener: Opener) -> Result<OAuthConfig, Failure> {
+    if let Some(redis) = &args.token_redis {
+        let key = format!("mcpr:tokens:{}", sanitize(url));
+        let store = RedisTokenStore::new(redis, key)
+            .map_err(|e| Failure::new(Exit::NeedsReauth, "token store", e.to_string()))?;
+        return Ok(settings(OAuthConfig::new(store), args, opener));
+    }
     let path = match &args.token_file {
         Some(p) => p.clone(),
         None => default_token_file(url)?,

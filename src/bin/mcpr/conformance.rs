@@ -158,6 +158,7 @@ fn oauth_config() -> Result<OAuthConfig, Failure> {
         oauth_client_secret: field("client_secret").map(str::to_owned),
         oauth_scope: None,
         token_file: None,
+        token_redis: None,
     };
     // With an opener the client authorizes on its own where a person
     // would be asked (no tokens, a refused refresh, a 403 step-up), with
