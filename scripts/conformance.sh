@@ -29,25 +29,31 @@ target=$(cargo metadata -q --format-version 1 --no-deps \
 mcpr="$target/release/mcpr"
 
 status=0
-# requirement set, and how many client scenarios it runs in 0.2.0-alpha.12
-# (scored and not; fewer results means scenarios did not run)
-for entry in "2025-11-25 25" "2026-07-28 39"; do
+# The two requirement sets, then the 2025-03-26 back-compatibility suite
+# (OAuth without protected resource metadata); with how many client
+# scenarios each runs in 0.2.0-alpha.12 (scored and not; fewer results
+# means scenarios did not run)
+for entry in "requirements 2025-11-25 25" "requirements 2026-07-28 39" "suite backcompat 2"; do
   set -- $entry
-  rev=$1 count=$2
-  out="$dir/results/$rev"
+  kind=$1 name=$2 count=$3
+  out="$dir/results/$name"
   rm -rf "$out" "$out.log" "$out.list"
   mkdir -p "$dir/results"
   echo
-  echo "-- requirements $rev"
+  echo "-- $kind $name"
   # The runner's own summary and baseline check (scored scenarios only);
   # the scenario servers' traffic goes to a log kept beside the results.
-  if ! "$node22" "$suite_js" client --command "$mcpr conformance" --requirements "$rev" \
-      --expected-failures "$dir/expected-failures-$rev.yml" -o "$out" >"$out.log" 2>&1; then
+  if ! "$node22" "$suite_js" client --command "$mcpr conformance" --"$kind" "$name" \
+      --expected-failures "$dir/expected-failures-$name.yml" -o "$out" >"$out.log" 2>&1; then
     status=1
   fi
   sed -n '/=== SUITE SUMMARY ===/,$p' "$out.log"
-  "$node22" "$suite_js" list --requirements "$rev" >"$out.list"
-  "$node22" "$dir/summary.mjs" "$out" "$dir/expected-failures-$rev.yml" "$count" "$out.list" || status=1
+  if [ "$kind" = requirements ]; then
+    "$node22" "$suite_js" list --requirements "$name" >"$out.list"
+  else
+    : >"$out.list" # a suite scores all it runs
+  fi
+  "$node22" "$dir/summary.mjs" "$out" "$dir/expected-failures-$name.yml" "$count" "$out.list" || status=1
 done
 if [ "$status" != 0 ]; then
   echo "conformance: a regression, a stale expected failure, or a run that checked nothing (see above and $dir/results/*.log)" >&2

@@ -177,24 +177,54 @@ fn a_pre_registered_client_skips_registration_and_step_up_adds_scope() {
 }
 
 #[test]
-fn every_discovery_url_failing_ends_in_the_last_reason() {
+fn without_any_metadata_the_2025_03_26_defaults_of_the_origin_are_used() {
+    // No protected resource metadata, no authorization server metadata: a
+    // 2025-03-26 server is its own authorization server, at its origin's
+    // `/authorize`, `/token` and `/register`.
     let (mut flow, mut step) = Flow::start(params());
-    let mut fetches = 0;
-    loop {
+    let mut urls = Vec::new();
+    let register = loop {
         match step {
-            FlowStep::Fetch(_) => {
-                fetches += 1;
-                assert!(fetches < 10, "discovery must end");
+            FlowStep::Fetch(r) if r.method == mcp_recovery_core::Method::Get => {
+                urls.push(r.url.to_string());
+                assert!(urls.len() < 10, "discovery must end");
                 step = flow.on_response(404, b"not here");
             }
-            FlowStep::Failed(FlowError::OAuth(OAuthError::Discovery(m))) => {
-                assert!(m.contains("HTTP 404"), "{m}");
-                break;
-            }
+            FlowStep::Fetch(r) => break r,
             other => panic!("unexpected {other:?}"),
         }
+    };
+    assert_eq!(
+        urls,
+        [
+            "http://127.0.0.1:8000/.well-known/oauth-protected-resource/mcp",
+            "http://127.0.0.1:8000/.well-known/oauth-protected-resource",
+            "http://127.0.0.1:8000/.well-known/oauth-authorization-server",
+            "http://127.0.0.1:8000/.well-known/openid-configuration",
+        ]
+    );
+    assert_eq!(&*register.url, "http://127.0.0.1:8000/register");
+    let url = match flow.on_response(201, &json(json!({"client_id": "c1"}))) {
+        FlowStep::Open(url) => url,
+        other => panic!("{other:?}"),
+    };
+    assert!(url.starts_with("http://127.0.0.1:8000/authorize?"), "{url}");
+    // The resource is the server's own URL.
+    assert!(
+        url.contains("resource=http%3A%2F%2F127.0.0.1%3A8000%2Fmcp"),
+        "{url}"
+    );
+    let token = fetch(flow.on_redirect("code=c&state=state-789"));
+    assert_eq!(&*token.url, "http://127.0.0.1:8000/token");
+    // A registration refused there ends the flow: no further guessing.
+    let (mut flow, mut step) = Flow::start(params());
+    while let FlowStep::Fetch(r) = &step {
+        if r.method != mcp_recovery_core::Method::Get {
+            break;
+        }
+        step = flow.on_response(404, b"not here");
     }
-    assert!(fetches >= 2, "path and root well-known URIs");
+    assert!(matches!(flow.on_response(404, b"no"), FlowStep::Failed(_)));
 }
 
 #[test]

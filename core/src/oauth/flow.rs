@@ -193,6 +193,9 @@ pub struct Flow {
     resource: String,
     /// The `resource` parameter: the metadata's, once it is checked.
     indicator: String,
+    /// No protected resource metadata: the 2025-03-26 fallback to the
+    /// server's origin as its authorization server.
+    legacy: bool,
     stage: Stage,
     /// The last discovery failure, reported when every URL failed.
     last: OAuthError,
@@ -210,6 +213,7 @@ impl Flow {
             bearer,
             resource: String::new(),
             indicator: String::new(),
+            legacy: false,
             stage: Stage::Over,
             last: OAuthError::Discovery("nothing to try".into()),
             params,
@@ -366,23 +370,81 @@ impl Flow {
         }
     }
 
-    /// The next discovery fetch, or the failure once every URL was tried.
+    /// The next discovery fetch, or, once every URL was tried, the
+    /// 2025-03-26 fallback, or the failure.
     fn discover(&mut self) -> FlowStep {
-        match &mut self.stage {
+        let exhausted = match &mut self.stage {
             Stage::Resource { urls, next } | Stage::Server { urls, next, .. } => {
                 match urls.get(*next) {
                     Some(url) => {
                         *next += 1;
-                        FlowStep::Fetch(metadata_request(url))
+                        return FlowStep::Fetch(metadata_request(url));
                     }
-                    None => {
-                        let last = self.last.clone();
-                        self.fail(last.into())
-                    }
+                    None => std::mem::replace(&mut self.stage, Stage::Over),
                 }
             }
-            _ => self.over(),
+            _ => return self.over(),
+        };
+        match exhausted {
+            // No protected resource metadata (a 2025-03-26 server): the
+            // server's own origin is its authorization server.
+            Stage::Resource { .. } if !self.legacy => self.legacy_server(),
+            // Nor authorization server metadata there: the 2025-03-26
+            // default endpoints of that origin.
+            Stage::Server { prm, .. } if self.legacy => match self.default_endpoints() {
+                Ok(asm) => self.choose_client(prm, asm),
+                Err(e) => self.fail(e.into()),
+            },
+            _ => {
+                let last = self.last.clone();
+                self.fail(last.into())
+            }
         }
+    }
+
+    /// The MCP server's origin, as an issuer.
+    fn origin(&self) -> Result<String, OAuthError> {
+        origin_and_path(&self.params.server_url).map(|(origin, _)| origin)
+    }
+
+    /// MCP 2025-03-26: a server without protected resource metadata is its
+    /// own authorization server; its metadata is looked for at its origin.
+    fn legacy_server(&mut self) -> FlowStep {
+        let urls = self
+            .origin()
+            .and_then(|o| check_endpoint(&o).map(|()| o))
+            .and_then(|o| Ok((authorization_server_metadata_urls(&o)?, o)));
+        match urls {
+            Ok((urls, origin)) => {
+                self.legacy = true;
+                let prm = ResourceMetadata {
+                    resource: self.resource.clone(),
+                    authorization_servers: vec![origin],
+                    scopes_supported: Vec::new(),
+                };
+                self.stage = Stage::Server { prm, urls, next: 0 };
+                self.discover()
+            }
+            Err(e) => self.fail(e.into()),
+        }
+    }
+
+    /// MCP 2025-03-26's default endpoints when the origin publishes no
+    /// metadata: `/authorize`, `/token`, `/register` (PKCE S256 required
+    /// by that revision).
+    fn default_endpoints(&self) -> Result<ServerMetadata, OAuthError> {
+        let origin = self.origin()?;
+        let md = ServerMetadata {
+            issuer: origin.clone(),
+            authorization_endpoint: format!("{origin}/authorize"),
+            token_endpoint: format!("{origin}/token"),
+            registration_endpoint: Some(format!("{origin}/register")),
+            code_challenge_methods_supported: vec!["S256".into()],
+            ..ServerMetadata::default()
+        };
+        check_endpoint(&md.authorization_endpoint)?;
+        check_endpoint(&md.token_endpoint)?;
+        Ok(md)
     }
 
     fn find_server(&mut self, prm: ResourceMetadata) -> FlowStep {
