@@ -292,6 +292,10 @@ pub struct OAuthConfig {
     /// server refused. Without one, those calls end in `NeedsReauth` and
     /// the application calls the client's `authorize`.
     pub opener: Option<Arc<Opener>>,
+    /// The client credentials grant (a service with no person at hand,
+    /// MCP's SEP-1046): the pre-registered client gets tokens for itself,
+    /// again whenever they run out; no browser, no opener.
+    pub client_credentials: bool,
 }
 
 /// Shows a person an authorization URL (opens a browser, prints it...). It
@@ -311,7 +315,18 @@ impl OAuthConfig {
             redirect_timeout: Duration::from_secs(300),
             store: Arc::new(store),
             opener: None,
+            client_credentials: false,
         }
+    }
+
+    /// Authorizes as the pre-registered client `id` itself, with the
+    /// client credentials grant (its secret goes by HTTP Basic or in the
+    /// form, as the authorization server says).
+    pub fn client_credentials(mut self, id: &str, secret: &str) -> Self {
+        self.client_id = Some(id.to_owned());
+        self.client_secret = Some(secret.to_owned());
+        self.client_credentials = true;
+        self
     }
 
     /// Lets the client authorize on its own (step-up, refused refresh),
@@ -417,6 +432,9 @@ impl OAuth {
         open: &(dyn Fn(&str) + Sync),
         step_up: bool,
     ) -> Result<Token, AuthError> {
+        if self.config.client_credentials {
+            return self.client_credentials(io, limits, challenge).await;
+        }
         let (listener, port) = io
             .bind_loopback(self.config.redirect_port)
             .map_err(AuthError::Listener)?;
@@ -476,6 +494,48 @@ impl OAuth {
                 }
                 FlowStep::Failed(e) => return Err(e.into()),
                 _ => return Err(OAuthError::Malformed("unknown flow step".into()).into()),
+            };
+        }
+    }
+
+    /// The client credentials grant: discovery, then the token endpoint;
+    /// the tokens stored like any others.
+    async fn client_credentials<I: Io>(
+        &self,
+        io: &I,
+        limits: HttpLimits,
+        challenge: Option<&str>,
+    ) -> Result<Token, AuthError> {
+        // No redirect happens; the URI only fills the parameters.
+        let mut params = FlowParams::new(&self.server_url, "http://127.0.0.1/unused");
+        params.client_credentials = true;
+        params.challenge = challenge.map(str::to_owned);
+        params.scope.clone_from(&self.config.scope);
+        params.client_id.clone_from(&self.config.client_id);
+        params.client_secret.clone_from(&self.config.client_secret);
+        let (mut flow, mut step) = Flow::start(params);
+        loop {
+            step = match step {
+                FlowStep::Fetch(request) => match fetch(io, &request, limits).await {
+                    Ok((status, body)) => flow.on_response(status, &body),
+                    Err(failure) => flow.on_failure(failure),
+                },
+                FlowStep::Done(done) => {
+                    let stored = StoredTokens {
+                        access_token: String::new(),
+                        refresh_token: None,
+                        expires_at: None,
+                        scope: done.scope,
+                        token_endpoint: done.token_endpoint,
+                        client_id: done.client.id,
+                        client_secret: self.config.client_secret.clone(),
+                        resource: done.resource,
+                        resource_indicator: Some(done.resource_indicator),
+                    };
+                    return self.save(io, stored, &done.tokens).await;
+                }
+                FlowStep::Failed(e) => return Err(e.into()),
+                _ => return Err(OAuthError::Malformed("unexpected flow step".into()).into()),
             };
         }
     }
@@ -624,6 +684,21 @@ impl OAuth {
         } else {
             self.refresh_now(io, limits).await
         };
+        if self.config.client_credentials {
+            // No person involved: a new grant whenever the tokens run out.
+            return match outcome {
+                Err(RefreshError::NeedsReauth(_)) => self
+                    .client_credentials(io, limits, challenge)
+                    .await
+                    .map_err(|e| match e {
+                        AuthError::OAuth(o) if o.needs_reauth() => {
+                            RefreshError::NeedsReauth(o.to_string())
+                        }
+                        other => RefreshError::Failed(other.to_string()),
+                    }),
+                other => other,
+            };
+        }
         match (outcome, &self.config.opener) {
             (Err(RefreshError::NeedsReauth(_)), Some(open)) => self
                 .authorize(io, limits, challenge, open.as_ref(), step_up)

@@ -388,3 +388,49 @@ fn loopback_is_a_parsed_address_and_discovery_urls_obey_the_endpoint_policy() {
         "{step:?}"
     );
 }
+
+#[test]
+fn the_client_credentials_grant_needs_no_person() {
+    let mut p = FlowParams::new(SERVER, REDIRECT);
+    p.client_credentials = true;
+    p.client_id = Some("svc".into());
+    p.client_secret = Some("s3cret".into());
+    let (mut flow, step) = Flow::start(p);
+    fetch(step);
+    fetch(flow.on_response(200, &prm()));
+    let extra = json!({"token_endpoint_auth_methods_supported": ["client_secret_basic"],
+        "grant_types_supported": ["client_credentials"]});
+    let token = fetch(flow.on_response(200, &asm(extra)));
+    assert_eq!(&*token.url, format!("{AS}/token"));
+    let form = String::from_utf8(token.body.clone()).unwrap();
+    assert!(form.contains("grant_type=client_credentials"), "{form}");
+    assert!(form.contains("scope=mcp"), "{form}");
+    assert!(
+        !form.contains("s3cret"),
+        "the secret goes in the Basic header"
+    );
+    assert!(token
+        .header("authorization")
+        .is_some_and(|h| h.starts_with("Basic ")));
+    assert!(!format!("{token:?}").contains("s3cret"));
+    match flow.on_response(
+        200,
+        &json(json!({"access_token": "cc", "token_type": "Bearer"})),
+    ) {
+        FlowStep::Done(done) => {
+            assert_eq!(done.client.id, "svc");
+            assert_eq!(done.resource, SERVER);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Without a client id there is nobody to be.
+    let mut p = FlowParams::new(SERVER, REDIRECT);
+    p.client_credentials = true;
+    let (mut flow, step) = Flow::start(p);
+    fetch(step);
+    fetch(flow.on_response(200, &prm()));
+    assert!(matches!(
+        flow.on_response(200, &asm(json!({}))),
+        FlowStep::Failed(_)
+    ));
+}

@@ -16,10 +16,12 @@
 //! // Discovery starts with the protected resource metadata.
 //! let FlowStep::Fetch(request) = step else { unreachable!() };
 //! assert!(request.url.contains("/.well-known/oauth-protected-resource"));
-//! // The resource has none: the flow tries the next place, then gives up.
+//! // The resource has none: the flow tries the next place, then (a
+//! // 2025-03-26 server) the server's own origin as authorization server.
 //! let step = flow.on_response(404, b"");
 //! assert!(matches!(step, FlowStep::Fetch(_)));
-//! assert!(matches!(flow.on_response(404, b""), FlowStep::Failed(_)));
+//! let FlowStep::Fetch(next) = flow.on_response(404, b"") else { unreachable!() };
+//! assert_eq!(&*next.url, "https://mcp.example.com/.well-known/oauth-authorization-server");
 //! ```
 
 use super::*;
@@ -57,6 +59,10 @@ pub struct FlowParams {
     pub code_challenge: String,
     /// The state the redirect must carry back (random).
     pub state: String,
+    /// The client credentials grant instead of a person's authorization:
+    /// discovery, then a token for the pre-registered client itself (no
+    /// browser, no redirect).
+    pub client_credentials: bool,
 }
 
 impl fmt::Debug for FlowParams {
@@ -89,6 +95,7 @@ impl FlowParams {
             verifier: String::new(),
             code_challenge: String::new(),
             state: String::new(),
+            client_credentials: false,
         }
     }
 
@@ -478,6 +485,9 @@ impl Flow {
     /// The scope to ask for, then the client: pre-registered, a metadata
     /// document where the server takes one, or registered now.
     fn choose_client(&mut self, prm: ResourceMetadata, asm: ServerMetadata) -> FlowStep {
+        if self.params.client_credentials {
+            return self.client_credentials(prm, asm);
+        }
         if let Err(e) = asm.require_pkce() {
             return self.fail(e.into());
         }
@@ -513,6 +523,34 @@ impl Flow {
             scope.as_deref(),
         );
         self.stage = Stage::Register { asm, scope };
+        FlowStep::Fetch(request)
+    }
+
+    /// The client credentials grant: the pre-registered client asks the
+    /// token endpoint for a token of its own.
+    fn client_credentials(&mut self, prm: ResourceMetadata, asm: ServerMetadata) -> FlowStep {
+        let Some(id) = self.params.client_id.clone() else {
+            let e = OAuthError::Discovery("the client credentials grant needs a client id".into());
+            return self.fail(e.into());
+        };
+        let scope = self.params.scope.clone().or_else(|| {
+            self.bearer.scope.clone().or_else(|| {
+                (!prm.scopes_supported.is_empty()).then(|| prm.scopes_supported.join(" "))
+            })
+        });
+        let methods = &asm.token_endpoint_auth_methods_supported;
+        let client = Client::with_secret(&id, self.params.client_secret.as_deref(), methods);
+        let request = client_credentials_request(
+            &asm.token_endpoint,
+            &client,
+            Some(&self.indicator),
+            scope.as_deref(),
+        );
+        self.stage = Stage::Token {
+            asm: Box::new(asm),
+            client,
+            scope,
+        };
         FlowStep::Fetch(request)
     }
 

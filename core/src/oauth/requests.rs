@@ -135,6 +135,24 @@ pub fn refresh_request(
     token_request(token_endpoint, client, pairs)
 }
 
+/// The client credentials grant (OAuth 2.1 §4.2, MCP's SEP-1046): a
+/// service with no person at hand gets a token for itself.
+pub fn client_credentials_request(
+    token_endpoint: &str,
+    client: &Client,
+    resource: Option<&str>,
+    scope: Option<&str>,
+) -> HttpRequest {
+    let mut pairs = vec![("grant_type", "client_credentials")];
+    if let Some(r) = resource {
+        pairs.push(("resource", r));
+    }
+    if let Some(s) = scope {
+        pairs.push(("scope", s));
+    }
+    token_request(token_endpoint, client, pairs)
+}
+
 /// The authorization-code exchange with the PKCE verifier.
 pub fn code_request(
     token_endpoint: &str,

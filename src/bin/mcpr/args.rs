@@ -113,6 +113,12 @@ pub struct OAuthArgs {
     #[arg(long, global = true, value_name = "SCOPES", requires = "oauth")]
     pub oauth_scope: Option<String>,
 
+    /// Authorize as the client itself (the client credentials grant: a
+    /// service with no person at hand); needs --oauth-client-id and
+    /// MCPR_OAUTH_CLIENT_SECRET; no browser
+    #[arg(long, global = true, requires = "oauth_client_secret")]
+    pub oauth_client_credentials: bool,
+
     /// Where the tokens live (default:
     /// $XDG_CONFIG_HOME/mcpr/tokens-SERVER.json, or ~/.config/mcpr/...)
     #[arg(long, global = true, value_name = "PATH", requires = "oauth")]

@@ -151,8 +151,12 @@ pub fn config(url: &str, args: &OAuthArgs, opener: Opener) -> Result<OAuthConfig
 /// `args` applied to `config`.
 pub fn settings(mut config: OAuthConfig, args: &OAuthArgs, opener: Opener) -> OAuthConfig {
     config.client_name = "mcpr".into();
-    if let Some(id) = &args.oauth_client_id {
-        config = config.client(id, args.oauth_client_secret.as_deref());
+    match (&args.oauth_client_id, &args.oauth_client_secret) {
+        (Some(id), Some(secret)) if args.oauth_client_credentials => {
+            config = config.client_credentials(id, secret);
+        }
+        (Some(id), secret) => config = config.client(id, secret.as_deref()),
+        _ => {}
     }
     if let Some(scope) = &args.oauth_scope {
         config = config.scope(scope);

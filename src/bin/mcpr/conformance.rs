@@ -65,7 +65,7 @@ fn scenario_run(scenario: &str, server: &str) -> Result<(), Failure> {
     }
     let oauth = scenario.starts_with("auth/");
     if oauth {
-        builder = builder.oauth(oauth_config()?);
+        builder = builder.oauth(oauth_config(scenario)?);
     }
     let client = builder.build()?;
     let authorized = Cell::new(!oauth);
@@ -147,7 +147,7 @@ fn arguments(tool: &str, schemas: &Value) -> Value {
 
 /// OAuth as `--oauth` does it, with tokens in memory (each scenario is a
 /// new server) and pre-registered credentials when the runner gives some.
-fn oauth_config() -> Result<OAuthConfig, Failure> {
+fn oauth_config(scenario: &str) -> Result<OAuthConfig, Failure> {
     let mut config = OAuthConfig::new(MemoryTokenStore::default());
     config.client_metadata_url = Some(CIMD_URL.into());
     let context = context()?;
@@ -159,6 +159,10 @@ fn oauth_config() -> Result<OAuthConfig, Failure> {
         oauth_scope: None,
         token_file: None,
         token_redis: None,
+        // A service's own credentials (SEP-1046), where the runner gives a
+        // secret for them.
+        oauth_client_credentials: scenario.starts_with("auth/client-credentials-")
+            && field("client_secret").is_some(),
     };
     // With an opener the client authorizes on its own where a person
     // would be asked (no tokens, a refused refresh, a 403 step-up), with
