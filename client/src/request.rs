@@ -2,8 +2,10 @@
 //! here and run by the driver, so the blocking and the async client declare
 //! their methods once (`client_methods!`) and differ only in how they wait.
 
+use crate::types::CompleteResult;
 use crate::{decode, CallOptions, Cursors, Error, Memory};
-use crate::{PromptList, PromptResult, ResourceList, ResourceRead, Tool, ToolList, ToolResult};
+use crate::{Completion, CompletionRef, Prompt, PromptList, PromptResult, Resource, ResourceList};
+use crate::{ResourceRead, ResourceTemplate, ResourceTemplateList, Tool, ToolList, ToolResult};
 use mcp_recovery_core::Operation;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -95,31 +97,135 @@ impl Request<'static, ToolList> {
     }
 }
 
-impl Request<'static, Vec<Tool>> {
-    /// `tools/list`, every page; a cursor seen twice ends the listing, and
-    /// one past the client's bounds (pages, items) is
+impl<T: Send + 'static> Request<'static, Vec<T>> {
+    /// Every page of a listing: `op` for a cursor, `items` splits a page's
+    /// answer into its items and its next cursor. A cursor seen twice ends
+    /// the listing, and one past the client's bounds (pages, items) is
     /// [`Error::TooManyPages`].
-    pub fn all_tools() -> Self {
+    fn paged(
+        op: fn(Option<&str>) -> Operation,
+        mut items: impl FnMut(Value, &Memory) -> Result<(Vec<T>, Option<String>), Error>
+            + Send
+            + 'static,
+    ) -> Self {
         let (mut all, mut seen, mut pages) = (Vec::new(), Cursors::default(), 0);
         Request {
-            first: First::Op(Operation::list_tools(None)),
+            first: First::Op(op(None)),
             opts: CallOptions::new(),
             then: Box::new(move |v, memory| {
-                let page: ToolList = decode(v)?;
-                memory.remember(&page);
+                let (page, cursor) = items(v, memory)?;
                 pages += 1;
-                all.extend(page.tools);
-                let next = seen.next(page.next_cursor);
+                all.extend(page);
+                let next = seen.next(cursor);
                 let limits = memory.limits;
                 if all.len() > limits.max_items || (next.is_some() && pages >= limits.max_pages) {
                     let items = all.len();
                     return Err(Error::TooManyPages { pages, items });
                 }
                 Ok(match next {
-                    Some(c) => Next::Page(Operation::list_tools(Some(&c))),
+                    Some(c) => Next::Page(op(Some(&c))),
                     None => Next::Done(std::mem::take(&mut all)),
                 })
             }),
+        }
+    }
+}
+
+impl Request<'static, Vec<Tool>> {
+    /// `tools/list`, every page (see [`Error::TooManyPages`] for the
+    /// bounds); the client remembers which tools are replay-safe.
+    pub fn all_tools() -> Self {
+        Self::paged(Operation::list_tools, |v, memory| {
+            let page: ToolList = decode(v)?;
+            memory.remember(&page);
+            Ok((page.tools, page.next_cursor))
+        })
+    }
+}
+
+impl Request<'static, Vec<Resource>> {
+    /// `resources/list`, every page.
+    pub fn all_resources() -> Self {
+        Self::paged(Operation::list_resources, |v, _| {
+            let page: ResourceList = decode(v)?;
+            Ok((page.resources, page.next_cursor))
+        })
+    }
+}
+
+impl Request<'static, Vec<Prompt>> {
+    /// `prompts/list`, every page.
+    pub fn all_prompts() -> Self {
+        Self::paged(Operation::list_prompts, |v, _| {
+            let page: PromptList = decode(v)?;
+            Ok((page.prompts, page.next_cursor))
+        })
+    }
+}
+
+fn list_resource_templates(cursor: Option<&str>) -> Operation {
+    let params = cursor.map(|c| serde_json::json!({ "cursor": c }));
+    Operation::new("resources/templates/list", params)
+}
+
+impl Request<'static, ResourceTemplateList> {
+    /// `resources/templates/list`, one page.
+    pub fn list_resource_templates(cursor: Option<&str>) -> Self {
+        Self::decoded(list_resource_templates(cursor))
+    }
+}
+
+impl Request<'static, Vec<ResourceTemplate>> {
+    /// `resources/templates/list`, every page.
+    pub fn all_resource_templates() -> Self {
+        Self::paged(list_resource_templates, |v, _| {
+            let page: ResourceTemplateList = decode(v)?;
+            Ok((page.resource_templates, page.next_cursor))
+        })
+    }
+}
+
+impl Request<'static, Completion> {
+    /// `completion/complete`: values for `argument` of a prompt or a
+    /// resource template, given what it holds so far (`value`).
+    pub fn complete(reference: &CompletionRef, argument: &str, value: &str) -> Self {
+        let params = serde_json::json!({
+            "ref": reference.to_value(),
+            "argument": {"name": argument, "value": value},
+        });
+        Request {
+            first: First::Op(Operation::new("completion/complete", Some(params))),
+            opts: CallOptions::new(),
+            then: Box::new(|v, _| decode::<CompleteResult>(v).map(|r| Next::Done(r.completion))),
+        }
+    }
+}
+
+impl Request<'static, ()> {
+    /// `logging/setLevel` (the handshake wire): the server's log messages
+    /// at `level` and above come as `notifications/message`.
+    pub fn set_log_level(level: &str) -> Self {
+        Self::unit("logging/setLevel", serde_json::json!({ "level": level }))
+    }
+
+    /// `resources/subscribe` (the handshake wire): updates of `uri` come as
+    /// `notifications/resources/updated`.
+    pub fn subscribe(uri: &str) -> Self {
+        Self::unit("resources/subscribe", serde_json::json!({ "uri": uri }))
+    }
+
+    /// `resources/unsubscribe`.
+    pub fn unsubscribe(uri: &str) -> Self {
+        Self::unit("resources/unsubscribe", serde_json::json!({ "uri": uri }))
+    }
+
+    /// A method whose result says nothing; replayed as its method allows
+    /// (these three only set state: sending one twice changes nothing).
+    fn unit(method: &'static str, params: Value) -> Self {
+        Request {
+            first: First::Op(Operation::new(method, Some(params)).idempotent(true)),
+            opts: CallOptions::new(),
+            then: Box::new(|_, _| Ok(Next::Done(()))),
         }
     }
 }
@@ -286,6 +392,59 @@ macro_rules! client_methods {
             arguments: Option<$crate::__private::Value>,
         ) -> Result<$crate::PromptResult, $crate::Error> {
             self.send($crate::Request::get_prompt(name, arguments)) $($await)*
+        }
+
+        /// `resources/list`, every page.
+        pub $($async)? fn all_resources(&self) -> Result<Vec<$crate::Resource>, $crate::Error> {
+            self.send($crate::Request::all_resources()) $($await)*
+        }
+
+        /// `prompts/list`, every page.
+        pub $($async)? fn all_prompts(&self) -> Result<Vec<$crate::Prompt>, $crate::Error> {
+            self.send($crate::Request::all_prompts()) $($await)*
+        }
+
+        /// `resources/templates/list`, one page.
+        pub $($async)? fn list_resource_templates(
+            &self,
+            cursor: Option<&str>,
+        ) -> Result<$crate::ResourceTemplateList, $crate::Error> {
+            self.send($crate::Request::list_resource_templates(cursor)) $($await)*
+        }
+
+        /// `resources/templates/list`, every page.
+        pub $($async)? fn all_resource_templates(
+            &self,
+        ) -> Result<Vec<$crate::ResourceTemplate>, $crate::Error> {
+            self.send($crate::Request::all_resource_templates()) $($await)*
+        }
+
+        /// `completion/complete`: values for `argument` of a prompt or a
+        /// resource template, given what it holds so far.
+        pub $($async)? fn complete(
+            &self,
+            reference: &$crate::CompletionRef,
+            argument: &str,
+            value: &str,
+        ) -> Result<$crate::Completion, $crate::Error> {
+            self.send($crate::Request::complete(reference, argument, value)) $($await)*
+        }
+
+        /// `logging/setLevel` (handshake wire): log messages at `level`
+        /// and above arrive at the handler as `notifications/message`.
+        pub $($async)? fn set_log_level(&self, level: &str) -> Result<(), $crate::Error> {
+            self.send($crate::Request::set_log_level(level)) $($await)*
+        }
+
+        /// `resources/subscribe` (handshake wire): updates arrive at the
+        /// handler as `notifications/resources/updated`.
+        pub $($async)? fn subscribe(&self, uri: &str) -> Result<(), $crate::Error> {
+            self.send($crate::Request::subscribe(uri)) $($await)*
+        }
+
+        /// `resources/unsubscribe`.
+        pub $($async)? fn unsubscribe(&self, uri: &str) -> Result<(), $crate::Error> {
+            self.send($crate::Request::unsubscribe(uri)) $($await)*
         }
 
         /// `ping`.

@@ -243,3 +243,72 @@ impl Progress {
         })
     }
 }
+
+/// A resource template offered by the server (RFC 6570 URI template).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ResourceTemplate {
+    /// The URI template, e.g. `greeting://{name}`.
+    pub uri_template: String,
+    /// Its name.
+    pub name: String,
+    /// What it is.
+    pub description: Option<String>,
+    /// The MIME type of what it yields.
+    pub mime_type: Option<String>,
+    /// Everything else.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// One page of `resources/templates/list`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ResourceTemplateList {
+    /// The templates.
+    pub resource_templates: Vec<ResourceTemplate>,
+    /// Pass to the next `list_resource_templates` for the next page.
+    pub next_cursor: Option<String>,
+}
+
+/// What `completion/complete` completes an argument of.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum CompletionRef {
+    /// A prompt, by name.
+    Prompt(String),
+    /// A resource template, by URI template.
+    Resource(String),
+}
+
+impl CompletionRef {
+    pub(crate) fn to_value(&self) -> Value {
+        match self {
+            CompletionRef::Prompt(name) => serde_json::json!({"type": "ref/prompt", "name": name}),
+            CompletionRef::Resource(uri) => {
+                serde_json::json!({"type": "ref/resource", "uri": uri})
+            }
+        }
+    }
+}
+
+/// Suggested values for an argument (`completion/complete`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct Completion {
+    /// The values, best first (at most 100).
+    pub values: Vec<String>,
+    /// How many there are in all, if the server says.
+    pub total: Option<u64>,
+    /// Whether there are more than these.
+    #[serde(default)]
+    pub has_more: bool,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct CompleteResult {
+    pub(crate) completion: Completion,
+}

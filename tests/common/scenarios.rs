@@ -6,8 +6,9 @@
 use super::{Kind, Mode, Peer};
 use mcp_recovery::client::oauth::{FileTokenStore, OAuthConfig, StoredTokens, TokenStore};
 use mcp_recovery::client::{
-    Build, CallOptions, CancelHandle, ClientBuilder, Error, PromptList, PromptResult, ResourceList,
-    ResourceRead, ServerHandler, Tool, ToolList, ToolResult,
+    Build, CallOptions, CancelHandle, ClientBuilder, Completion, CompletionRef, Error, Prompt,
+    PromptList, PromptResult, Resource, ResourceList, ResourceRead, ResourceTemplate,
+    ResourceTemplateList, ServerHandler, Tool, ToolList, ToolResult,
 };
 use mcp_recovery::core::{
     BreakerConfig, BreakerState, CallError, Protocol, ProtocolError, RpcError,
@@ -61,6 +62,15 @@ pub trait Mcp: Build + Clone + Send + Sync + std::fmt::Debug + 'static {
     fn list_prompts(&self, cursor: Option<&str>) -> Result<PromptList, Error>;
     fn get_prompt(&self, name: &str, args: Option<Value>) -> Result<PromptResult, Error>;
     fn ping(&self) -> Result<(), Error>;
+    fn all_resources(&self) -> Result<Vec<Resource>, Error>;
+    fn all_prompts(&self) -> Result<Vec<Prompt>, Error>;
+    fn list_resource_templates(&self, cursor: Option<&str>) -> Result<ResourceTemplateList, Error>;
+    fn all_resource_templates(&self) -> Result<Vec<ResourceTemplate>, Error>;
+    fn complete(&self, r: &CompletionRef, argument: &str, value: &str)
+        -> Result<Completion, Error>;
+    fn set_log_level(&self, level: &str) -> Result<(), Error>;
+    fn subscribe(&self, uri: &str) -> Result<(), Error>;
+    fn unsubscribe(&self, uri: &str) -> Result<(), Error>;
     fn close(&self) -> Result<(), Error>;
     fn cancel_handle(&self) -> CancelHandle;
     fn session_id(&self) -> Option<String>;
@@ -87,6 +97,14 @@ macro_rules! forward {
             fn list_prompts(&self, c: Option<&str>) -> Result<PromptList, Error> { $($wrap)::*(<$client>::list_prompts(self, c)) }
             fn get_prompt(&self, n: &str, a: Option<Value>) -> Result<PromptResult, Error> { $($wrap)::*(<$client>::get_prompt(self, n, a)) }
             fn ping(&self) -> Result<(), Error> { $($wrap)::*(<$client>::ping(self)) }
+            fn all_resources(&self) -> Result<Vec<Resource>, Error> { $($wrap)::*(<$client>::all_resources(self)) }
+            fn all_prompts(&self) -> Result<Vec<Prompt>, Error> { $($wrap)::*(<$client>::all_prompts(self)) }
+            fn list_resource_templates(&self, c: Option<&str>) -> Result<ResourceTemplateList, Error> { $($wrap)::*(<$client>::list_resource_templates(self, c)) }
+            fn all_resource_templates(&self) -> Result<Vec<ResourceTemplate>, Error> { $($wrap)::*(<$client>::all_resource_templates(self)) }
+            fn complete(&self, r: &CompletionRef, a: &str, v: &str) -> Result<Completion, Error> { $($wrap)::*(<$client>::complete(self, r, a, v)) }
+            fn set_log_level(&self, l: &str) -> Result<(), Error> { $($wrap)::*(<$client>::set_log_level(self, l)) }
+            fn subscribe(&self, u: &str) -> Result<(), Error> { $($wrap)::*(<$client>::subscribe(self, u)) }
+            fn unsubscribe(&self, u: &str) -> Result<(), Error> { $($wrap)::*(<$client>::unsubscribe(self, u)) }
             fn close(&self) -> Result<(), Error> { $($wrap)::*(<$client>::close(self)) }
             fn cancel_handle(&self) -> CancelHandle { <$client>::cancel_handle(self) }
             fn session_id(&self) -> Option<String> { <$client>::session_id(self) }
@@ -575,6 +593,72 @@ pub fn cancel_and_timeout<C: Mcp>() {
     assert_eq!(c.generation(), 1);
 }
 
+/// Counts the `notifications/message` (log) notifications it is handed.
+struct CountLogs(Arc<AtomicUsize>);
+
+impl ServerHandler for CountLogs {
+    fn notification(&self, method: &str, _params: Option<Value>) {
+        if method == "notifications/message" {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// The typed calls beyond the five operations, on the handshake wire:
+/// resource templates (a page, every page, read through one), completion
+/// of a prompt's and of a template's argument, every page of resources
+/// and prompts, log messages reaching the handler, the log level and
+/// resource subscriptions. Neither server handles `logging/setLevel` nor
+/// `resources/subscribe` (Python's `MCPServer` registers no handler for
+/// them, the TypeScript SDK 1.32.2 server declares neither): their answer
+/// is the typed refusal.
+pub fn typed_extras<C: Mcp>(kind: Kind) {
+    let peer = Peer::start(kind);
+    let logs = Arc::new(AtomicUsize::new(0));
+    let c: C = builder(&peer)
+        .handler(CountLogs(logs.clone()))
+        .build()
+        .unwrap();
+    let page = c.list_resource_templates(None).unwrap();
+    assert!(page
+        .resource_templates
+        .iter()
+        .any(|t| t.uri_template == "greeting://{name}"));
+    let all = c.all_resource_templates().unwrap();
+    assert_eq!(all.len(), page.resource_templates.len());
+    let read = c.read_resource("greeting://Ada").unwrap();
+    assert_eq!(read.contents[0].text.as_deref(), Some("Hello, Ada!"));
+    let greet = CompletionRef::Prompt("greet".into());
+    assert_eq!(
+        c.complete(&greet, "name", "a").unwrap().values,
+        ["Ada", "Alan"]
+    );
+    let template = CompletionRef::Resource("greeting://{name}".into());
+    assert_eq!(
+        c.complete(&template, "name", "g").unwrap().values,
+        ["Grace"]
+    );
+    assert!(c
+        .all_resources()
+        .unwrap()
+        .iter()
+        .any(|r| r.uri == "counter://total"));
+    assert!(c.all_prompts().unwrap().iter().any(|p| p.name == "greet"));
+    let method_not_found = |r: Result<(), Error>| match r {
+        Err(Error::Rpc(e)) => assert_eq!(e.code, -32601, "{e:?}"),
+        other => panic!("expected method not found, got {other:?}"),
+    };
+    method_not_found(c.set_log_level("debug"));
+    method_not_found(c.subscribe("counter://total"));
+    if let Kind::Python { .. } = kind {
+        c.call_tool("slow", json!({"steps": 3})).unwrap();
+        assert!(
+            logs.load(Ordering::SeqCst) >= 3,
+            "the log messages reach the handler"
+        );
+    }
+}
+
 /// A body over the limit is a typed error; the next call works.
 pub fn oversize_body<C: Mcp>() {
     let peer = Peer::start(TS_JSON);
@@ -1025,6 +1109,14 @@ macro_rules! scenario_tests {
         #[test]
         fn bad_configuration_is_a_typed_error() {
             bad_configuration::<$c>();
+        }
+        #[test]
+        fn python_typed_extras() {
+            typed_extras::<$c>(PY_SSE);
+        }
+        #[test]
+        fn ts_typed_extras() {
+            typed_extras::<$c>(TS_SSE);
         }
         #[test]
         fn bearer_token_never_printed() {

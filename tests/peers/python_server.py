@@ -248,6 +248,26 @@ def greet(name: str) -> str:
     return f"Say hello to {name}."
 
 
+@app.resource("greeting://{name}")
+def greeting(name: str) -> str:
+    """A greeting for anyone: a resource template."""
+    return f"Hello, {name}!"
+
+
+NAMES = ["Ada", "Alan", "Barbara", "Grace"]
+
+
+@app.completion()
+async def complete(ref, argument, context):
+    """Names for the `name` argument of `greet` and of `greeting://{name}`."""
+    from mcp.types import Completion
+
+    if argument.name != "name":
+        return None
+    values = [n for n in NAMES if n.lower().startswith(argument.value.lower())]
+    return Completion(values=values, total=len(values), hasMore=False)
+
+
 class CountInitialize:
     """ASGI middleware counting JSON-RPC initialize requests in POST bodies."""
 

@@ -12,7 +12,8 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import express from 'express';
 import { z } from 'zod';
-import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { McpServer, ResourceTemplate } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { completable } from '@modelcontextprotocol/sdk/server/completable.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
 
@@ -83,8 +84,16 @@ function build() {
   });
   server.registerResource('counter', 'counter://total', { description: 'The persistent counter.' },
     async (uri) => ({ contents: [{ uri: uri.href, text: String(read('counter')) }] }));
-  server.registerPrompt('greet', { description: 'A greeting prompt.', argsSchema: { name: z.string() } },
-    ({ name }) => ({ messages: [{ role: 'user', content: { type: 'text', text: `Say hello to ${name}.` } }] }));
+  const NAMES = ['Ada', 'Alan', 'Barbara', 'Grace'];
+  const names = (value) => NAMES.filter((n) => n.toLowerCase().startsWith((value ?? '').toLowerCase()));
+  server.registerPrompt('greet', {
+    description: 'A greeting prompt.',
+    argsSchema: { name: completable(z.string(), names) },
+  }, ({ name }) => ({ messages: [{ role: 'user', content: { type: 'text', text: `Say hello to ${name}.` } }] }));
+  server.registerResource('greeting',
+    new ResourceTemplate('greeting://{name}', { list: undefined, complete: { name: names } }),
+    { description: 'A greeting for anyone: a resource template.' },
+    async (uri, { name }) => ({ contents: [{ uri: uri.href, text: `Hello, ${name}!` }] }));
   return server;
 }
 
