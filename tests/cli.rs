@@ -736,3 +736,31 @@ fn processes_sharing_a_redis_store_refresh_once_past_a_dead_holder() {
     // No lock left behind by the processes themselves.
     assert_eq!(redis.cli(&["KEYS", "*:lock"]), "");
 }
+
+/// A URL without its `/mcp` path answers 404 to everything: that is the
+/// wrong URL (exit 7, said so), not a lost session. The URL may come first,
+/// as the MCP Inspector takes it; `-v` says what it tried in words.
+#[test]
+fn a_wrong_path_says_so_and_the_url_may_come_first() {
+    let peer = Peer::start(PY);
+    let wrong = format!("http://127.0.0.1:{}/not-mcp", peer.port);
+    let run = mcpr(&[&wrong, "-v", "tools"]).expect(7);
+    assert!(run.stderr.contains("not an MCP endpoint"), "{}", run.stderr);
+    assert!(run.stderr.contains("often /mcp"), "{}", run.stderr);
+    assert!(run.stderr.contains("mcpr: wrong URL: "), "{}", run.stderr);
+    assert!(!run.stderr.contains("session lost"), "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("session not established"),
+        "{}",
+        run.stderr
+    );
+    // The right URL, first.
+    let run = mcpr(&[&peer.url(), "-v", "call", "echo", r#"{"text": "hi"}"#]).expect(0);
+    assert_eq!(run.stdout, "hi\n");
+    assert!(run.stderr.contains("speaking 2026-07-28"), "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("waiting for the new session"),
+        "{}",
+        run.stderr
+    );
+}

@@ -258,8 +258,20 @@ pub(crate) fn message_of(body: &[u8]) -> (Option<RpcError>, Cow<'_, str>) {
             let m = Cow::Owned(e.message.clone());
             (Some(e), m)
         }
+        // A web page says nothing a person can read on one line.
+        None if is_html(body) => (
+            None,
+            Cow::Owned(format!("an HTML page ({} bytes)", body.len())),
+        ),
         None => (None, String::from_utf8_lossy(&body[..body.len().min(4096)])),
     }
+}
+
+/// Whether a body is a web page (what a web server that is not MCP sends).
+pub(crate) fn is_html(body: &[u8]) -> bool {
+    let head = String::from_utf8_lossy(&body[..body.len().min(64)]).to_ascii_lowercase();
+    let head = head.trim_start();
+    head.starts_with("<!doctype html") || head.starts_with("<html")
 }
 
 /// Classifies one failed exchange.

@@ -121,6 +121,16 @@ pub enum CallError {
         /// The server's message, cut and cleaned.
         message: String,
     },
+    /// The URL answers, but not as an MCP endpoint: its `initialize` got a
+    /// 404 or 405 that is no JSON-RPC answer (a wrong path: MCP servers
+    /// usually answer at `/mcp`), or a web page.
+    #[error("not an MCP endpoint: HTTP {status} to initialize ({message}); is the URL's path right (often /mcp)?")]
+    NotMcpEndpoint {
+        /// The HTTP status.
+        status: u16,
+        /// What the server sent, cut and cleaned.
+        message: String,
+    },
     /// The engine was closed.
     #[error("client closed")]
     Closed,

@@ -78,12 +78,15 @@ impl Outcome {
             Outcome::Answer(Ok(_)) | Outcome::Accepted => {
                 CallError::Protocol(ProtocolError::NoResponse)
             }
-            Outcome::Status { status, body } => CallError::Http {
-                status,
-                message: crate::error::sanitize(&String::from_utf8_lossy(
-                    &body[..body.len().min(4096)],
-                )),
-            },
+            Outcome::Status { status, body } => {
+                let json_rpc = crate::jsonrpc::error_of_body(&body).is_some();
+                let message = crate::error::sanitize(&crate::classify::message_of(&body).1);
+                if matches!(status, 404 | 405) && !json_rpc || crate::classify::is_html(&body) {
+                    CallError::NotMcpEndpoint { status, message }
+                } else {
+                    CallError::Http { status, message }
+                }
+            }
             Outcome::Transport(t) => CallError::Transport {
                 kind: t.kind,
                 message: crate::error::sanitize(&t.message),

@@ -125,7 +125,8 @@ pub fn classify_call(e: &CallError) -> (Exit, &'static str) {
             | CallError::RefreshTimeout { .. }
             | CallError::CircuitOpen { .. }
             | CallError::Cancelled
-            | CallError::InitializeFailed(_) => classify_call(inner),
+            | CallError::InitializeFailed(_)
+            | CallError::NotMcpEndpoint { .. } => classify_call(inner),
             _ => (Exit::SessionLost, "session not established"),
         },
         CallError::NeedsReauth { .. }
@@ -142,6 +143,8 @@ pub fn classify_call(e: &CallError) -> (Exit, &'static str) {
         CallError::Transport { .. } => (Exit::Unreachable, "transport error"),
         CallError::Http { .. } => (Exit::Unreachable, "HTTP error"),
         CallError::Protocol(_) => (Exit::Unreachable, "protocol error"),
+        // Not a lost session: the wrong URL.
+        CallError::NotMcpEndpoint { .. } => (Exit::Unreachable, "wrong URL"),
         // The server answered: it asked for input that was not given, or
         // refused the headers.
         CallError::InputRefused { .. } => (Exit::ServerError, "input refused"),

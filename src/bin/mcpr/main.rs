@@ -19,14 +19,14 @@ use clap::Parser;
 use commands::Job;
 use exit::{Exit, Failure};
 use mcp_recovery::blocking::Client;
-use mcp_recovery::core::Action;
+use mcp_recovery::core::{Action, Recovery};
 use serde_json::Value;
 use std::process::ExitCode;
 use std::time::Duration;
 
 fn main() -> ExitCode {
     // Usage errors exit with clap's status 2, our "bad input".
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(url_first(std::env::args_os().collect()));
     interrupt::install();
     let exit = match cli.command {
         Command::Demo => demo::run(),
@@ -174,8 +174,27 @@ fn header(h: &str) -> Result<(&str, &str), Failure> {
     Ok((name, value))
 }
 
-/// `--verbose`: what the client decided, as it happens.
+/// `mcpr URL COMMAND ...` (the MCP Inspector's order) is
+/// `mcpr --url URL COMMAND ...`: a first argument that is an http(s) URL
+/// is the server's.
+fn url_first(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let is_url = args
+        .get(1)
+        .and_then(|a| a.to_str())
+        .is_some_and(|a| a.starts_with("http://") || a.starts_with("https://"));
+    if is_url {
+        args.insert(1, "--url".into());
+    }
+    args
+}
+
+/// Whether a session was ready once: a wait for a session after that is a
+/// reconnect worth a line, the first connect is not.
+static HAD_SESSION: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `--verbose`: what the client decided, as it happens, in words.
 fn log_recovery(action: &Action) {
+    use std::sync::atomic::Ordering;
     match action {
         Action::SignalReconnect { generation } => {
             eprintln!("mcpr: session lost: re-initializing (session #{generation})")
@@ -189,14 +208,26 @@ fn log_recovery(action: &Action) {
             let wire = if *stateless { "stateless" } else { "handshake" };
             eprintln!("mcpr: speaking {version} ({wire} wire): {reason}")
         }
-        Action::SessionReady { generation } => eprintln!("mcpr: session #{generation} ready"),
+        Action::SessionReady { generation } => {
+            HAD_SESSION.store(true, Ordering::Relaxed);
+            eprintln!("mcpr: session #{generation} ready")
+        }
         Action::Warning { message, .. } => eprintln!("mcpr: warning: {message}"),
         Action::SessionFailed { generation, error } => {
             eprintln!("mcpr: session #{generation} failed: {error}")
         }
-        Action::AwaitReady { .. } => eprintln!("mcpr: waiting for the new session"),
+        Action::AwaitReady { .. } if HAD_SESSION.load(Ordering::Relaxed) => {
+            eprintln!("mcpr: waiting for the new session")
+        }
         Action::RetryOnce { recovery, .. } => {
-            eprintln!("mcpr: retrying once after {recovery:?} recovery")
+            let after = match recovery {
+                Recovery::Auth => "a new token",
+                Recovery::Session => "a new session",
+                Recovery::Transport => "a connection failure",
+                Recovery::Version => "the server named its protocol revision",
+                _ => "a recovery",
+            };
+            eprintln!("mcpr: sending the call again after {after}")
         }
         _ => {}
     }
