@@ -166,6 +166,16 @@ impl TokenSource for StaticToken {
 /// Called while the response that carried the message is being read, never
 /// under a lock. Progress of a call goes to that call's callback instead.
 pub trait ServerHandler: Send + Sync {
+    /// The client capabilities this handler serves, declared to the
+    /// server (`initialize`, and every request's `_meta` on 2026-07-28):
+    /// `{"elicitation": {"form": {}}}` for a handler that answers
+    /// `elicitation/create`, `{"sampling": {}}`, `{"roots": {}}`. Merged
+    /// into the configured ones. A server asks only for what is declared
+    /// (a 2026-07-28 server refuses a tool that needs an undeclared one,
+    /// `-32021`). The default declares nothing.
+    fn capabilities(&self) -> Value {
+        Value::Object(serde_json::Map::new())
+    }
     /// A server request. The default refuses with "method not found".
     fn request(&self, method: &str, params: Option<Value>) -> Result<Value, RpcError> {
         let _ = params;
@@ -400,6 +410,17 @@ impl Settings {
             })?;
         }
         self.config.refresh_on_401 = self.credentials.can_refresh();
+        // What the handler serves is declared, next to what is configured
+        // (a configured entry wins).
+        if let Some(h) = &self.handler {
+            if let (Value::Object(declared), Value::Object(caps)) =
+                (h.capabilities(), &mut self.config.capabilities)
+            {
+                for (k, v) in declared {
+                    caps.entry(k).or_insert(v);
+                }
+            }
+        }
         Ok(())
     }
 

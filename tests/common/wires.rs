@@ -20,6 +20,9 @@ struct Confirm {
 }
 
 impl ServerHandler for Confirm {
+    fn capabilities(&self) -> Value {
+        json!({"elicitation": {"form": {}}})
+    }
     fn request(&self, method: &str, params: Option<Value>) -> Result<Value, RpcError> {
         assert_eq!(method, "elicitation/create");
         let message = params.as_ref().and_then(|p| p["message"].as_str());
@@ -35,13 +38,13 @@ impl ServerHandler for Confirm {
     }
 }
 
-/// A client that declares form elicitation and answers with `accept`.
+/// A client whose handler answers elicitation (declared by the handler
+/// itself) with `accept` or `decline`.
 fn asking<C: Mcp>(peer: &Peer, protocol: Protocol, accept: bool) -> C {
     ClientBuilder::new(&peer.url())
         .protocol(protocol)
         .read_timeout(Duration::from_secs(20))
         .handler(Confirm { accept })
-        .configure(|c| c.capabilities = json!({"elicitation": {"form": {}}}))
         .build()
         .unwrap()
 }
