@@ -9,8 +9,8 @@
 use crate::drive::{fetch, HttpLimits, Io};
 use crate::RefreshError;
 use mcp_recovery_core::oauth::{
-    self, BearerChallenge, Client, ClientAuth, Flow, FlowError, FlowParams, FlowStep, OAuthError,
-    TokenResponse,
+    self, Authorized, BearerChallenge, Client, ClientAuth, Flow, FlowError, FlowParams, FlowStep,
+    OAuthError, TokenResponse,
 };
 use mcp_recovery_core::{Token, TransportFailure};
 use serde::{Deserialize, Serialize};
@@ -472,30 +472,33 @@ impl OAuth {
                     let query = self.redirect(io, &listener, &state).await?;
                     flow.on_redirect(&query)
                 }
-                FlowStep::Done(done) => {
-                    let secret = match &done.client.auth {
-                        ClientAuth::Basic(s) | ClientAuth::Post(s) => {
-                            Some(s.header_value().to_owned())
-                        }
-                        _ => None,
-                    };
-                    let stored = StoredTokens {
-                        access_token: String::new(),
-                        refresh_token: None,
-                        expires_at: None,
-                        scope: done.scope,
-                        token_endpoint: done.token_endpoint,
-                        client_id: done.client.id,
-                        client_secret: secret,
-                        resource: done.resource,
-                        resource_indicator: Some(done.resource_indicator),
-                    };
-                    return self.save(io, stored, &done.tokens).await;
-                }
+                FlowStep::Done(done) => return self.store_authorized(io, *done).await,
                 FlowStep::Failed(e) => return Err(e.into()),
                 _ => return Err(OAuthError::Malformed("unknown flow step".into()).into()),
             };
         }
+    }
+
+    /// Stores what a finished flow got (the client, its secret, the
+    /// resource and the parameter it was asked with) and returns the
+    /// access token.
+    async fn store_authorized<I: Io>(&self, io: &I, done: Authorized) -> Result<Token, AuthError> {
+        let secret = match &done.client.auth {
+            ClientAuth::Basic(s) | ClientAuth::Post(s) => Some(s.header_value().to_owned()),
+            _ => None,
+        };
+        let stored = StoredTokens {
+            access_token: String::new(),
+            refresh_token: None,
+            expires_at: None,
+            scope: done.scope,
+            token_endpoint: done.token_endpoint,
+            client_id: done.client.id,
+            client_secret: secret,
+            resource: done.resource,
+            resource_indicator: Some(done.resource_indicator),
+        };
+        self.save(io, stored, &done.tokens).await
     }
 
     /// The client credentials grant: discovery, then the token endpoint;
@@ -520,20 +523,7 @@ impl OAuth {
                     Ok((status, body)) => flow.on_response(status, &body),
                     Err(failure) => flow.on_failure(failure),
                 },
-                FlowStep::Done(done) => {
-                    let stored = StoredTokens {
-                        access_token: String::new(),
-                        refresh_token: None,
-                        expires_at: None,
-                        scope: done.scope,
-                        token_endpoint: done.token_endpoint,
-                        client_id: done.client.id,
-                        client_secret: self.config.client_secret.clone(),
-                        resource: done.resource,
-                        resource_indicator: Some(done.resource_indicator),
-                    };
-                    return self.save(io, stored, &done.tokens).await;
-                }
+                FlowStep::Done(done) => return self.store_authorized(io, *done).await,
                 FlowStep::Failed(e) => return Err(e.into()),
                 _ => return Err(OAuthError::Malformed("unexpected flow step".into()).into()),
             };
