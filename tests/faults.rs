@@ -203,6 +203,26 @@ pub fn handshake_and_credential_faults<C: Mcp>() {
         1
     );
 
+    // A redirect to another origin is not followed: the bearer token never
+    // reaches it (nothing reaches it at all), and the call ends typed.
+    let elsewhere = FaultServer::start();
+    server.set(Fault::Good);
+    let c: C = builder(&server).bearer("s3cret-bearer").build().unwrap();
+    c.ping().unwrap();
+    server.set(Fault::RedirectTo(elsewhere.port));
+    match c.call_tool("echo", json!({"text": "hi"})) {
+        Err(e @ Error::Call(CallError::Http { status: 307, .. })) => {
+            assert!(!format!("{e} {e:?}").contains("s3cret"), "{e:?}")
+        }
+        other => panic!("expected HTTP 307, got {other:?}"),
+    }
+    assert_eq!(
+        elsewhere.requests(),
+        (0, 0),
+        "nothing went to the other origin"
+    );
+    server.set(Fault::Good);
+
     // A session id with a control character is refused, never adopted.
     let c: C = builder(&server).build().unwrap();
     fault_then_good(

@@ -381,11 +381,26 @@ impl Settings {
         let rest = url
             .strip_prefix("http://")
             .or_else(|| url.strip_prefix("https://"))
-            .ok_or_else(|| Error::Config(format!("not an http(s) URL: {url:?}")))?;
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "not an http(s) URL: {:?}",
+                    mcp_recovery_core::redact_url(url)
+                ))
+            })?;
         let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
         let host = authority.rsplit('@').next().unwrap_or("");
         if host.is_empty() || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(Error::Config(format!("bad URL {url:?}")));
+            return Err(Error::Config(format!(
+                "bad URL {:?}",
+                mcp_recovery_core::redact_url(url)
+            )));
+        }
+        if authority.contains('@') {
+            // One HTTP stack would send it as Basic credentials, another
+            // drop it; a credential in a URL also ends up in logs.
+            return Err(Error::Config(
+                "credentials in the URL (user:password@): use bearer(), header() or OAuth".into(),
+            ));
         }
         if self
             .config
@@ -848,6 +863,17 @@ mod tests {
         assert!(ClientBuilder::<Dummy>::new("https://h.example/mcp")
             .build()
             .is_ok());
+        // Credentials never ride in the URL, and a refused URL is never
+        // echoed with them.
+        for url in [
+            "https://user:s3cret@h.example/mcp",
+            "https://h.example/mcp?key=s3cret x",
+        ] {
+            match ClientBuilder::<Dummy>::new(url).build() {
+                Err(Error::Config(m)) => assert!(!m.contains("s3cret"), "{m}"),
+                other => panic!("{url}: {:?}", other.err()),
+            }
+        }
         // OAuth tokens never go in cleartext to a host on the network.
         let oauth = || crate::oauth::OAuthConfig::new(crate::oauth::MemoryTokenStore::default());
         for (url, ok) in [

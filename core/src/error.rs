@@ -217,7 +217,7 @@ pub(crate) fn sanitize(msg: &str) -> String {
 
 /// A URL fit for a message: no userinfo (`user:pass@`), no query (`?key=`),
 /// no fragment, cut and cleaned like any server text.
-pub(crate) fn redact_url(raw: &str) -> String {
+pub fn redact_url(raw: &str) -> String {
     let redacted = match url::Url::parse(raw) {
         Ok(mut u) => {
             let had_query = u.query().is_some();

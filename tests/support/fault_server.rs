@@ -53,6 +53,9 @@ pub enum Fault {
     /// `tools/list` answered with 500 tools of 1 KiB descriptions (about
     /// 600 KB a page) and a fresh cursor, every time, forever.
     EndlessPages,
+    /// Everything but the handshake answered `307 Temporary Redirect` to
+    /// the same path on another port (another origin).
+    RedirectTo(u16),
     /// A good answer to `tools/call` as an event stream that the server then
     /// keeps open (against the spec's SHOULD close) until
     /// [`FaultServer::release`], at most 10 s.
@@ -63,6 +66,10 @@ struct State {
     fault: Fault,
     sessions: u64,
     session: Option<String>,
+    /// Requests that reached this server at all, and those with an
+    /// `Authorization` header.
+    requests: u64,
+    authorized: u64,
 }
 
 /// The server; stops accepting when dropped (its threads end with their
@@ -90,6 +97,8 @@ impl FaultServer {
             fault: Fault::Good,
             sessions: 0,
             session: None,
+            requests: 0,
+            authorized: 0,
         }));
         let initializes = Arc::new(AtomicU64::new(0));
         let token_requests = Arc::new(AtomicU64::new(0));
@@ -131,6 +140,12 @@ impl FaultServer {
 
     pub fn set(&self, fault: Fault) {
         self.state.lock().unwrap().fault = fault;
+    }
+
+    /// Requests received so far, and how many carried `Authorization`.
+    pub fn requests(&self) -> (u64, u64) {
+        let s = self.state.lock().unwrap();
+        (s.requests, s.authorized)
     }
 }
 
@@ -208,7 +223,14 @@ fn serve(
     let mut out = conn.try_clone().expect("clone");
     let mut reader = BufReader::new(conn);
     while let Some(req) = read_request(&mut reader) {
-        let fault = state.lock().unwrap().fault;
+        let fault = {
+            let mut s = state.lock().unwrap();
+            s.requests += 1;
+            if req.header("authorization").is_some() {
+                s.authorized += 1;
+            }
+            s.fault
+        };
         if req.path == "/token" && fault == Fault::TokenTrickle {
             tokens.fetch_add(1, Ordering::SeqCst);
             let head =
@@ -287,6 +309,15 @@ fn serve(
                 // Linger 0: the close is a reset, not a clean end.
                 let _ = socket2_reset(&out);
                 return;
+            }
+            Fault::RedirectTo(port) if !is_handshake(&method) => {
+                let location = format!("http://127.0.0.1:{port}/mcp");
+                respond(
+                    &mut out,
+                    "307 Temporary Redirect",
+                    &[("location", location.as_str())],
+                    b"",
+                );
             }
             Fault::Always404 if in_session => {
                 let body = json!({"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"Session not found"}});
