@@ -204,7 +204,8 @@ impl Peer {
         self.spawn();
     }
 
-    fn count(&self, name: &str) -> u64 {
+    /// A counter file the peer keeps (`set_level`, `subscribe`...).
+    pub fn count(&self, name: &str) -> u64 {
         std::fs::read_to_string(self.state.join(name))
             .ok()
             .and_then(|s| s.trim().parse().ok())

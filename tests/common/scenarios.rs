@@ -608,10 +608,9 @@ impl ServerHandler for CountLogs {
 /// resource templates (a page, every page, read through one), completion
 /// of a prompt's and of a template's argument, every page of resources
 /// and prompts, log messages reaching the handler, the log level and
-/// resource subscriptions. Neither server handles `logging/setLevel` nor
-/// `resources/subscribe` (Python's `MCPServer` registers no handler for
-/// them, the TypeScript SDK 1.32.2 server declares neither): their answer
-/// is the typed refusal.
+/// resource subscriptions (the Python peer serves them through its
+/// low-level server; the TypeScript SDK 1.32.2 server declares neither:
+/// its answer is the typed refusal).
 pub fn typed_extras<C: Mcp>(kind: Kind) {
     let peer = Peer::start(kind);
     let logs = Arc::new(AtomicUsize::new(0));
@@ -648,14 +647,27 @@ pub fn typed_extras<C: Mcp>(kind: Kind) {
         Err(Error::Rpc(e)) => assert_eq!(e.code, -32601, "{e:?}"),
         other => panic!("expected method not found, got {other:?}"),
     };
-    method_not_found(c.set_log_level("debug"));
-    method_not_found(c.subscribe("counter://total"));
     if let Kind::Python { .. } = kind {
+        c.set_log_level("debug").unwrap();
+        c.subscribe("counter://total").unwrap();
+        c.unsubscribe("counter://total").unwrap();
+        assert_eq!(
+            (
+                peer.count("set_level"),
+                peer.count("subscribe"),
+                peer.count("unsubscribe")
+            ),
+            (1, 1, 1),
+            "each reached the server once"
+        );
         c.call_tool("slow", json!({"steps": 3})).unwrap();
         assert!(
             logs.load(Ordering::SeqCst) >= 3,
             "the log messages reach the handler"
         );
+    } else {
+        method_not_found(c.set_log_level("debug"));
+        method_not_found(c.subscribe("counter://total"));
     }
 }
 

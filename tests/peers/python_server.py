@@ -254,6 +254,35 @@ def greeting(name: str) -> str:
     return f"Hello, {name}!"
 
 
+# MCPServer registers no handler for these two (handshake-wire) methods;
+# the low-level server takes them. Each call counts in a file.
+import mcp_types
+from mcp.server.lowlevel.server import HandlerEntry
+
+
+async def set_level(ctx, params):
+    bump("set_level")
+    return mcp_types.EmptyResult()
+
+
+async def subscribe(ctx, params):
+    bump("subscribe")
+    return mcp_types.EmptyResult()
+
+
+async def unsubscribe(ctx, params):
+    bump("unsubscribe")
+    return mcp_types.EmptyResult()
+
+
+for method, model, handler in [
+    ("logging/setLevel", mcp_types.SetLevelRequestParams, set_level),
+    ("resources/subscribe", mcp_types.SubscribeRequestParams, subscribe),
+    ("resources/unsubscribe", mcp_types.UnsubscribeRequestParams, unsubscribe),
+]:
+    app._lowlevel_server._request_handlers[method] = HandlerEntry(model, handler)
+
+
 NAMES = ["Ada", "Alan", "Barbara", "Grace"]
 
 
