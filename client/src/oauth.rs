@@ -296,6 +296,10 @@ pub struct OAuthConfig {
     /// MCP's SEP-1046): the pre-registered client gets tokens for itself,
     /// again whenever they run out; no browser, no opener.
     pub client_credentials: bool,
+    /// With the client credentials grant: authenticate with a signed JWT
+    /// (`private_key_jwt`) instead of a secret
+    /// ([`OAuthConfig::client_credentials_jwt`]).
+    pub client_assertion: Option<Arc<oauth::AssertionSigner>>,
 }
 
 /// Shows a person an authorization URL (opens a browser, prints it...). It
@@ -316,7 +320,56 @@ impl OAuthConfig {
             store: Arc::new(store),
             opener: None,
             client_credentials: false,
+            client_assertion: None,
         }
+    }
+
+    /// Authorizes as the pre-registered client `id` itself (the client
+    /// credentials grant) with a signed JWT (`private_key_jwt`, RFC 7523)
+    /// instead of a secret: ES256 with the P-256 key in
+    /// `private_key_pem` (PKCS#8 PEM). Each token request gets a fresh
+    /// assertion (60 s of life, a random `jti`) for the authorization
+    /// server's issuer.
+    pub fn client_credentials_jwt(
+        mut self,
+        id: &str,
+        private_key_pem: &str,
+    ) -> Result<Self, AuthError> {
+        let der = pem_body(private_key_pem).ok_or(AuthError::Key("not a PEM private key"))?;
+        let rng = ring::rand::SystemRandom::new();
+        let key = ring::signature::EcdsaKeyPair::from_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &der,
+            &rng,
+        )
+        .map_err(|_| AuthError::Key("not a PKCS#8 P-256 key"))?;
+        let client_id = id.to_owned();
+        let sign = move |audience: &str| -> Result<String, String> {
+            let now = now_unix();
+            let jti = random_token(16).map_err(|e| e.to_string())?;
+            let header = serde_json::json!({"alg": "ES256", "typ": "JWT"});
+            let claims = serde_json::json!({
+                "iss": client_id, "sub": client_id, "aud": audience,
+                "iat": now, "exp": now + 60, "jti": jti,
+            });
+            let input = format!(
+                "{}.{}",
+                oauth::base64(header.to_string().as_bytes(), true),
+                oauth::base64(claims.to_string().as_bytes(), true)
+            );
+            let signature = key
+                .sign(&rng, input.as_bytes())
+                .map_err(|_| "signing failed".to_owned())?;
+            Ok(format!(
+                "{input}.{}",
+                oauth::base64(signature.as_ref(), true)
+            ))
+        };
+        self.client_id = Some(id.to_owned());
+        self.client_secret = None;
+        self.client_credentials = true;
+        self.client_assertion = Some(Arc::new(sign));
+        Ok(self)
     }
 
     /// Authorizes as the pre-registered client `id` itself, with the
@@ -372,6 +425,10 @@ pub enum AuthError {
     /// The loopback listener for the redirect failed.
     #[error("redirect listener: {0}")]
     Listener(std::io::Error),
+    /// The client's private key is not one this client can sign with (a
+    /// PKCS#8 PEM P-256 key for ES256). Never shows the key.
+    #[error("client key: {0}")]
+    Key(&'static str),
 }
 
 /// OAuth for one MCP server: where its client's tokens come from, their
@@ -388,6 +445,17 @@ fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// The DER inside a PEM block (`-----BEGIN ...-----` lines dropped).
+fn pem_body(pem: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let body: String = pem
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("-----"))
+        .collect();
+    base64::engine::general_purpose::STANDARD.decode(body).ok()
 }
 
 fn random_token(bytes: usize) -> Result<String, AuthError> {
@@ -516,6 +584,9 @@ impl OAuth {
         params.scope.clone_from(&self.config.scope);
         params.client_id.clone_from(&self.config.client_id);
         params.client_secret.clone_from(&self.config.client_secret);
+        params
+            .client_assertion
+            .clone_from(&self.config.client_assertion);
         let (mut flow, mut step) = Flow::start(params);
         loop {
             step = match step {
@@ -810,6 +881,66 @@ mod tests {
         symlink(&path, &link).unwrap();
         assert!(FileTokenStore::new(&link).load().is_none());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_client_assertion_is_an_es256_jwt_the_public_key_verifies() {
+        use ring::signature::{EcdsaKeyPair, KeyPair, UnparsedPublicKey, ECDSA_P256_SHA256_FIXED};
+        let rng = ring::rand::SystemRandom::new();
+        let alg = &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING;
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(alg, &rng).unwrap();
+        let public = EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref(), &rng)
+            .unwrap()
+            .public_key()
+            .as_ref()
+            .to_vec();
+        let pem = format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            oauth::base64(pkcs8.as_ref(), false)
+        );
+        let config = OAuthConfig::new(MemoryTokenStore::default())
+            .client_credentials_jwt("svc", &pem)
+            .unwrap();
+        assert!(config.client_credentials && config.client_secret.is_none());
+        let sign = config.client_assertion.clone().unwrap();
+        let jwt = sign("https://as.example").unwrap();
+        let parts: Vec<&str> = jwt.split('.').collect();
+        assert_eq!(parts.len(), 3);
+        let decode = |s: &str| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(s)
+                .unwrap()
+        };
+        let header: serde_json::Value = serde_json::from_slice(&decode(parts[0])).unwrap();
+        let claims: serde_json::Value = serde_json::from_slice(&decode(parts[1])).unwrap();
+        assert_eq!(header["alg"], "ES256");
+        assert_eq!(
+            (claims["iss"].as_str(), claims["sub"].as_str()),
+            (Some("svc"), Some("svc"))
+        );
+        assert_eq!(claims["aud"], "https://as.example");
+        assert_eq!(
+            claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
+            60
+        );
+        UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &public)
+            .verify(
+                format!("{}.{}", parts[0], parts[1]).as_bytes(),
+                &decode(parts[2]),
+            )
+            .expect("the signature verifies");
+        // Each assertion is new (its jti).
+        assert_ne!(sign("https://as.example").unwrap(), jwt);
+        // Not a key: a typed error that shows nothing of it.
+        let e = OAuthConfig::new(MemoryTokenStore::default())
+            .client_credentials_jwt(
+                "svc",
+                "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----",
+            )
+            .err()
+            .unwrap();
+        assert!(matches!(e, AuthError::Key(_)), "{e}");
     }
 
     #[test]

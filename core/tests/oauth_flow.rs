@@ -434,3 +434,43 @@ fn the_client_credentials_grant_needs_no_person() {
         FlowStep::Failed(_)
     ));
 }
+
+#[test]
+fn a_client_assertion_is_signed_for_the_issuer_and_sent_instead_of_a_secret() {
+    let mut p = FlowParams::new(SERVER, REDIRECT);
+    p.client_credentials = true;
+    p.client_id = Some("svc".into());
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = asked.clone();
+    p.client_assertion = Some(std::sync::Arc::new(move |aud: &str| {
+        seen.lock().unwrap().push(aud.to_owned());
+        Ok("header.claims.signature".to_owned())
+    }));
+    let (mut flow, step) = Flow::start(p);
+    fetch(step);
+    fetch(flow.on_response(200, &prm()));
+    let token = fetch(flow.on_response(
+        200,
+        &asm(json!({
+        "token_endpoint_auth_methods_supported": ["private_key_jwt"]})),
+    ));
+    assert_eq!(
+        *asked.lock().unwrap(),
+        [AS.to_owned()],
+        "signed for the issuer"
+    );
+    let form = String::from_utf8(token.body.clone()).unwrap();
+    assert!(form.contains("grant_type=client_credentials"), "{form}");
+    assert!(form.contains(
+        "client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer"
+    ), "{form}");
+    assert!(
+        form.contains("client_assertion=header.claims.signature"),
+        "{form}"
+    );
+    assert!(token.header("authorization").is_none());
+    assert!(
+        !format!("{token:?}").contains("signature"),
+        "the assertion is a secret"
+    );
+}

@@ -27,6 +27,9 @@
 use super::*;
 use crate::http::TransportFailure;
 
+/// Makes a signed client assertion for an audience, or says why it cannot.
+pub type AssertionSigner = dyn Fn(&str) -> Result<String, String> + Send + Sync;
+
 /// What a flow starts from. `Debug` does not show the client secret, the
 /// verifier or the state.
 #[derive(Clone)]
@@ -59,6 +62,11 @@ pub struct FlowParams {
     pub code_challenge: String,
     /// The state the redirect must carry back (random).
     pub state: String,
+    /// Signs a client assertion (`private_key_jwt`) for an audience (the
+    /// authorization server's issuer): the client authenticates with it
+    /// instead of a secret. The caller makes it (it needs a clock, a key
+    /// and randomness); the flow asks once it knows the audience.
+    pub client_assertion: Option<Arc<AssertionSigner>>,
     /// The client credentials grant instead of a person's authorization:
     /// discovery, then a token for the pre-registered client itself (no
     /// browser, no redirect).
@@ -95,6 +103,7 @@ impl FlowParams {
             verifier: String::new(),
             code_challenge: String::new(),
             state: String::new(),
+            client_assertion: None,
             client_credentials: false,
         }
     }
@@ -539,7 +548,19 @@ impl Flow {
             })
         });
         let methods = &asm.token_endpoint_auth_methods_supported;
-        let client = Client::with_secret(&id, self.params.client_secret.as_deref(), methods);
+        let client = match &self.params.client_assertion {
+            Some(sign) => match sign(&asm.issuer) {
+                Ok(jwt) => Client {
+                    id: id.clone(),
+                    auth: ClientAuth::Assertion(Token::raw(&jwt)),
+                },
+                Err(why) => {
+                    let e = OAuthError::Malformed(format!("client assertion: {why}"));
+                    return self.fail(e.into());
+                }
+            },
+            None => Client::with_secret(&id, self.params.client_secret.as_deref(), methods),
+        };
         let request = client_credentials_request(
             &asm.token_endpoint,
             &client,

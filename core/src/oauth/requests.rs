@@ -13,6 +13,9 @@ pub enum ClientAuth {
     Basic(Token),
     /// The secret in the body (`client_secret_post`).
     Post(Token),
+    /// A signed JWT assertion (`private_key_jwt`, RFC 7523), made for one
+    /// token request.
+    Assertion(Token),
 }
 
 impl fmt::Debug for ClientAuth {
@@ -21,6 +24,7 @@ impl fmt::Debug for ClientAuth {
             ClientAuth::None => "None",
             ClientAuth::Basic(_) => "Basic(<redacted>)",
             ClientAuth::Post(_) => "Post(<redacted>)",
+            ClientAuth::Assertion(_) => "Assertion(<redacted>)",
         })
     }
 }
@@ -86,6 +90,14 @@ pub(super) fn token_request(
     let mut pairs: Vec<(&str, &str)> = pairs;
     match &client.auth {
         ClientAuth::None => pairs.push(("client_id", &client.id)),
+        ClientAuth::Assertion(jwt) => {
+            pairs.push(("client_id", &client.id));
+            pairs.push((
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ));
+            pairs.push(("client_assertion", jwt.header_value()));
+        }
         ClientAuth::Post(s) => {
             pairs.push(("client_id", &client.id));
             pairs.push(("client_secret", s.header_value()));

@@ -170,6 +170,19 @@ fn oauth_config(scenario: &str) -> Result<OAuthConfig, Failure> {
     let config = config.opener(|url| Opener::Follow.open(url));
     let mut config = auth::settings(config, &args, Opener::Follow);
     config.client_name = "mcpr-conformance".into();
+    // A signed JWT instead of a secret (private_key_jwt), where the runner
+    // gives the key.
+    if let (Some(id), Some(pem), Some("ES256")) = (
+        field("client_id"),
+        field("private_key_pem"),
+        field("signing_algorithm"),
+    ) {
+        if scenario.starts_with("auth/client-credentials-") {
+            config = config
+                .client_credentials_jwt(id, pem)
+                .map_err(|e| Failure::input(e.to_string()))?;
+        }
+    }
     Ok(config)
 }
 
