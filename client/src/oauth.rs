@@ -500,13 +500,18 @@ impl OAuth {
         open: &(dyn Fn(&str) + Sync),
         step_up: bool,
     ) -> Result<Token, AuthError> {
-        if self.config.client_credentials {
-            return self.client_credentials(io, limits, challenge).await;
-        }
-        let (listener, port) = io
-            .bind_loopback(self.config.redirect_port)
-            .map_err(AuthError::Listener)?;
-        let redirect_uri = format!("http://127.0.0.1:{port}/callback");
+        // The client credentials grant sends nobody anywhere: no listener.
+        let listener = match self.config.client_credentials {
+            true => None,
+            false => Some(
+                io.bind_loopback(self.config.redirect_port)
+                    .map_err(AuthError::Listener)?,
+            ),
+        };
+        let redirect_uri = match &listener {
+            Some((_, port)) => format!("http://127.0.0.1:{port}/callback"),
+            None => "http://127.0.0.1/unused".to_owned(),
+        };
         let verifier = random_token(32)?;
         let code_challenge = oauth::base64(&Sha256::digest(verifier.as_bytes()), true);
         let state = random_token(16)?;
@@ -528,6 +533,10 @@ impl OAuth {
             .client_metadata_url
             .clone_from(&self.config.client_metadata_url);
         params.client_name.clone_from(&self.config.client_name);
+        params.client_credentials = self.config.client_credentials;
+        params
+            .client_assertion
+            .clone_from(&self.config.client_assertion);
         let (mut flow, mut step) = Flow::start(params);
         loop {
             step = match step {
@@ -536,8 +545,11 @@ impl OAuth {
                     Err(failure) => flow.on_failure(failure),
                 },
                 FlowStep::Open(url) => {
+                    let Some((listener, _)) = &listener else {
+                        return Err(OAuthError::Malformed("no redirect expected".into()).into());
+                    };
                     open(&url);
-                    let query = self.redirect(io, &listener, &state).await?;
+                    let query = self.redirect(io, listener, &state).await?;
                     flow.on_redirect(&query)
                 }
                 FlowStep::Done(done) => return self.store_authorized(io, *done).await,
@@ -569,36 +581,15 @@ impl OAuth {
         self.save(io, stored, &done.tokens).await
     }
 
-    /// The client credentials grant: discovery, then the token endpoint;
-    /// the tokens stored like any others.
+    /// The client credentials grant: discovery, then the token endpoint
+    /// (the same flow, with nobody to send anywhere).
     async fn client_credentials<I: Io>(
         &self,
         io: &I,
         limits: HttpLimits,
         challenge: Option<&str>,
     ) -> Result<Token, AuthError> {
-        // No redirect happens; the URI only fills the parameters.
-        let mut params = FlowParams::new(&self.server_url, "http://127.0.0.1/unused");
-        params.client_credentials = true;
-        params.challenge = challenge.map(str::to_owned);
-        params.scope.clone_from(&self.config.scope);
-        params.client_id.clone_from(&self.config.client_id);
-        params.client_secret.clone_from(&self.config.client_secret);
-        params
-            .client_assertion
-            .clone_from(&self.config.client_assertion);
-        let (mut flow, mut step) = Flow::start(params);
-        loop {
-            step = match step {
-                FlowStep::Fetch(request) => match fetch(io, &request, limits).await {
-                    Ok((status, body)) => flow.on_response(status, &body),
-                    Err(failure) => flow.on_failure(failure),
-                },
-                FlowStep::Done(done) => return self.store_authorized(io, *done).await,
-                FlowStep::Failed(e) => return Err(e.into()),
-                _ => return Err(OAuthError::Malformed("unexpected flow step".into()).into()),
-            };
-        }
+        self.authorize(io, limits, challenge, &|_| {}, false).await
     }
 
     /// Waits for the browser's GET of the redirect URI on `listener`, at
