@@ -22,34 +22,40 @@ fn tokens(access: &str) -> StoredTokens {
 #[test]
 fn a_holder_whose_lock_expired_cannot_overwrite_its_successor() {
     let redis = Redis::start();
-    let slow = RedisTokenStore::new(&redis.url(), "t")
+    // One store shared by two holders (two clients of one process, or two
+    // processes: the fencing token is each holder's own, never the store's).
+    let store = RedisTokenStore::new(&redis.url(), "t")
         .unwrap()
         .lock_ttl(Duration::from_millis(200));
-    let next = RedisTokenStore::new(&redis.url(), "t").unwrap();
-    assert!(slow.load().is_none());
+    let other = RedisTokenStore::new(&redis.url(), "t").unwrap();
+    assert!(store.load().is_none());
 
-    let stale = slow.lock(Duration::from_secs(1)).unwrap().expect("a lock");
+    let stale = store.lock(Duration::from_secs(1)).unwrap().expect("a lock");
     // While it is held, nobody else gets it.
-    let e = next.lock(Duration::from_millis(50)).unwrap_err();
+    let e = other.lock(Duration::from_millis(50)).unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
-    // The holder stalls past its lock's life; the next process takes over
-    // and saves.
+    // The holder stalls past its lock's life; the next holder takes over
+    // (through the same store) and saves.
     std::thread::sleep(Duration::from_millis(300));
-    let fresh = next.lock(Duration::from_secs(1)).unwrap().expect("a lock");
-    next.save(&tokens("new")).unwrap();
-    // The stalled holder's save is refused: it would lose the new tokens.
-    let e = slow.save(&tokens("old")).unwrap_err();
+    let fresh = store.lock(Duration::from_secs(1)).unwrap().expect("a lock");
+    store.save_locked(&fresh, &tokens("new")).unwrap();
+    // The stalled holder's save is refused, while the successor holds the
+    // lock and after it released it: it would lose the new tokens.
+    let e = store.save_locked(&stale, &tokens("old")).unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
-    assert_eq!(next.load().unwrap().access_token, "new");
-    // Releasing an expired lock leaves the successor's alone.
-    drop(stale);
-    assert_eq!(redis.cli(&["EXISTS", "t:lock"]), "1");
     drop(fresh);
     assert_eq!(redis.cli(&["EXISTS", "t:lock"]), "0");
+    assert!(store.save_locked(&stale, &tokens("old")).is_err());
+    assert_eq!(other.load().unwrap().access_token, "new");
+    // Releasing an expired lock leaves a successor's alone.
+    let third = other.lock(Duration::from_secs(1)).unwrap().expect("a lock");
+    drop(stale);
+    assert_eq!(redis.cli(&["EXISTS", "t:lock"]), "1");
+    drop(third);
     // Without a lock, a save is a plain write; Debug shows no secret.
-    slow.save(&tokens("later")).unwrap();
-    assert_eq!(next.load().unwrap().access_token, "later");
-    let shown = format!("{slow:?}");
+    store.save(&tokens("later")).unwrap();
+    assert_eq!(other.load().unwrap().access_token, "later");
+    let shown = format!("{store:?}");
     assert!(
         !shown.contains("later") && !shown.contains("redis.sock"),
         "{shown}"

@@ -82,15 +82,28 @@ pub trait TokenStore: Send + Sync {
         let _ = wait;
         Ok(None)
     }
+    /// Saves under `lock` (from [`TokenStore::lock`]): a store whose lock
+    /// can expire under its holder (Redis) saves only while `lock` is
+    /// still held, so a holder that stalled past it never overwrites its
+    /// successor. The default is [`TokenStore::save`].
+    fn save_locked(&self, lock: &StoreLock, tokens: &StoredTokens) -> std::io::Result<()> {
+        let _ = lock;
+        self.save(tokens)
+    }
 }
 
 /// A held store lock; dropping it releases it.
-pub struct StoreLock(#[allow(dead_code)] Box<dyn Send + Sync>);
+pub struct StoreLock(Box<dyn std::any::Any + Send + Sync>);
 
 impl StoreLock {
     /// A lock held for as long as `guard` lives.
-    pub fn new(guard: impl Send + Sync + 'static) -> Self {
+    pub fn new(guard: impl std::any::Any + Send + Sync) -> Self {
         StoreLock(Box::new(guard))
+    }
+
+    /// The guard, for the store that made it (its fencing token).
+    pub fn guard<T: 'static>(&self) -> Option<&T> {
+        self.0.downcast_ref()
     }
 }
 
@@ -185,7 +198,9 @@ impl TokenStore for FileTokenStore {
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let file = options.open(PathBuf::from(name))?;
-        let until = Instant::now() + wait;
+        let until = Instant::now()
+            .checked_add(wait)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
         loop {
             match file.try_lock() {
                 Ok(()) => return Ok(Some(StoreLock::new(file))),
@@ -204,6 +219,8 @@ impl TokenStore for FileTokenStore {
     }
 
     fn load(&self) -> Option<StoredTokens> {
+        // A file others could have planted is not taken.
+        check_private_dir(self.dir()).ok()?;
         let meta = std::fs::symlink_metadata(&self.path).ok()?;
         if !meta.file_type().is_file() {
             return None;
@@ -439,6 +456,8 @@ pub(crate) struct OAuth {
     /// The access token last handed to the engine: a refresh asked for
     /// finds another in the store when another process refreshed first.
     handed: Mutex<Option<String>>,
+    /// When that token expires (Unix seconds), if known.
+    expiry: Mutex<Option<u64>>,
 }
 
 fn now_unix() -> u64 {
@@ -482,6 +501,7 @@ impl OAuth {
             server_url: server_url.to_owned(),
             config,
             handed: Mutex::new(None),
+            expiry: Mutex::new(None),
         }
     }
 
@@ -589,7 +609,9 @@ impl OAuth {
         limits: HttpLimits,
         challenge: Option<&str>,
     ) -> Result<Token, AuthError> {
-        self.authorize(io, limits, challenge, &|_| {}, false).await
+        let step_up = challenge.is_some_and(insufficient);
+        self.authorize(io, limits, challenge, &|_| {}, step_up)
+            .await
     }
 
     /// Waits for the browser's GET of the redirect URI on `listener`, at
@@ -637,8 +659,20 @@ impl OAuth {
     async fn save<I: Io>(
         &self,
         io: &I,
+        base: StoredTokens,
+        answer: &TokenResponse,
+    ) -> Result<Token, AuthError> {
+        self.save_under(io, base, answer, None).await
+    }
+
+    /// [`OAuth::save`], under the store's lock when one is held (which is
+    /// released once the save is done).
+    async fn save_under<I: Io>(
+        &self,
+        io: &I,
         mut base: StoredTokens,
         answer: &TokenResponse,
+        lock: Option<StoreLock>,
     ) -> Result<Token, AuthError> {
         let access = answer.access_token.header_value();
         base.access_token = access.strip_prefix("Bearer ").unwrap_or(access).to_owned();
@@ -650,9 +684,18 @@ impl OAuth {
             base.scope = answer.scope.clone();
         }
         let store = self.config.store.clone();
-        let access = base.access_token.clone();
-        io.blocking(move || store.save(&base)).await?;
+        let (access, expires_at) = (base.access_token.clone(), base.expires_at);
+        io.blocking(move || {
+            let saved = match &lock {
+                Some(l) => store.save_locked(l, &base),
+                None => store.save(&base),
+            };
+            drop(lock);
+            saved
+        })
+        .await?;
         self.hand(&access);
+        *self.expiry.lock().unwrap_or_else(PoisonError::into_inner) = expires_at;
         Ok(answer.access_token.clone())
     }
 
@@ -682,7 +725,9 @@ impl OAuth {
             && stored.expires_at.is_none_or(|at| at > now_unix() + 5);
         if refreshed_elsewhere {
             self.hand(&stored.access_token);
-            drop(guard);
+            *self.expiry.lock().unwrap_or_else(PoisonError::into_inner) = stored.expires_at;
+            // Releasing may talk to the store: off the caller's path.
+            io.blocking(move || drop(guard)).await;
             return Ok(Token::bearer(&stored.access_token));
         }
         let refresh = stored
@@ -705,17 +750,21 @@ impl OAuth {
         let (status, body) = fetch(io, &request, limits)
             .await
             .map_err(|e| RefreshError::Failed(AuthError::Transport(e).to_string()))?;
-        let outcome = match oauth::parse_token_response(status, &body) {
+        match oauth::parse_token_response(status, &body) {
+            // Saved under the lock, which is released right after, off the
+            // caller's path: the next process finds the new tokens.
             Ok(tokens) => self
-                .save(io, stored, &tokens)
+                .save_under(io, stored, &tokens, guard)
                 .await
                 .map_err(|e| RefreshError::Failed(e.to_string())),
-            Err(e) if e.needs_reauth() => Err(RefreshError::NeedsReauth(e.to_string())),
-            Err(e) => Err(RefreshError::Failed(e.to_string())),
-        };
-        // Saved (or failed) before the next process looks.
-        drop(guard);
-        outcome
+            Err(e) => {
+                io.blocking(move || drop(guard)).await;
+                Err(match e.needs_reauth() {
+                    true => RefreshError::NeedsReauth(e.to_string()),
+                    false => RefreshError::Failed(e.to_string()),
+                })
+            }
+        }
     }
 
     /// The refresh the engine asks for after a 401 (or before expiry), or
@@ -777,6 +826,7 @@ impl OAuth {
     pub fn token(&self) -> Option<Token> {
         let t = self.token_for_this_server()?;
         self.hand(&t.access_token);
+        *self.expiry.lock().unwrap_or_else(PoisonError::into_inner) = t.expires_at;
         Some(Token::bearer(&t.access_token))
     }
 
@@ -785,9 +835,11 @@ impl OAuth {
         *self.handed.lock().unwrap_or_else(PoisonError::into_inner) = Some(access.to_owned());
     }
 
-    /// How long the stored access token has left, when known.
+    /// How long the access token in use has left, when known: kept from
+    /// when it was read or saved, so asking never touches the store (the
+    /// client asks under its own lock, and a store may block).
     pub fn expires_in(&self) -> Option<Duration> {
-        let at = self.token_for_this_server()?.expires_at?;
+        let at = (*self.expiry.lock().unwrap_or_else(PoisonError::into_inner))?;
         Some(Duration::from_secs(at.saturating_sub(now_unix())))
     }
 }

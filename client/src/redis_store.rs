@@ -12,7 +12,6 @@
 use crate::oauth::{StoreLock, StoredTokens, TokenStore};
 use std::fmt;
 use std::io;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Sets the tokens if the lock still holds our fencing token.
@@ -40,8 +39,6 @@ pub struct RedisTokenStore {
     key: String,
     lock_key: String,
     lock_ttl: Duration,
-    /// The fencing token of the lock this store holds now, if any.
-    held: Arc<Mutex<Option<String>>>,
 }
 
 impl fmt::Debug for RedisTokenStore {
@@ -60,8 +57,9 @@ fn io_error(e: redis::RedisError) -> io::Error {
 impl RedisTokenStore {
     /// A store at `key` of the Redis server at `url` (`redis://host:port/db`,
     /// `redis+unix:///path/redis.sock`). Nothing is sent until first use.
-    /// The refresh lock expires after 30 s unless released
-    /// ([`RedisTokenStore::lock_ttl`]).
+    /// The refresh lock expires after 90 s unless released
+    /// ([`RedisTokenStore::lock_ttl`]): well past a refresh, which the
+    /// client bounds at 30 s by default.
     pub fn new(url: &str, key: impl Into<String>) -> io::Result<Self> {
         let client = redis::Client::open(url).map_err(io_error)?;
         let key = key.into();
@@ -69,8 +67,7 @@ impl RedisTokenStore {
             client,
             lock_key: format!("{key}:lock"),
             key,
-            lock_ttl: Duration::from_secs(30),
-            held: Arc::new(Mutex::new(None)),
+            lock_ttl: Duration::from_secs(90),
         })
     }
 
@@ -83,32 +80,35 @@ impl RedisTokenStore {
     }
 
     fn connection(&self) -> io::Result<redis::Connection> {
-        self.client
-            .get_connection_with_timeout(Duration::from_secs(5))
-            .map_err(io_error)
+        connect(&self.client)
     }
 }
 
-/// Releases the lock when dropped, if it is still ours.
+/// A connection whose every read and write is bounded: a Redis that
+/// stalls after accepting (a stopped process, a half-open link) costs a
+/// typed error after 5 s, never a hang.
+fn connect(client: &redis::Client) -> io::Result<redis::Connection> {
+    let timeout = Some(Duration::from_secs(5));
+    let c = client
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .map_err(io_error)?;
+    c.set_read_timeout(timeout).map_err(io_error)?;
+    c.set_write_timeout(timeout).map_err(io_error)?;
+    Ok(c)
+}
+
+/// A held lock: its fencing token, and its release when dropped (if it is
+/// still ours).
 struct Held {
     client: redis::Client,
     lock_key: String,
     token: String,
-    held: Arc<Mutex<Option<String>>>,
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        if held.as_deref() == Some(self.token.as_str()) {
-            *held = None;
-        }
-        drop(held);
         // Best effort: if Redis cannot be reached the lock expires.
-        if let Ok(mut c) = self
-            .client
-            .get_connection_with_timeout(Duration::from_secs(5))
-        {
+        if let Ok(mut c) = connect(&self.client) {
             let _: Result<i64, _> = redis::cmd("EVAL")
                 .arg(RELEASE_IF_HELD)
                 .arg(1)
@@ -126,40 +126,42 @@ impl TokenStore for RedisTokenStore {
         serde_json::from_str(&raw?).ok()
     }
 
+    /// A plain write (no lock held: one process, or a first
+    /// authorization).
     fn save(&self, tokens: &StoredTokens) -> io::Result<()> {
         let body = serde_json::to_string(tokens).map_err(io::Error::other)?;
         let mut c = self.connection()?;
-        let fencing = self
-            .held
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        match fencing {
-            // Under the lock: only while it is still ours.
-            Some(token) => {
-                let saved: i64 = redis::cmd("EVAL")
-                    .arg(SAVE_IF_HELD)
-                    .arg(2)
-                    .arg(&self.lock_key)
-                    .arg(&self.key)
-                    .arg(&token)
-                    .arg(&body)
-                    .query(&mut c)
-                    .map_err(io_error)?;
-                if saved == 1 {
-                    Ok(())
-                } else {
-                    Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "the token store's lock expired before the save: another process owns the tokens now",
-                    ))
-                }
-            }
-            None => redis::cmd("SET")
-                .arg(&self.key)
-                .arg(&body)
-                .query::<()>(&mut c)
-                .map_err(io_error),
+        redis::cmd("SET")
+            .arg(&self.key)
+            .arg(&body)
+            .query::<()>(&mut c)
+            .map_err(io_error)
+    }
+
+    /// Under the lock: lands only while the lock still holds this
+    /// holder's own fencing token (a compare-and-set in one script).
+    fn save_locked(&self, lock: &StoreLock, tokens: &StoredTokens) -> io::Result<()> {
+        let Some(held) = lock.guard::<Held>() else {
+            return self.save(tokens);
+        };
+        let body = serde_json::to_string(tokens).map_err(io::Error::other)?;
+        let mut c = self.connection()?;
+        let saved: i64 = redis::cmd("EVAL")
+            .arg(SAVE_IF_HELD)
+            .arg(2)
+            .arg(&self.lock_key)
+            .arg(&self.key)
+            .arg(&held.token)
+            .arg(&body)
+            .query(&mut c)
+            .map_err(io_error)?;
+        if saved == 1 {
+            Ok(())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the token store's lock expired before the save: another process owns the tokens now",
+            ))
         }
     }
 
@@ -171,7 +173,9 @@ impl TokenStore for RedisTokenStore {
         let ttl_ms = u64::try_from(self.lock_ttl.as_millis())
             .unwrap_or(u64::MAX)
             .max(1);
-        let until = Instant::now() + wait;
+        let until = Instant::now()
+            .checked_add(wait)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
         loop {
             let set: Option<String> = redis::cmd("SET")
                 .arg(&self.lock_key)
@@ -182,12 +186,10 @@ impl TokenStore for RedisTokenStore {
                 .query(&mut c)
                 .map_err(io_error)?;
             if set.is_some() {
-                *self.held.lock().unwrap_or_else(PoisonError::into_inner) = Some(token.clone());
                 return Ok(Some(StoreLock::new(Held {
                     client: self.client.clone(),
                     lock_key: self.lock_key.clone(),
                     token,
-                    held: self.held.clone(),
                 })));
             }
             if Instant::now() >= until {

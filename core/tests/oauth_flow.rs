@@ -474,3 +474,28 @@ fn a_client_assertion_is_signed_for_the_issuer_and_sent_instead_of_a_secret() {
         "the assertion is a secret"
     );
 }
+
+#[test]
+fn a_server_in_trouble_is_not_a_2025_03_26_server() {
+    // 502 on the metadata (not 404): no fallback to the server's own
+    // origin, so no credential goes to endpoints nobody advertised.
+    let (mut flow, mut step) = Flow::start(params());
+    let mut fetched = Vec::new();
+    let end = loop {
+        match step {
+            FlowStep::Fetch(r) => {
+                fetched.push(r.url.to_string());
+                assert!(fetched.len() < 10);
+                step = flow.on_response(502, b"bad gateway");
+            }
+            other => break other,
+        }
+    };
+    assert!(matches!(end, FlowStep::Failed(_)), "{end:?}");
+    assert!(
+        fetched
+            .iter()
+            .all(|u| u.contains("oauth-protected-resource")),
+        "{fetched:?}"
+    );
+}

@@ -212,6 +212,10 @@ pub struct Flow {
     /// No protected resource metadata: the 2025-03-26 fallback to the
     /// server's origin as its authorization server.
     legacy: bool,
+    /// Whether every discovery URL tried so far answered 404: only then
+    /// is there "no metadata" (a 5xx, a reset or a broken document is a
+    /// server in trouble, never a reason to send credentials elsewhere).
+    only_404: bool,
     stage: Stage,
     /// The last discovery failure, reported when every URL failed.
     last: OAuthError,
@@ -230,6 +234,7 @@ impl Flow {
             resource: String::new(),
             indicator: String::new(),
             legacy: false,
+            only_404: true,
             stage: Stage::Over,
             last: OAuthError::Discovery("nothing to try".into()),
             params,
@@ -265,6 +270,7 @@ impl Flow {
     pub fn on_response(&mut self, status: u16, body: &[u8]) -> FlowStep {
         match std::mem::replace(&mut self.stage, Stage::Over) {
             Stage::Resource { urls, next } => {
+                self.only_404 &= status == 404;
                 match Self::found(&urls, next, status, body, ResourceMetadata::parse) {
                     Ok(prm) => self.find_server(prm),
                     Err(e) => {
@@ -275,6 +281,7 @@ impl Flow {
                 }
             }
             Stage::Server { prm, urls, next } => {
+                self.only_404 &= status == 404;
                 match Self::found(&urls, next, status, body, ServerMetadata::parse) {
                     Ok(asm) => {
                         let expected = prm.authorization_servers.first().map_or("", String::as_str);
@@ -329,6 +336,7 @@ impl Flow {
     pub fn on_failure(&mut self, failure: TransportFailure) -> FlowStep {
         match &self.stage {
             Stage::Resource { urls, next } | Stage::Server { urls, next, .. } => {
+                self.only_404 = false;
                 let url = urls.get(next.wrapping_sub(1)).map_or("", String::as_str);
                 self.last = OAuthError::Discovery(format!("{url}: {}", failure.message));
                 self.discover()
@@ -404,13 +412,15 @@ impl Flow {
         match exhausted {
             // No protected resource metadata (a 2025-03-26 server): the
             // server's own origin is its authorization server.
-            Stage::Resource { .. } if !self.legacy => self.legacy_server(),
+            Stage::Resource { .. } if !self.legacy && self.only_404 => self.legacy_server(),
             // Nor authorization server metadata there: the 2025-03-26
             // default endpoints of that origin.
-            Stage::Server { prm, .. } if self.legacy => match self.default_endpoints() {
-                Ok(asm) => self.choose_client(prm, asm),
-                Err(e) => self.fail(e.into()),
-            },
+            Stage::Server { prm, .. } if self.legacy && self.only_404 => {
+                match self.default_endpoints() {
+                    Ok(asm) => self.choose_client(prm, asm),
+                    Err(e) => self.fail(e.into()),
+                }
+            }
             _ => {
                 let last = self.last.clone();
                 self.fail(last.into())
@@ -542,11 +552,16 @@ impl Flow {
             let e = OAuthError::Discovery("the client credentials grant needs a client id".into());
             return self.fail(e.into());
         };
-        let scope = self.params.scope.clone().or_else(|| {
+        let offered =
             self.bearer.scope.clone().or_else(|| {
                 (!prm.scopes_supported.is_empty()).then(|| prm.scopes_supported.join(" "))
-            })
-        });
+            });
+        // A step-up adds what the server asked for to what is configured.
+        let scope = if self.params.step_up {
+            union(self.params.scope.as_deref(), offered.as_deref())
+        } else {
+            self.params.scope.clone().or(offered)
+        };
         let methods = &asm.token_endpoint_auth_methods_supported;
         let client = match &self.params.client_assertion {
             Some(sign) => match sign(&asm.issuer) {
