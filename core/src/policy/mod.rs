@@ -295,8 +295,13 @@ impl Engine {
             });
             return id;
         }
-        let fresh = Cache::key(op.method(), op.params())
-            .filter(|_| self.session.is_stateless())
+        // Only the stateless wire fills the cache: on the handshake wire
+        // no key is built (it serializes the params) for every call.
+        let fresh = self
+            .session
+            .is_stateless()
+            .then(|| Cache::key(op.method(), op.params()))
+            .flatten()
             .and_then(|key| self.cache.get(&key, now));
         if let Some(result) = fresh {
             // Answered within its `ttlMs`: no round trip.
