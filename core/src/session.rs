@@ -253,7 +253,7 @@ impl Session {
         body: Vec<u8>,
         in_session: bool,
         token: Option<&Token>,
-        method: &str,
+        routed: Option<&str>,
     ) -> HttpRequest {
         let mut headers = Vec::with_capacity(7 + self.extra_headers.len());
         headers.push((
@@ -261,7 +261,7 @@ impl Session {
             Text::Static("application/json"),
         ));
         headers.push((Text::Static("Accept"), Text::Static(ACCEPT_POST)));
-        if self.stateless {
+        if let Some(method) = routed {
             // SEP-2243: what a gateway routes on without reading the body.
             headers.push((Text::Static("Mcp-Method"), Text::Shared(method.into())));
         }
@@ -309,7 +309,7 @@ impl Session {
             jsonrpc::encode_request(id, "initialize", Some(&params)),
             false,
             token,
-            "initialize",
+            None,
         )
     }
 
@@ -326,14 +326,8 @@ impl Session {
             jsonrpc::encode_request(id, "server/discover", Some(&params)),
             false,
             token,
-            "server/discover",
+            Some("server/discover"),
         );
-        if !self.stateless {
-            request.headers.insert(
-                2,
-                (Text::Static("Mcp-Method"), Text::Static("server/discover")),
-            );
-        }
         request
             .headers
             .push((Text::Static("MCP-Protocol-Version"), Text::Static(version)));
@@ -356,7 +350,7 @@ impl Session {
     ) -> (HttpRequest, bool) {
         let Some(version) = self.version.filter(|_| self.stateless) else {
             let body = jsonrpc::encode_request(id, method, params);
-            return (self.post(body, true, token, method), self.id.is_some());
+            return (self.post(body, true, token, None), self.id.is_some());
         };
         // 2026-07-28 has no `ping`: `server/discover` is the cheapest
         // request every server must answer, so it is what a ping asks.
@@ -366,7 +360,7 @@ impl Session {
             method
         };
         let body = jsonrpc::encode_request(id, method, Some(&self.with_meta(params, version)));
-        let mut request = self.post(body, true, token, method);
+        let mut request = self.post(body, true, token, Some(method));
         let name = match method {
             "tools/call" | "prompts/get" => params.and_then(|p| p.get("name")),
             "resources/read" => params.and_then(|p| p.get("uri")),
@@ -437,7 +431,7 @@ impl Session {
             }
             None => jsonrpc::encode_notification(method, params),
         };
-        self.post(body, true, token, method)
+        self.post(body, true, token, self.stateless.then_some(method))
     }
 
     /// Our answer to a server's request.
@@ -447,12 +441,8 @@ impl Session {
         result: &Result<Value, RpcError>,
         token: Option<&Token>,
     ) -> HttpRequest {
-        let mut request = self.post(jsonrpc::encode_response(id, result), true, token, "");
         // A response has no method to name.
-        request
-            .headers
-            .retain(|(n, _)| !n.as_str().eq_ignore_ascii_case("mcp-method"));
-        request
+        self.post(jsonrpc::encode_response(id, result), true, token, None)
     }
 
     /// The GET that resumes an event stream after `last_event_id`.
