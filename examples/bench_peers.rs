@@ -114,6 +114,18 @@ fn main() {
 
 // ---------------------------------------------------------------- 5.
 
+/// Cancels `h` from another thread 300 ms from now, noting when in `fired`.
+fn cancel_soon(
+    h: mcp_recovery::client::CancelHandle,
+    fired: Arc<Mutex<Option<Instant>>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        *fired.lock().unwrap() = Some(Instant::now());
+        h.cancel();
+    })
+}
+
 /// Time from `CancelHandle::cancel()` (another thread) to the call's
 /// return, while the server is silent (a tool that answers after 3 s).
 fn cancel_latency() {
@@ -137,12 +149,7 @@ fn cancel_latency() {
                     .build()
                     .expect("client");
                 let h = c.cancel_handle();
-                let (h2, f2) = (h.clone(), fired.clone());
-                let t = std::thread::spawn(move || {
-                    std::thread::sleep(std::time::Duration::from_millis(300));
-                    *f2.lock().unwrap() = Some(Instant::now());
-                    h2.cancel();
-                });
+                let t = cancel_soon(h.clone(), fired.clone());
                 let r = c.call_tool_with(
                     "counter_increment",
                     json!({"delay_ms": 3000}),
@@ -157,12 +164,7 @@ fn cancel_latency() {
                         .build()
                         .expect("client");
                     let h = c.cancel_handle();
-                    let (h2, f2) = (h.clone(), fired.clone());
-                    let t = std::thread::spawn(move || {
-                        std::thread::sleep(std::time::Duration::from_millis(300));
-                        *f2.lock().unwrap() = Some(Instant::now());
-                        h2.cancel();
-                    });
+                    let t = cancel_soon(h.clone(), fired.clone());
                     let r = c
                         .call_tool_with(
                             "counter_increment",
