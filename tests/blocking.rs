@@ -12,6 +12,7 @@ use mcp_recovery::blocking::Client;
 
 scenario_tests!(Client);
 wire_tests!(Client);
+stdio_tests!(Client);
 
 #[test]
 fn python_herd_of_16_across_idle_expiry() {

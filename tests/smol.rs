@@ -13,6 +13,7 @@ use std::time::Duration;
 
 scenario_tests!(Client);
 wire_tests!(Client);
+stdio_tests!(Client);
 
 /// `n` tasks on smol's executor, started together, each adding its index
 /// and one.

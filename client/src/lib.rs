@@ -40,6 +40,7 @@ pub mod oauth;
 #[cfg(feature = "redis")]
 pub mod redis_store;
 mod request;
+pub mod stdio;
 pub mod types;
 
 pub use mcp_recovery_core as core;
@@ -306,6 +307,8 @@ pub struct Settings {
     pub(crate) observer: Option<Arc<Observer>>,
     /// How much one `all_*` listing may read.
     pub(crate) limits: Limits,
+    /// The server as a child process, instead of a URL.
+    pub(crate) stdio: Option<stdio::StdioCommand>,
 }
 
 /// How much one `all_*` listing may read before it stops with
@@ -377,6 +380,9 @@ impl Settings {
     /// an http(s) URL with a host, no credential in plain headers, and a
     /// 401 asks for a refresh only when the token source can refresh.
     pub(crate) fn validate(&mut self) -> Result<(), Error> {
+        if self.stdio.is_some() {
+            return self.validate_stdio();
+        }
         let url = self.config.url.as_str();
         let rest = url
             .strip_prefix("http://")
@@ -425,8 +431,36 @@ impl Settings {
             })?;
         }
         self.config.refresh_on_401 = self.credentials.can_refresh();
-        // What the handler serves is declared, next to what is configured
-        // (a configured entry wins).
+        self.declare_handler();
+        Ok(())
+    }
+
+    /// A stdio server has no URL, no headers and no bearer token: it takes
+    /// credentials from its environment ([`stdio::StdioCommand::env`]).
+    fn validate_stdio(&mut self) -> Result<(), Error> {
+        if !matches!(self.credentials, Credentials::None) {
+            return Err(Error::Config(
+                "a stdio server takes its credentials from its environment (StdioCommand::env), not a bearer token".into(),
+            ));
+        }
+        if !self.config.headers.is_empty() {
+            return Err(Error::Config("a stdio server has no HTTP headers".into()));
+        }
+        self.config.refresh_on_401 = false;
+        self.declare_handler();
+        Ok(())
+    }
+
+    /// The link to the child process, for a client of a stdio server (an
+    /// adapter's [`drive::Io::new`] makes one).
+    pub fn stdio_link(&self) -> Option<stdio::StdioLink> {
+        let command = self.stdio.clone()?;
+        Some(stdio::StdioLink::new(command, self.config.max_body_size))
+    }
+
+    /// What the handler serves is declared, next to what is configured
+    /// (a configured entry wins).
+    fn declare_handler(&mut self) {
         if let Some(h) = &self.handler {
             if let (Value::Object(declared), Value::Object(caps)) =
                 (h.capabilities(), &mut self.config.capabilities)
@@ -436,7 +470,6 @@ impl Settings {
                 }
             }
         }
-        Ok(())
     }
 
     /// The token to start with.
@@ -605,9 +638,27 @@ impl<C: Build> ClientBuilder<C> {
                 handler: None,
                 observer: None,
                 limits: Limits::default(),
+                stdio: None,
             },
             client: PhantomData,
         }
+    }
+
+    /// Defaults for a server run as a child process, spoken to over its
+    /// stdin and stdout ([`stdio`]): started on the first call, restarted
+    /// (and re-initialized) when it exits, shut down when the client goes.
+    pub fn stdio(command: stdio::StdioCommand) -> Self {
+        // The core names its endpoint in messages: the program stands in.
+        let name: String = std::path::Path::new(&command.program())
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c))
+            .collect();
+        let mut b = Self::new(&format!("stdio://{name}"));
+        b.settings.stdio = Some(command);
+        b
     }
     /// Adds a header to every request (not `Authorization`: use a token).
     pub fn header(mut self, name: &str, value: &str) -> Self {

@@ -313,6 +313,12 @@ macro_rules! client_methods {
             $crate::ClientBuilder::new(url)
         }
 
+        /// Starts setting up a client for a server run as a child process
+        /// over stdio ([`StdioCommand`]($crate::stdio::StdioCommand)).
+        pub fn stdio(command: $crate::stdio::StdioCommand) -> $crate::ClientBuilder<Self> {
+            $crate::ClientBuilder::stdio(command)
+        }
+
         /// Runs the initialize handshake now (it also runs implicitly on
         /// the first call). Waits at most the await-ready deadline for a
         /// handshake another caller started.

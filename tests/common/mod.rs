@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses its own part of this
 
 pub mod scenarios;
+pub mod stdio;
 pub mod wires;
 
 use std::io::{BufRead, BufReader};
@@ -56,7 +57,7 @@ impl Mode {
     }
 }
 
-fn peers_dir() -> PathBuf {
+pub fn peers_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers")
 }
 
@@ -299,7 +300,7 @@ impl Peer {
     }
 }
 
-fn python_bin(dir: &Path) -> PathBuf {
+pub fn python_bin(dir: &Path) -> PathBuf {
     let python = dir.join(".venv/bin/python");
     assert!(
         python.exists(),
@@ -319,7 +320,7 @@ pub fn wait_for(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+pub static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl Drop for Peer {
     fn drop(&mut self) {

@@ -40,16 +40,19 @@ parser.add_argument("--auth", action="store_true", help="be a protected resource
 parser.add_argument("--access-ttl", type=float, default=3600, help="seconds an access token lives (--auth)")
 parser.add_argument("--cache-ttl-ms", type=int, default=0, help="ttlMs of listings and reads (2026-07-28 wire)")
 parser.add_argument("--count-posts", action="store_true", help="count POSTs to /mcp in the `posts` file")
+parser.add_argument("--stdio", action="store_true",
+                    help="serve on stdin/stdout; counts starts in `starts`, writes its pid to `pid`")
 args = parser.parse_args()
 
 # Bound before the app is built: an OAuth issuer URL names its port.
 # Declared TCP, so the server's sockets get TCP_NODELAY: without it its
 # multi-write SSE answers stall ~40 ms on the client's delayed ACK.
-sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-sock.bind(("127.0.0.1", args.port))
-sock.listen(128)
-base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+if not args.stdio:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", args.port))
+    sock.listen(128)
+    base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 def bump(name: str) -> int:
@@ -397,6 +400,14 @@ class RequireBearer:
         })
         await send({"type": "http.response.body", "body": body})
 
+
+if args.stdio:
+    os.makedirs(args.state, exist_ok=True)
+    bump("starts")
+    with open(os.path.join(args.state, "pid"), "w") as f:
+        f.write(str(os.getpid()))
+    app.run("stdio")
+    sys.exit(0)
 
 asgi_app = CountInitialize(starlette_app)
 if args.require_bearer is not None:

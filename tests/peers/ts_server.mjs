@@ -15,6 +15,7 @@ import { z } from 'zod';
 import { McpServer, ResourceTemplate } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { completable } from '@modelcontextprotocol/sdk/server/completable.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
 import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
 
 const { values: args } = parseArgs({
@@ -23,6 +24,7 @@ const { values: args } = parseArgs({
     state: { type: 'string' },
     mode: { type: 'string', default: 'sse' }, // sse | json | stateless
     'count-posts': { type: 'boolean', default: false }, // POSTs to /mcp in the `posts` file
+    stdio: { type: 'boolean', default: false }, // stdin/stdout; counts starts in `starts`, pid in `pid`
   },
 });
 if (!args.state) throw new Error('--state is required');
@@ -97,6 +99,12 @@ function build() {
   return server;
 }
 
+if (args.stdio) {
+  bump('starts');
+  writeFileSync(join(args.state, 'pid'), String(process.pid));
+  await build().connect(new StdioServerTransport());
+}
+
 const json = args.mode === 'json';
 const app = express();
 app.use(express.json({ limit: '4mb' }));
@@ -152,6 +160,8 @@ app.get('/stats', (req, res) => {
 app.get('/mcp', sessionRequest);
 app.delete('/mcp', sessionRequest);
 
-const listener = app.listen(Number(args.port), '127.0.0.1', () => {
-  console.log(`READY ${listener.address().port}`);
-});
+if (!args.stdio) {
+  const listener = app.listen(Number(args.port), '127.0.0.1', () => {
+    console.log(`READY ${listener.address().port}`);
+  });
+}

@@ -9,6 +9,7 @@ use event_listener::EventListener;
 use futures_lite::future;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use mcp_recovery_client::drive::{Body, Exchange, Io, Response};
+use mcp_recovery_client::stdio::{StdioBody, StdioLink};
 use mcp_recovery_client::{CancelHandle, Settings};
 use mcp_recovery_core::oauth::redirect_head_done;
 use mcp_recovery_core::{FailureKind, TransportFailure};
@@ -31,23 +32,48 @@ async fn cancelled(cancel: &CancelHandle) -> TransportFailure {
     TransportFailure::after_send(FailureKind::Cancelled, "call cancelled")
 }
 
-/// A response body and the cancel handle of the call reading it.
-pub(crate) struct SmolBody {
-    inner: HttpBody,
-    cancel: Option<CancelHandle>,
+/// A response body and the cancel handle of the call reading it, or a
+/// stdio child's stream.
+// The HTTP variant is the one nearly every exchange has: boxing it would
+// cost an allocation each, to shrink the rare stdio one.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum SmolBody {
+    Http {
+        inner: HttpBody,
+        cancel: Option<CancelHandle>,
+    },
+    Stdio(StdioBody<SmolIo>),
 }
 
-impl Io for Http {
+/// HTTP, or, with a stdio server, its child process.
+#[derive(Clone)]
+pub(crate) struct SmolIo {
+    http: Http,
+    stdio: Option<StdioLink>,
+}
+
+impl Io for SmolIo {
     type Body = SmolBody;
 
     fn new(s: &Settings) -> Self {
-        Http::new(s.connect_timeout)
+        SmolIo {
+            http: Http::new(s.connect_timeout),
+            stdio: s.stdio_link(),
+        }
     }
 
     async fn send(&self, x: &Exchange<'_>) -> Result<Response<SmolBody>, TransportFailure> {
+        if let Some(link) = &self.stdio {
+            let r = link.send(x, self).await?;
+            return Ok(Response {
+                status: r.status,
+                headers: r.headers,
+                body: SmolBody::Stdio(r.body),
+            });
+        }
         // Each read's timeout comes from the driver, cut to the call's
         // deadline, so `x.deadline` needs nothing more here.
-        let sent = Http::send(self, x.request, x.read_timeout);
+        let sent = Http::send(&self.http, x.request, x.read_timeout);
         let response = match &x.cancel {
             Some(c) => future::or(sent, async { Err(cancelled(c).await) }).await,
             None => sent.await,
@@ -55,7 +81,7 @@ impl Io for Http {
         Ok(Response {
             status: response.status,
             headers: response.headers,
-            body: SmolBody {
+            body: SmolBody::Http {
                 inner: response.body,
                 cancel: x.cancel.clone(),
             },
@@ -131,8 +157,12 @@ impl Io for Http {
 
 impl Body for SmolBody {
     async fn chunk(&mut self, read_timeout: Duration) -> Result<Option<&[u8]>, TransportFailure> {
-        let read = HttpBody::chunk(&mut self.inner, read_timeout);
-        match &self.cancel {
+        let (inner, cancel) = match self {
+            SmolBody::Http { inner, cancel } => (inner, cancel),
+            SmolBody::Stdio(b) => return b.chunk(read_timeout).await,
+        };
+        let read = HttpBody::chunk(inner, read_timeout);
+        match cancel {
             Some(c) => future::or(read, async { Err(cancelled(c).await) }).await,
             None => read.await,
         }

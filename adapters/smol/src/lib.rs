@@ -43,12 +43,12 @@ mod io;
 
 pub use mcp_recovery_client::*;
 
-use crate::http::Http;
+use crate::io::SmolIo;
 use std::convert::identity;
 
 mcp_recovery_client::client! {
     /// An async MCP client with one session, shared by all tasks.
-    Http; async; identity; .await
+    SmolIo; async; identity; .await
 }
 
 impl Client {

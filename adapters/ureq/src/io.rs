@@ -12,6 +12,7 @@
 
 use event_listener::{EventListener, Listener};
 use mcp_recovery_client::drive::{Body, Exchange, Io, Response};
+use mcp_recovery_client::stdio::{StdioBody, StdioLink};
 use mcp_recovery_client::CancelHandle;
 use mcp_recovery_client::Settings;
 use mcp_recovery_core::oauth::redirect_head_done;
@@ -119,8 +120,17 @@ impl Transport for CancellableTransport {
     }
 }
 
-/// A response body, read into a buffer of its own.
-pub(crate) struct UreqBody {
+/// A response body: HTTP, or a stdio child's stream.
+// The HTTP variant is the one nearly every exchange has: boxing it would
+// cost an allocation each, to shrink the rare stdio one.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum UreqBody {
+    Http(HttpBody),
+    Stdio(StdioBody<Ureq>),
+}
+
+/// An HTTP response body, read into a buffer of its own.
+pub(crate) struct HttpBody {
     reader: ureq::BodyReader<'static>,
     /// The reading call's cancel handle.
     cancel: Option<CancelHandle>,
@@ -131,8 +141,12 @@ pub(crate) struct UreqBody {
 
 /// A ureq agent: HTTP/1.1 with keep-alive, no redirects (a bearer token
 /// never follows one), HTTP statuses as answers, not errors.
+/// With a stdio server, its child process instead.
 #[derive(Clone)]
-pub(crate) struct Ureq(ureq::Agent);
+pub(crate) struct Ureq {
+    agent: ureq::Agent,
+    stdio: Option<StdioLink>,
+}
 
 impl Io for Ureq {
     type Body = UreqBody;
@@ -150,17 +164,25 @@ impl Io for Ureq {
             DefaultConnector::default().chain(Cancellable),
             ureq::unversioned::resolver::DefaultResolver::default(),
         );
-        Ureq(agent)
+        Ureq {
+            agent,
+            stdio: s.stdio_link(),
+        }
     }
 
-    fn send(
-        &self,
-        x: &Exchange<'_>,
-    ) -> impl Future<Output = Result<Response<UreqBody>, TransportFailure>> + Send {
+    async fn send(&self, x: &Exchange<'_>) -> Result<Response<UreqBody>, TransportFailure> {
+        if let Some(link) = &self.stdio {
+            let r = link.send(x, self).await?;
+            return Ok(Response {
+                status: r.status,
+                headers: r.headers,
+                body: UreqBody::Stdio(r.body),
+            });
+        }
         let result = (|| {
             let req =
                 build(x.request).map_err(|e| TransportFailure::not_sent(FailureKind::Other, e))?;
-            let mut config = ureq::RequestExt::with_agent(req, &self.0)
+            let mut config = ureq::RequestExt::with_agent(req, &self.agent)
                 .configure()
                 .timeout_per_read(Some(x.read_timeout))
                 // A head trickling in a byte at a time never trips the
@@ -177,15 +199,15 @@ impl Io for Ureq {
             Ok(Response {
                 status: parts.status.as_u16(),
                 headers: parts.headers,
-                body: UreqBody {
+                body: UreqBody::Http(HttpBody {
                     // The core enforces the body size limit; the reader has none.
                     reader: body.into_with_config().limit(u64::MAX).reader(),
                     cancel: x.cancel.clone(),
                     buf: [0; 8 * 1024],
-                },
+                }),
             })
         })();
-        std::future::ready(result)
+        result
     }
 
     fn wait(
@@ -237,12 +259,18 @@ impl Io for Ureq {
 }
 
 impl Body for UreqBody {
+    async fn chunk(&mut self, read_timeout: Duration) -> Result<Option<&[u8]>, TransportFailure> {
+        match self {
+            UreqBody::Http(b) => b.chunk(),
+            UreqBody::Stdio(b) => b.chunk(read_timeout).await,
+        }
+    }
+}
+
+impl HttpBody {
     /// The read timeouts were set on the request (ureq's are per request):
     /// the client's per read, and the call's deadline as a whole.
-    fn chunk(
-        &mut self,
-        _read_timeout: Duration,
-    ) -> impl Future<Output = Result<Option<&[u8]>, TransportFailure>> + Send {
+    fn chunk(&mut self) -> Result<Option<&[u8]>, TransportFailure> {
         let (reader, buf) = (&mut self.reader, &mut self.buf);
         let result = with_cancel(&self.cancel, || loop {
             match reader.read(buf) {
@@ -252,7 +280,7 @@ impl Body for UreqBody {
                 Err(e) => break Err(failure(ureq::Error::from(e))),
             }
         });
-        std::future::ready(result.map(|n| n.map(|n| &self.buf[..n])))
+        result.map(|n| n.map(|n| &self.buf[..n]))
     }
 }
 
