@@ -66,6 +66,7 @@ fn command(args: &[&str]) -> Command {
     c.args(args)
         .env_remove("MCPR_URL")
         .env_remove("MCPR_BEARER")
+        .env_remove("MCPR_STDIO")
         .stdin(Stdio::null());
     c
 }
@@ -763,4 +764,40 @@ fn a_wrong_path_says_so_and_the_url_may_come_first() {
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn stdio_server_as_a_child_process() {
+    let peer = common::stdio::StdioPeer::new(common::stdio::Sdk::Python);
+    let python = common::python_bin(&common::peers_dir());
+    let line = format!(
+        "{} {} --stdio --state {}",
+        python.display(),
+        common::peers_dir().join("python_server.py").display(),
+        peer.state().display()
+    );
+    let r = mcpr(&[
+        "--stdio",
+        &line,
+        "--json",
+        "call",
+        "add",
+        r#"{"a": 2, "b": 3}"#,
+    ])
+    .expect(0);
+    assert_eq!(r.json_one()["content"][0]["text"], "5");
+    let r = mcpr(&["--stdio", &line, "tools"]).expect(0);
+    assert!(r.stdout.contains("counter_increment"), "{}", r.stdout);
+    assert_eq!(peer.count("starts"), 2, "one child per run");
+    // Credentials for a stdio server live in its environment.
+    let r = mcpr(&["--stdio", &line, "--bearer", "x", "tools"]).expect(2);
+    assert!(r.stderr.contains("environment"), "{}", r.stderr);
+    // A server that exits at once: its own words, exit 7.
+    let bad = format!(
+        "{} {} --stdio",
+        python.display(),
+        common::peers_dir().join("python_server.py").display()
+    );
+    let r = mcpr(&["--stdio", &bad, "tools"]).expect(7);
+    assert!(r.stderr.contains("required: --state"), "{}", r.stderr);
 }

@@ -8,7 +8,8 @@
 //!
 //! # Map
 //!
-//! - **Setting up**: [`ClientBuilder`] (URL, headers, [`bearer`](ClientBuilder::bearer)
+//! - **Setting up**: [`ClientBuilder`] (URL, or a child process over
+//!   stdio with [`ClientBuilder::stdio`] and [`stdio::StdioCommand`]; headers, [`bearer`](ClientBuilder::bearer)
 //!   / [`token_source`](ClientBuilder::token_source) / [`oauth`](ClientBuilder::oauth),
 //!   timeouts, [`await_ready`](ClientBuilder::await_ready), [`breaker`](ClientBuilder::breaker),
 //!   [`listen`](ClientBuilder::listen), [`handler`](ClientBuilder::handler),

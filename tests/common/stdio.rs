@@ -56,6 +56,11 @@ impl StdioPeer {
         c.arg("--stdio").arg("--state").arg(&self.state)
     }
 
+    /// The server's state directory (its counters).
+    pub fn state(&self) -> &std::path::Path {
+        &self.state
+    }
+
     pub fn builder<C: Mcp>(&self, protocol: Protocol) -> ClientBuilder<C> {
         ClientBuilder::stdio(self.command())
             .protocol(protocol)

@@ -34,7 +34,9 @@
 //! HTTP is hyper 1's connection API over smol's sockets (via `smol-hyper`)
 //! and `futures-rustls` with the ring provider set explicitly; see the
 //! `http` module for why. Timers are `async-io`'s, set to the core's
-//! `poll_timeout()`.
+//! `poll_timeout()`. A server run as a child process over stdio
+//! ([`Client::stdio`]) has blocking threads for its pipes and is awaited
+//! through `event-listener` events like everything else.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 

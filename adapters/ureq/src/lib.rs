@@ -37,7 +37,8 @@
 //! Transport: HTTP/1.1 with keep-alive, redirects off (a bearer token never
 //! follows one), `timeout_per_read` as the idle limit of a response or SSE
 //! stream, and a global timeout only at a call's own deadline; responses as
-//! JSON or SSE.
+//! JSON or SSE. Or a server as a child process over stdio
+//! ([`Client::stdio`]), restarted and re-initialized when it exits.
 //! Settings, typed results and errors are shared with the async client
 //! (`mcp-recovery-client`).
 #![deny(missing_docs)]

@@ -47,6 +47,18 @@ pub struct Connection {
     #[arg(long, global = true, env = "MCPR_URL", value_name = "URL")]
     pub url: Option<String>,
 
+    /// Run the server as a child process over stdio instead, e.g.
+    /// --stdio 'python server.py --flag' (split as a shell would; no
+    /// variables or pipes); restarted when it exits
+    #[arg(
+        long,
+        global = true,
+        env = "MCPR_STDIO",
+        value_name = "COMMAND",
+        conflicts_with = "url"
+    )]
+    pub stdio: Option<String>,
+
     /// Extra header on every request, `Name: value` (repeatable)
     #[arg(long = "header", global = true, value_name = "K:V")]
     pub headers: Vec<String>,

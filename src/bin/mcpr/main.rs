@@ -18,6 +18,7 @@ use auth::Opener;
 use clap::Parser;
 use commands::Job;
 use exit::{Exit, Failure};
+use mcp_recovery::blocking::stdio::StdioCommand;
 use mcp_recovery::blocking::Client;
 use mcp_recovery::core::{Action, Recovery};
 use serde_json::Value;
@@ -123,10 +124,26 @@ fn object_arg(text: Option<&str>) -> Result<Option<Value>, Failure> {
 
 /// The client, and with `--oauth` how the authorization URL will be opened.
 fn client(conn: &Connection) -> Result<(Client, Option<Opener>), Failure> {
-    let url = conn
-        .url
-        .as_deref()
-        .ok_or_else(|| Failure::input("--url URL is required (or set MCPR_URL)"))?;
+    if let Some(line) = &conn.stdio {
+        if conn.oauth.oauth || conn.bearer.is_some() || !conn.headers.is_empty() {
+            return Err(Failure::input(
+                "--stdio: a server on stdio takes no --oauth, --bearer or --header (set its credentials in its environment)",
+            ));
+        }
+        let mut builder = Client::stdio(StdioCommand::parse(line)?)
+            .protocol(conn.protocol)
+            .read_timeout(Duration::from_secs(60));
+        if let Some(t) = conn.timeout {
+            builder = builder.call_timeout(t);
+        }
+        if conn.verbose {
+            builder = builder.on_recovery(log_recovery);
+        }
+        return Ok((builder.build()?, None));
+    }
+    let url = conn.url.as_deref().ok_or_else(|| {
+        Failure::input("--url URL (or --stdio COMMAND) is required (or set MCPR_URL)")
+    })?;
     let mut builder = Client::builder(url)
         .protocol(conn.protocol)
         .read_timeout(Duration::from_secs(60));
