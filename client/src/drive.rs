@@ -263,6 +263,7 @@ impl<I: Io> Driver<I> {
             io,
             memory: Memory {
                 limits: settings.limits,
+                check_output: settings.check_output,
                 ..Memory::default()
             },
             settings,
@@ -333,6 +334,9 @@ impl<I: Io> Driver<I> {
                 }
                 other => other?,
             };
+            // What a listing taught is tied to the session it came from:
+            // after a move to another server, schemas are learnt again.
+            self.memory.at_generation(self.generation());
             match then(value, &self.memory)? {
                 Next::Done(t) => return Ok(t),
                 Next::Page(next) => op = next,
@@ -349,6 +353,7 @@ impl<I: Io> Driver<I> {
                 .call(Operation::list_tools(cursor.as_deref()), watch, None)
                 .await?;
             let list: crate::ToolList = crate::decode(page)?;
+            self.memory.at_generation(self.generation());
             self.memory.remember(&list);
             cursor = list.next_cursor;
             if cursor.is_none() {

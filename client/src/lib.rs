@@ -106,6 +106,16 @@ pub enum Error {
     /// The authorization flow failed.
     #[error("authorization failed: {0}")]
     Auth(#[from] oauth::AuthError),
+    /// A tool's result does not match the output schema its listing
+    /// declared (or lacks `structuredContent`): the tool ran, its answer
+    /// cannot be trusted to have the promised shape.
+    #[error("tool `{tool}` answered outside its output schema: {message}")]
+    InvalidOutput {
+        /// The tool.
+        tool: String,
+        /// What does not match (the first few problems).
+        message: String,
+    },
 }
 
 /// Why a token refresh failed.
@@ -310,6 +320,8 @@ pub struct Settings {
     pub(crate) limits: Limits,
     /// The server as a child process, instead of a URL.
     pub(crate) stdio: Option<stdio::StdioCommand>,
+    /// Tool results checked against their output schemas.
+    pub(crate) check_output: bool,
 }
 
 /// How much one `all_*` listing may read before it stops with
@@ -640,6 +652,7 @@ impl<C: Build> ClientBuilder<C> {
                 observer: None,
                 limits: Limits::default(),
                 stdio: None,
+                check_output: true,
             },
             client: PhantomData,
         }
@@ -727,6 +740,15 @@ impl<C: Build> ClientBuilder<C> {
         self.settings.limits.max_items = items;
         self
     }
+    /// Whether tool results are checked against the output schema their
+    /// listing declared (default on): a result without `structuredContent`
+    /// or not matching is [`Error::InvalidOutput`]. Only tools listed
+    /// (`list_tools`, `all_tools`) on the current session are checked: the
+    /// client sends no listing of its own.
+    pub fn check_output(mut self, yes: bool) -> Self {
+        self.settings.check_output = yes;
+        self
+    }
     /// Which revision to speak (default [`Protocol::Auto`]: ask
     /// `server/discover`, fall back to the `initialize` handshake for a
     /// server that does not answer it as a 2026-07-28 server).
@@ -811,27 +833,121 @@ impl Watch {
     }
 }
 
-/// What the clients remember between calls, apart from the session: which
-/// tools said they are replay-safe, and the next progress token.
+/// What the clients remember between calls, apart from the session: what
+/// each listed tool said of itself (replay safety, output schema), and the
+/// next progress token.
 #[derive(Default)]
 pub(crate) struct Memory {
-    replay_safe: Mutex<HashMap<String, bool>>,
+    tools: Mutex<HashMap<String, Known>>,
+    /// The session generation of the answer being decoded.
+    generation: AtomicU64,
+    /// Results are checked against output schemas (on by default).
+    pub check_output: bool,
     progress_tokens: AtomicU64,
     /// The bounds of `all_*` listings.
     pub limits: Limits,
 }
 
+/// What a listing said about one tool.
+struct Known {
+    replay_safe: bool,
+    output_schema: Option<Value>,
+    /// The session generation of the listing: a schema is only believed
+    /// for results of the same session (the URL may have moved to another
+    /// server since).
+    generation: u64,
+    /// The schema compiled, at the tool's first call (most listed tools
+    /// are never called); the error text when it does not compile.
+    validator: Option<Arc<Result<jsonschema::Validator, String>>>,
+}
+
 impl Memory {
-    /// Remembers the annotations of a `tools/list` page.
+    /// Remembers the annotations and output schemas of a `tools/list` page.
     pub fn remember(&self, list: &ToolList) {
-        let mut safe = self
-            .replay_safe
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut tools = self.tools.lock().unwrap_or_else(PoisonError::into_inner);
         for t in &list.tools {
-            if safe.len() < MAX_REMEMBERED_TOOLS || safe.contains_key(&t.name) {
-                safe.insert(t.name.clone(), t.replay_safe());
+            if tools.len() >= MAX_REMEMBERED_TOOLS && !tools.contains_key(&t.name) {
+                continue;
             }
+            let generation = self.generation.load(Ordering::Acquire);
+            let same_schema = tools
+                .get(&t.name)
+                .is_some_and(|k| k.output_schema == t.output_schema);
+            let validator = if same_schema {
+                tools.get_mut(&t.name).and_then(|k| k.validator.take())
+            } else {
+                None
+            };
+            tools.insert(
+                t.name.clone(),
+                Known {
+                    replay_safe: t.replay_safe(),
+                    output_schema: t.output_schema.clone(),
+                    generation,
+                    validator,
+                },
+            );
+        }
+    }
+
+    /// The session generation the next answers belong to.
+    pub fn at_generation(&self, generation: u64) {
+        self.generation.store(generation, Ordering::Release);
+    }
+
+    /// Checks a tool's result against the output schema its listing
+    /// declared: a result that is not an error must carry
+    /// `structuredContent`, and it must match. A tool not listed on this
+    /// session is not checked (its schema is unknown).
+    pub fn check_output(&self, name: &str, result: &ToolResult) -> Result<(), Error> {
+        if result.is_error || !self.check_output {
+            return Ok(());
+        }
+        let validator = {
+            let mut tools = self.tools.lock().unwrap_or_else(PoisonError::into_inner);
+            let generation = self.generation.load(Ordering::Acquire);
+            let Some(known) = tools.get_mut(name).filter(|k| k.generation == generation) else {
+                return Ok(());
+            };
+            let Some(schema) = &known.output_schema else {
+                return Ok(());
+            };
+            known
+                .validator
+                .get_or_insert_with(|| {
+                    Arc::new(jsonschema::validator_for(schema).map_err(|e| e.to_string()))
+                })
+                .clone()
+        };
+        let invalid = |message: String| Error::InvalidOutput {
+            tool: name.to_owned(),
+            message: mcp_recovery_core::sanitize(&message),
+        };
+        let validator = match &*validator {
+            Ok(v) => v,
+            Err(e) => return Err(invalid(format!("its output schema does not compile: {e}"))),
+        };
+        let Some(structured) = &result.structured_content else {
+            return Err(invalid(
+                "no structuredContent, though the tool declares an output schema".into(),
+            ));
+        };
+        let problems: Vec<String> = validator
+            .iter_errors(structured)
+            .take(3)
+            .map(|e| {
+                let at = e.instance_path().to_string();
+                if at.is_empty() {
+                    e.to_string()
+                } else {
+                    format!("at {at}: {e}")
+                }
+            })
+            .collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(invalid(problems.join("; ")))
         }
     }
 
@@ -840,11 +956,11 @@ impl Memory {
     /// caller wants progress.
     pub fn tools_call(&self, name: &str, arguments: Value, opts: &CallOptions<'_>) -> Operation {
         let known = self
-            .replay_safe
+            .tools
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(name)
-            .copied();
+            .map(|k| k.replay_safe);
         let mut params = Map::new();
         params.insert("name".into(), name.into());
         params.insert("arguments".into(), arguments);

@@ -235,13 +235,18 @@ impl<'a> Request<'a, ToolResult> {
     /// failure unless the options or the tool's listed annotations say it
     /// is read-only or idempotent.
     pub fn call_tool(name: &str, arguments: Value, opts: CallOptions<'a>) -> Self {
+        let tool = name.to_owned();
         Request {
             first: First::Tool {
                 name: name.to_owned(),
                 arguments,
             },
             opts,
-            then: Box::new(|v, _| decode(v).map(Next::Done)),
+            then: Box::new(move |v, memory| {
+                let result: ToolResult = decode(v)?;
+                memory.check_output(&tool, &result)?;
+                Ok(Next::Done(result))
+            }),
         }
     }
 }

@@ -22,6 +22,10 @@ pub struct Tool {
     /// JSON Schema of its arguments.
     #[serde(default)]
     pub input_schema: Value,
+    /// JSON Schema of its `structuredContent`, if it declares one: the
+    /// client checks every result of a listed tool against it
+    /// ([`Error::InvalidOutput`](crate::Error::InvalidOutput)).
+    pub output_schema: Option<Value>,
     /// Behaviour hints.
     #[serde(default)]
     pub annotations: ToolAnnotations,
@@ -35,6 +39,8 @@ pub struct Tool {
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct ToolAnnotations {
+    /// A human-readable title.
+    pub title: Option<String>,
     /// The tool does not change anything.
     pub read_only_hint: Option<bool>,
     /// Calling it again with the same arguments has no further effect.

@@ -202,7 +202,7 @@ pub enum ProtocolError {
 
 /// Cuts a server-provided message to a bounded length and drops control
 /// characters, so a hostile body cannot flood logs or forge log lines.
-pub(crate) fn sanitize(msg: &str) -> String {
+pub fn sanitize(msg: &str) -> String {
     const MAX: usize = 512;
     let mut out = String::with_capacity(msg.len().min(MAX));
     for c in msg.chars() {

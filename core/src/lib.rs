@@ -115,7 +115,7 @@ mod token;
 pub use breaker::{BreakerConfig, BreakerState};
 pub use classify::SessionPatterns;
 pub use dispatch::{CallEnd, Dispatcher, Job, Mail, ReadyStep, Step};
-pub use error::{redact_url, CallError, ProtocolError};
+pub use error::{redact_url, sanitize, CallError, ProtocolError};
 pub use http::{FailureKind, HttpRequest, Method, Text, TransportFailure};
 pub use jsonrpc::{code as error_code, Message, MessageError, RequestId, RpcError};
 pub use operation::Operation;

@@ -995,9 +995,54 @@ pub fn oauth_step_up_on_insufficient_scope<C: Mcp>() {
 }
 
 /// The scenarios both clients run, as `#[test]`s for client type `$c`.
+/// Results are checked against the output schema the tool declared: the
+/// Python SDK derives one from every tool's return type, the TypeScript
+/// tool declares its own, and a Python tool that answers a string where it
+/// declared an integer is refused (it ran once; nothing is resent). Only
+/// schemas listed on the session are applied.
+pub fn output_schemas<C: Mcp>() {
+    let py = Peer::start(PY_SSE);
+    let c: C = client(&py);
+    // Not listed yet: the schema is unknown, nothing is checked.
+    let r = c.call_tool("mislabeled", json!({})).unwrap();
+    assert_eq!(r.structured_content, Some(json!({"result": "seven"})));
+    let tools = c.all_tools().unwrap();
+    let add = tools.iter().find(|t| t.name == "add").unwrap();
+    let schema = add.output_schema.as_ref().unwrap();
+    assert_eq!(schema["properties"]["result"]["type"], "integer");
+    match c.call_tool("mislabeled", json!({})) {
+        Err(Error::InvalidOutput { tool, message }) => {
+            assert_eq!(tool, "mislabeled");
+            assert!(message.contains("/result"), "{message}");
+            assert!(message.contains("integer"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(py.count("mislabeled"), 2, "run once each, never resent");
+    let r = c.call_tool("add", json!({"a": 2, "b": 3})).unwrap();
+    assert_eq!(r.structured_content, Some(json!({"result": 5})));
+    // Off: nothing checked.
+    let lenient: C = builder(&py).check_output(false).build().unwrap();
+    lenient.all_tools().unwrap();
+    let r = lenient.call_tool("mislabeled", json!({})).unwrap();
+    assert_eq!(r.structured_content, Some(json!({"result": "seven"})));
+
+    let ts = Peer::start(TS_JSON);
+    let c: C = client(&ts);
+    c.all_tools().unwrap();
+    let r = c
+        .call_tool("add_structured", json!({"a": 2, "b": 3}))
+        .unwrap();
+    assert_eq!(r.structured_content, Some(json!({"sum": 5})));
+}
+
 #[macro_export]
 macro_rules! scenario_tests {
     ($c:ty) => {
+        #[test]
+        fn results_are_checked_against_output_schemas() {
+            output_schemas::<$c>();
+        }
         #[test]
         fn python_listening_stream_carries_session_notifications() {
             listening_stream_carries_session_messages::<$c>();

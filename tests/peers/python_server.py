@@ -286,6 +286,30 @@ for method, model, handler in [
     app._lowlevel_server._request_handlers[method] = HandlerEntry(model, handler)
 
 
+@app.tool(annotations=ToolAnnotations(readOnlyHint=True))
+def mislabeled() -> int:
+    """Declares an integer result (its outputSchema), then answers a
+    string in structuredContent: a server the client must not believe."""
+    return 7
+
+
+# The SDK checks its own tools' output: the lie is told below it.
+_call_tool = app._lowlevel_server._request_handlers["tools/call"]
+
+
+async def call_tool(ctx, params):
+    if params.name == "mislabeled":
+        bump("mislabeled")
+        return mcp_types.CallToolResult(
+            content=[mcp_types.TextContent(type="text", text="seven")],
+            structured_content={"result": "seven"},
+        )
+    return await _call_tool.handler(ctx, params)
+
+
+app._lowlevel_server._request_handlers["tools/call"] = HandlerEntry(_call_tool.params_type, call_tool)
+
+
 NAMES = ["Ada", "Alan", "Barbara", "Grace"]
 
 

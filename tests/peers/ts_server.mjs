@@ -63,6 +63,12 @@ function build() {
     if (delay_ms) await new Promise((r) => setTimeout(r, delay_ms));
     return text(n);
   });
+  server.registerTool('add_structured', {
+    description: 'Adds two numbers; the sum also as structured content.',
+    inputSchema: { a: z.number(), b: z.number() },
+    outputSchema: { sum: z.number() },
+    annotations: { readOnlyHint: true },
+  }, async ({ a, b }) => ({ content: [{ type: 'text', text: String(a + b) }], structuredContent: { sum: a + b } }));
   server.registerTool('counter_get', {
     description: 'The persistent counter.',
     annotations: { readOnlyHint: true },

@@ -11,7 +11,8 @@ use std::time::Duration;
 const EXIT_CODES: &str = "\
 Exit codes:
   0  ok
-  1  the server answered with an error (JSON-RPC error, or a tool result with isError)
+  1  the server answered with an error (JSON-RPC error, a tool result with isError,
+     or one outside the output schema the tool declared)
   2  bad input or usage (bad JSON arguments, bad URL, bad header, unknown flag)
   3  session lost and not recovered (lost again after re-initializing, not ready in time,
      initialize rejected or failed on a live server)

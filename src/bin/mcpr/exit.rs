@@ -97,6 +97,7 @@ pub fn classify(e: &Error) -> (Exit, &'static str) {
         Error::Decode(_) => (Exit::Unreachable, "protocol error"),
         Error::Config(_) => (Exit::BadInput, "bad input"),
         Error::TooManyPages { .. } => (Exit::ServerError, "server error"),
+        Error::InvalidOutput { .. } => (Exit::ServerError, "invalid output"),
         // `Error` is non-exhaustive: a new kind of failure is reported as a
         // generic failure rather than as success or bad input.
         _ => (Exit::Unreachable, "error"),
