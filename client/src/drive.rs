@@ -89,6 +89,42 @@ pub trait Io: Clone + Send + Sync + 'static {
         until: Instant,
         reply: fn(&[u8]) -> Vec<u8>,
     ) -> impl Future<Output = std::io::Result<Option<Vec<u8>>>> + Send;
+
+    /// The client's last handle was dropped, while tasks of its own (the
+    /// listening stream's reader) may hold the I/O a while longer: end
+    /// what must not outlive the client (a stdio server's child). The
+    /// default does nothing.
+    fn detach(&self) {}
+}
+
+/// What a client holds: the driver, and on drop of the last handle,
+/// [`Io::detach`].
+pub struct Handle<I: Io>(Arc<Driver<I>>);
+
+impl<I: Io> Handle<I> {
+    /// Wraps a driver.
+    pub fn new(driver: Arc<Driver<I>>) -> Self {
+        Handle(driver)
+    }
+}
+
+impl<I: Io> std::ops::Deref for Handle<I> {
+    type Target = Arc<Driver<I>>;
+    fn deref(&self) -> &Arc<Driver<I>> {
+        &self.0
+    }
+}
+
+impl<I: Io> Drop for Handle<I> {
+    fn drop(&mut self) {
+        self.0.io.detach();
+    }
+}
+
+impl<I: Io> fmt::Debug for Handle<I> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
 }
 
 /// One request to send, with the limits on waiting for its answer.

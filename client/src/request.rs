@@ -288,7 +288,7 @@ macro_rules! client {
         $(#[$doc])*
         #[derive(Clone, Debug)]
         pub struct Client {
-            driver: std::sync::Arc<$crate::drive::Driver<$io>>,
+            driver: std::sync::Arc<$crate::drive::Handle<$io>>,
         }
 
         /// Sets up a [`Client`].
@@ -296,7 +296,9 @@ macro_rules! client {
 
         impl $crate::Build for Client {
             fn build(settings: $crate::Settings) -> Result<Client, $crate::Error> {
-                $crate::drive::Driver::new(settings).map(|driver| Client { driver })
+                $crate::drive::Driver::new(settings).map(|driver| Client {
+                    driver: std::sync::Arc::new($crate::drive::Handle::new(driver)),
+                })
             }
         }
 

@@ -253,6 +253,118 @@ pub fn broken_server_fails_in_words<C: Mcp>() {
     }
 }
 
+/// A server that ignores `SIGTERM` and stays after stdin closes: `close()`
+/// and a dropped client each end it anyway (`SIGKILL` after the grace
+/// periods), with or without a listening stream holding the I/O.
+pub fn stubborn_server_is_ended<C: Mcp>() {
+    for (listen, close) in [(false, true), (false, false), (true, false)] {
+        let peer = StdioPeer::new(Sdk::Python);
+        let cmd = peer
+            .command()
+            .arg("--stubborn")
+            .shutdown_grace(Duration::from_millis(200));
+        let c: C = ClientBuilder::stdio(cmd)
+            .protocol(Protocol::Legacy)
+            .listen(listen)
+            .build()
+            .unwrap();
+        c.call_tool("add", json!({"a": 1, "b": 2})).unwrap();
+        if close {
+            c.close().unwrap();
+            assert!(peer.gone(), "close() waits for the child to go");
+        }
+        drop(c);
+        wait_for(Duration::from_secs(10), "the stubborn server to go", || {
+            peer.gone()
+        });
+    }
+}
+
+/// A crash that leaves the server's stdout open (it started a process
+/// that holds it): the call still ends as the server's exit, not after
+/// the read timeout, and the process it left behind goes too.
+pub fn crash_with_stdout_held_open<C: Mcp>() {
+    let peer = StdioPeer::new(Sdk::Python);
+    let c: C = peer.builder(Protocol::Legacy).build().unwrap();
+    match c.call_tool("orphan_then_exit", json!({})) {
+        Err(Error::Call(CallError::OutcomeUncertain { message, .. })) => {
+            assert!(message.contains("exited"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let orphan: i32 = std::fs::read_to_string(peer.state().join("orphan"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    wait_for(Duration::from_secs(10), "the orphan to be killed", || {
+        // SAFETY: signal 0 only asks whether the process exists; the
+        // orphan is no child of ours, so once killed it is gone (reaped
+        // by init).
+        unsafe { libc::kill(orphan, 0) != 0 }
+    });
+    // And the next call has a new child.
+    assert_eq!(
+        c.call_tool("add", json!({"a": 1, "b": 2})).unwrap().text(),
+        "3"
+    );
+}
+
+/// A question a child asks after its call is over, right before it dies,
+/// belongs to a session that is over: the next child's calls never carry
+/// it to the handler.
+pub fn a_dead_childs_question_is_not_asked<C: Mcp>() {
+    let peer = StdioPeer::new(Sdk::Python);
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c: C = peer
+        .builder(Protocol::Legacy)
+        .handler(Counting(asked.clone()))
+        .build()
+        .unwrap();
+    assert_eq!(
+        c.call_tool("answer_then_ask", json!({})).unwrap().text(),
+        "answered"
+    );
+    wait_for(Duration::from_secs(10), "the child to exit", || peer.gone());
+    assert_eq!(
+        c.call_tool("add", json!({"a": 1, "b": 2})).unwrap().text(),
+        "3"
+    );
+    assert_eq!(peer.count("starts"), 2);
+    assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+/// On the stateless wire a server that exits at start never reads the
+/// call: it is not uncertain, it was never sent.
+pub fn a_call_the_server_never_read_is_not_uncertain<C: Mcp>() {
+    let dir = peers_dir();
+    let cmd = StdioCommand::new(python_bin(&dir))
+        .arg(dir.join("python_server.py"))
+        .arg("--stdio");
+    let c: C = ClientBuilder::stdio(cmd)
+        .protocol(Protocol::Modern)
+        .build()
+        .unwrap();
+    match c.call_tool("counter_increment", json!({})) {
+        Err(Error::Call(CallError::OutcomeUncertain { message, .. })) => {
+            panic!("never read, yet uncertain: {message}")
+        }
+        Err(e) => assert!(e.to_string().contains("required: --state"), "{e}"),
+        Ok(r) => panic!("{r:?}"),
+    }
+}
+
+struct Counting(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+impl ServerHandler for Counting {
+    fn capabilities(&self) -> Value {
+        json!({"elicitation": {"form": {}}})
+    }
+    fn request(&self, _: &str, _: Option<Value>) -> Result<Value, RpcError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(json!({"action": "decline"}))
+    }
+}
+
 struct Yes;
 impl ServerHandler for Yes {
     fn capabilities(&self) -> Value {
@@ -319,6 +431,22 @@ macro_rules! stdio_tests {
             #[test]
             fn broken_server_fails_in_words() {
                 s::broken_server_fails_in_words::<$c>();
+            }
+            #[test]
+            fn stubborn_server_is_ended() {
+                s::stubborn_server_is_ended::<$c>();
+            }
+            #[test]
+            fn crash_with_stdout_held_open() {
+                s::crash_with_stdout_held_open::<$c>();
+            }
+            #[test]
+            fn a_dead_childs_question_is_not_asked() {
+                s::a_dead_childs_question_is_not_asked::<$c>();
+            }
+            #[test]
+            fn a_call_the_server_never_read_is_not_uncertain() {
+                s::a_call_the_server_never_read_is_not_uncertain::<$c>();
             }
             #[test]
             fn python_asks_while_a_call_runs() {

@@ -42,6 +42,8 @@ parser.add_argument("--cache-ttl-ms", type=int, default=0, help="ttlMs of listin
 parser.add_argument("--count-posts", action="store_true", help="count POSTs to /mcp in the `posts` file")
 parser.add_argument("--stdio", action="store_true",
                     help="serve on stdin/stdout; counts starts in `starts`, writes its pid to `pid`")
+parser.add_argument("--stubborn", action="store_true",
+                    help="(--stdio) ignore SIGTERM and stay after stdin closes: only SIGKILL ends it")
 args = parser.parse_args()
 
 # Bound before the app is built: an OAuth issuer URL names its port.
@@ -286,6 +288,41 @@ for method, model, handler in [
     app._lowlevel_server._request_handlers[method] = HandlerEntry(model, handler)
 
 
+@app.tool(annotations=ToolAnnotations(readOnlyHint=False, idempotentHint=False))
+async def orphan_then_exit() -> str:
+    """(--stdio) Starts a process that keeps this server's stdout open
+    (its pid in `orphan`), then exits without answering: a crash that
+    closes no pipe."""
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "300"])
+    with open(os.path.join(args.state, "orphan"), "w") as f:
+        f.write(str(child.pid))
+    os._exit(3)
+
+
+@app.tool(annotations=ToolAnnotations(readOnlyHint=True))
+async def answer_then_ask(ctx: Context) -> str:
+    """(--stdio) Answers at once, then asks the client a question from
+    the background and exits before any answer: a question of a session
+    that is over."""
+
+    import contextvars
+
+    session = ctx.session
+
+    async def ask_and_exit():
+        await asyncio.sleep(0.1)
+        asyncio.get_running_loop().call_later(0.3, os._exit, 4)
+        bump("asked")
+        await session.elicit_form("Still there?", {"type": "object", "properties": {}})
+
+    # Outside the request's context: the session's own channel, as a
+    # question of the server's own.
+    asyncio.get_running_loop().create_task(ask_and_exit(), context=contextvars.Context())
+    return "answered"
+
+
 @app.tool(annotations=ToolAnnotations(readOnlyHint=True))
 def mislabeled() -> int:
     """Declares an integer result (its outputSchema), then answers a
@@ -430,7 +467,14 @@ if args.stdio:
     bump("starts")
     with open(os.path.join(args.state, "pid"), "w") as f:
         f.write(str(os.getpid()))
+    if args.stubborn:
+        import signal
+        import time
+
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     app.run("stdio")
+    if args.stubborn:
+        time.sleep(3600)
     sys.exit(0)
 
 asgi_app = CountInitialize(starlette_app)

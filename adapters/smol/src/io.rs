@@ -112,6 +112,12 @@ impl Io for SmolIo {
         Ok(())
     }
 
+    fn detach(&self) {
+        if let Some(link) = &self.stdio {
+            link.detach();
+        }
+    }
+
     type Listener = TcpListener;
 
     fn bind_loopback(&self, port: u16) -> io::Result<(TcpListener, u16)> {

@@ -237,6 +237,12 @@ impl Io for Ureq {
             .map_err(|e| e.to_string())
     }
 
+    fn detach(&self) {
+        if let Some(link) = &self.stdio {
+            link.detach();
+        }
+    }
+
     type Listener = TcpListener;
 
     fn bind_loopback(&self, port: u16) -> io::Result<(TcpListener, u16)> {

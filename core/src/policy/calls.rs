@@ -98,6 +98,10 @@ pub(super) struct Call {
     pub(super) probe: bool,
     /// When its request was first refused (nothing listened), if ever.
     pub(super) refused_since: Option<Instant>,
+    /// What the last refusal said (the adapter's words: "connection
+    /// refused", a child process's exit), for the error once the restart
+    /// budget is spent.
+    pub(super) refusal: Option<String>,
     /// The recovery the next send follows, announced as `RetryOnce` when
     /// the request actually goes out.
     pub(super) pending: Option<Recovery>,
@@ -162,13 +166,8 @@ impl Engine {
                 },
                 Some(CallState::AwaitServer { since, .. }) => {
                     // One breaker failure per exhausted budget, not per try.
-                    let error = CallError::Transport {
-                        kind: FailureKind::Connect,
-                        message: format!(
-                            "nothing listened for {:.1} s (the restart budget)",
-                            now.saturating_duration_since(*since).as_secs_f64()
-                        ),
-                    };
+                    let refusal = self.calls.get(&id).and_then(|c| c.refusal.as_deref());
+                    let error = super::down::budget_spent(*since, now, refusal);
                     self.end(id, Err(error), Verdict::Failure, now);
                     continue;
                 }
@@ -722,6 +721,9 @@ impl Engine {
         if !ambiguous && failure.kind == FailureKind::Connect {
             // Nothing listened: nothing was sent, so anything may go again,
             // once the server is back, within the call's restart budget.
+            if let Some(c) = self.calls.get_mut(&id) {
+                c.refusal = Some(crate::error::sanitize(&failure.message));
+            }
             return self.await_server(id, true, now);
         }
         if call.used.transport || call.attempts >= MAX_ATTEMPTS {

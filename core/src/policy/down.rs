@@ -213,13 +213,7 @@ impl Engine {
         let since = *c.refused_since.get_or_insert(now);
         let deadline = later(since, budget);
         if deadline <= now {
-            let error = CallError::Transport {
-                kind: FailureKind::Connect,
-                message: format!(
-                    "nothing listened for {:.1} s (the restart budget)",
-                    now.saturating_duration_since(since).as_secs_f64()
-                ),
-            };
+            let error = budget_spent(since, now, c.refusal.as_deref());
             return self.end(id, Err(error), Verdict::Failure, now);
         }
         if c.pending.is_none() {
@@ -230,5 +224,20 @@ impl Engine {
             // The server answered meanwhile: go on now.
             self.attempt(id, now);
         }
+    }
+}
+
+/// A call's restart budget is spent: nothing listened since `since`; the
+/// last refusal's own words, when known, say why.
+pub(super) fn budget_spent(since: Instant, now: Instant, refusal: Option<&str>) -> CallError {
+    let waited = now.saturating_duration_since(since).as_secs_f64();
+    let mut message = format!("nothing listened for {waited:.1} s (the restart budget)");
+    if let Some(r) = refusal {
+        message.push_str("; last: ");
+        message.push_str(r);
+    }
+    CallError::Transport {
+        kind: FailureKind::Connect,
+        message,
     }
 }

@@ -335,6 +335,7 @@ impl Engine {
                 used: Used::default(),
                 probe,
                 refused_since: None,
+                refusal: None,
                 pending: None,
                 resumes: 0,
                 round: None,
