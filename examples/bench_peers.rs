@@ -26,13 +26,18 @@
 //!
 //! Run: `cargo run --release --features ureq,smol --example bench_peers`
 //! (scripts/bench.sh runs it). `BENCH_CALLS` sets the call count of (1);
-//! `BENCH_ONLY=clients,recovery,herd,wires,cancel` picks parts.
+//! `BENCH_ONLY=clients,recovery,herd,wires,cancel,stdio` picks parts.
+//!
+//! 6. Over stdio (`stdio`): the same 1 000 calls with the Python peer as
+//!    each client's child process, and the time from a crash of the child
+//!    to the next call's result.
 //! The program re-runs itself as `bench_peers child calls ureq|smol URL N`
 //! for our clients' processes.
 
 #[path = "../benches/common/peer.rs"]
 mod peer;
 
+use mcp_recovery::client::stdio::StdioCommand;
 use mcp_recovery::core::{Action, Protocol};
 use mcp_recovery::{blocking, smol as smol_client};
 use peer::{median, Peer};
@@ -110,6 +115,112 @@ fn main() {
     if run("cancel") {
         cancel_latency();
     }
+    if run("stdio") {
+        stdio(calls);
+    }
+}
+
+// ---------------------------------------------------------------- 6.
+
+/// The Python peer as a child over stdio, for a client given `stdio:LINE`.
+fn stdio_line(state: &std::path::Path) -> String {
+    format!(
+        "{} {} --stdio --state {}",
+        peer::python().display(),
+        peer::root().join("tests/peers/python_server.py").display(),
+        state.display()
+    )
+}
+
+/// Over stdio: `calls` sequential `echo` calls by each client, each
+/// starting the same Python peer as its child (the handshake wire); then,
+/// in this process, the time from a crash (SIGKILL of the child) to the
+/// next call's result (restart, initialize, call) against a plain call.
+fn stdio(calls: usize) {
+    const CLIENTS: [&str; 4] = [
+        "Python SDK (mcp 2.3.0)",
+        "TypeScript SDK (1.32.2)",
+        "ours, blocking (ureq)",
+        "ours, async (smol)",
+    ];
+    const ROUNDS: usize = 2;
+    let state = std::env::temp_dir().join(format!("bench-stdio-{}", std::process::id()));
+    std::fs::create_dir_all(&state).expect("state dir");
+    let url = format!("stdio:{}", stdio_line(&state));
+    let mut results: Vec<Vec<(f64, f64)>> = vec![vec![]; CLIENTS.len()];
+    for round in 0..ROUNDS {
+        for (i, which) in CLIENTS.iter().enumerate() {
+            let v = run_json(client_command(which, &url, calls));
+            let f = |k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} in {v}"));
+            eprintln!(
+                "stdio round {round}: {which}: wall {:.3} s, cpu {:.3} s",
+                f("wall_s"),
+                f("cpu_s")
+            );
+            results[i].push((f("wall_s"), f("cpu_s")));
+        }
+    }
+    let med =
+        |i: usize, k: fn(&(f64, f64)) -> f64| median(&results[i].iter().map(k).collect::<Vec<_>>());
+    let (py_wall, py_cpu) = (med(0, |r| r.0), med(0, |r| r.1));
+    println!(
+        "\n## Over stdio: {calls} sequential tools/call \"echo\", the Python peer (mcp 2.3.0) \
+         as each client's child, median of {ROUNDS} rounds\n"
+    );
+    println!("| client | wall | per call | wall vs Python | client CPU (user+sys, the child not included) | CPU per call | **CPU vs Python** |");
+    println!("|---|---|---|---|---|---|---|");
+    for (i, which) in CLIENTS.iter().enumerate() {
+        let (wall, cpu) = (med(i, |r| r.0), med(i, |r| r.1));
+        println!(
+            "| {which} | {:.2} s | {:.3} ms | {:.2}× | {:.3} s | {:.0} µs | **{:.3}×** |",
+            wall,
+            wall / calls as f64 * 1e3,
+            wall / py_wall,
+            cpu,
+            cpu / calls as f64 * 1e6,
+            cpu / py_cpu,
+        );
+    }
+
+    // A crash, then the next call.
+    let c = blocking::Client::stdio(StdioCommand::parse(&stdio_line(&state)).expect("command"))
+        .protocol(Protocol::Legacy)
+        .build()
+        .expect("client");
+    let mut plain = Vec::new();
+    for _ in 0..50 {
+        let t = Instant::now();
+        c.call_tool("echo", echo_args()).expect("call");
+        plain.push(t.elapsed().as_secs_f64());
+    }
+    let mut recovered = Vec::new();
+    for _ in 0..5 {
+        let pid: i32 = std::fs::read_to_string(state.join("pid"))
+            .expect("pid")
+            .trim()
+            .parse()
+            .expect("pid");
+        // SAFETY: kill(2) on the child's pid; no memory involved.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        // Until the client has reaped it: the crash is known.
+        while unsafe { libc::kill(pid, 0) } == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let t = Instant::now();
+        c.call_tool("echo", echo_args()).expect("recovered call");
+        recovered.push(t.elapsed().as_secs_f64());
+    }
+    let (p, r) = (median(&plain), median(&recovered));
+    println!(
+        "\nAfter a crash (SIGKILL of the child, 5 times): the next call took {:.0} ms \
+         (median: a new child, its start-up, initialize, the call) against {:.3} ms for a \
+         plain call ({:.0}×); the Python interpreter's start-up is most of it.",
+        r * 1e3,
+        p * 1e3,
+        r / p
+    );
+    drop(c);
+    let _ = std::fs::remove_dir_all(&state);
 }
 
 // ---------------------------------------------------------------- 5.
@@ -377,10 +488,13 @@ fn child(args: &[String]) {
     let (wall, cpu) = match which.as_str() {
         "ureq" => {
             // The handshake wire, as the official clients speak it here.
-            let c = blocking::Client::builder(url)
-                .protocol(Protocol::Legacy)
-                .build()
-                .expect("client");
+            let c = match url.strip_prefix("stdio:") {
+                Some(line) => blocking::Client::stdio(StdioCommand::parse(line).expect("command")),
+                None => blocking::Client::builder(url),
+            }
+            .protocol(Protocol::Legacy)
+            .build()
+            .expect("client");
             for _ in 0..20 {
                 c.call_tool("echo", echo_args()).expect("warm-up");
             }
@@ -394,10 +508,15 @@ fn child(args: &[String]) {
             out
         }
         "smol" => smol::block_on(async {
-            let c = smol_client::Client::builder(url)
-                .protocol(Protocol::Legacy)
-                .build()
-                .expect("client");
+            let c = match url.strip_prefix("stdio:") {
+                Some(line) => {
+                    smol_client::Client::stdio(StdioCommand::parse(line).expect("command"))
+                }
+                None => smol_client::Client::builder(url),
+            }
+            .protocol(Protocol::Legacy)
+            .build()
+            .expect("client");
             for _ in 0..20 {
                 c.call_tool("echo", echo_args()).await.expect("warm-up");
             }

@@ -1,6 +1,7 @@
 """Official Python SDK client (mcp==2.3.0) for the cross-client comparison.
 
 Run with the peer venv: tests/peers/.venv/bin/python benches/clients/py_client.py URL N
+(URL `stdio:COMMAND LINE`: the server as a child over stdio.)
 Connects (ClientSession over streamable HTTP), makes 20 warm-up calls, then
 N sequential tools/call "echo", and prints one JSON line: the loop's wall
 time and the process's CPU time (user+sys, getrusage) spent in the loop, and
@@ -18,6 +19,8 @@ T_START = time.perf_counter()
 
 from mcp.client.session import ClientSession  # noqa: E402
 from mcp.client.streamable_http import streamable_http_client  # noqa: E402
+from mcp.client.stdio import StdioServerParameters, stdio_client  # noqa: E402
+import shlex  # noqa: E402
 
 
 def cpu() -> float:
@@ -25,8 +28,17 @@ def cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def transport(url: str):
+    """`stdio:COMMAND LINE` runs the server as a child over stdio."""
+    if url.startswith("stdio:"):
+        words = shlex.split(url[len("stdio:"):])
+        return stdio_client(StdioServerParameters(command=words[0], args=words[1:]))
+    return streamable_http_client(url)
+
+
 async def main(url: str, n: int) -> dict:
-    async with streamable_http_client(url) as (read, write):
+    async with transport(url) as streams:
+        read, write = streams[0], streams[1]
         async with ClientSession(read, write) as session:
             await session.initialize()
             for _ in range(20):

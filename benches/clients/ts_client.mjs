@@ -23,6 +23,7 @@ const t0 = performance.now();
 const require = createRequire(new URL('../../tests/peers/package.json', import.meta.url));
 const { Client } = require('@modelcontextprotocol/sdk/client/index.js');
 const { StreamableHTTPClientTransport } = require('@modelcontextprotocol/sdk/client/streamableHttp.js');
+const { StdioClientTransport } = require('@modelcontextprotocol/sdk/client/stdio.js');
 
 const cpu = () => {
   const u = process.cpuUsage();
@@ -33,7 +34,12 @@ const n = Number(nArg);
 
 async function connect() {
   const client = new Client({ name: 'bench', version: '1.0.0' });
-  await client.connect(new StreamableHTTPClientTransport(new URL(url)));
+  // `stdio:COMMAND ARGS` (split on spaces: the bench's paths have none)
+  // runs the server as a child over stdio.
+  const transport = url.startsWith('stdio:')
+    ? (([command, ...args]) => new StdioClientTransport({ command, args }))(url.slice(6).trim().split(/\s+/))
+    : new StreamableHTTPClientTransport(new URL(url));
+  await client.connect(transport);
   return client;
 }
 const echo = async (client) => {
