@@ -801,3 +801,96 @@ fn stdio_server_as_a_child_process() {
     let r = mcpr(&["--stdio", &bad, "tools"]).expect(7);
     assert!(r.stderr.contains("required: --state"), "{}", r.stderr);
 }
+
+#[test]
+fn arguments_as_pairs_or_stdin_and_the_rest_of_the_protocol() {
+    let peer = Peer::start(PY);
+    let url = peer.url();
+    // The tools table names each parameter, its type, whether required.
+    let tools = at(&url, &["tools"]).expect(0);
+    assert!(
+        tools.stdout.contains("a: integer*, b: integer*"),
+        "{}",
+        tools.stdout
+    );
+    // key=value, typed as JSON when they parse.
+    assert_eq!(
+        at(&url, &["call", "add", "a=2", "b=40"]).expect(0).stdout,
+        "42\n"
+    );
+    assert_eq!(
+        at(&url, &["call", "echo", "text=hello world"])
+            .expect(0)
+            .stdout,
+        "hello world\n"
+    );
+    // `-`: a JSON object on stdin.
+    let mut child = command(&["--url", &url, "call", "echo", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start mcpr");
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), br#"{"text": "piped"}"#).unwrap();
+    drop(child.stdin.take());
+    let out = Run::from(child.wait_with_output().unwrap()).expect(0);
+    assert_eq!(out.stdout, "piped\n");
+    // Bad pairs are bad input, nothing sent.
+    at(&url, &["call", "add", "a"]).expect(2);
+    at(&url, &["call", "add", "a=1", "a=2"]).expect(2);
+    // Prompt arguments as pairs are strings.
+    let p = at(&url, &["prompt", "greet", "name=42"]).expect(0);
+    assert!(p.stdout.contains("Say hello to 42"), "{}", p.stdout);
+
+    let t = at(&url, &["--json", "templates"]).expect(0).json_one();
+    assert_eq!(
+        t["resourceTemplates"][0]["uriTemplate"],
+        "greeting://{name}"
+    );
+    let c = at(
+        &url,
+        &[
+            "--protocol",
+            "legacy",
+            "complete",
+            "prompt:greet",
+            "name",
+            "A",
+        ],
+    )
+    .expect(0);
+    assert_eq!(c.stdout, "Ada\nAlan\n");
+    at(&url, &["complete", "greet", "name"]).expect(2);
+    at(&url, &["--protocol", "legacy", "log-level", "debug"]).expect(0);
+    assert_eq!(peer.count("set_level"), 1);
+    let r = at(&url, &["rpc", "tools/list"]).expect(0).json_one();
+    assert!(r["tools"].is_array());
+    at(&url, &["rpc", "no/such/method"]).expect(1);
+    let bash = mcpr(&["completions", "bash"]).expect(0);
+    assert!(bash.stdout.contains("mcpr"), "{}", bash.stdout);
+
+    // subscribe prints the update the server sends, until Ctrl-C.
+    let child = command(&[
+        "--url",
+        &url,
+        "--protocol",
+        "legacy",
+        "--json",
+        "subscribe",
+        "counter://total",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("start mcpr");
+    let pid = child.id() as i32;
+    let mut stdout = BufReader::new(child.stdout.unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("an update");
+    assert_eq!(line.trim(), r#"{"updated":"counter://total"}"#);
+    assert_eq!(peer.count("subscribe"), 1);
+    // SAFETY: signalling our own child, whose pid we hold.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    wait_for(Duration::from_secs(10), "the unsubscribe", || {
+        peer.count("unsubscribe") == 1
+    });
+}

@@ -271,7 +271,18 @@ async def set_level(ctx, params):
 
 
 async def subscribe(ctx, params):
+    """Counts, and tells the subscriber its resource changed 200 ms later
+    (on the session's own channel: the client's GET stream)."""
+    import contextvars
+
     bump("subscribe")
+    session, uri = ctx.session, params.uri
+
+    async def updated():
+        await asyncio.sleep(0.2)
+        await session.send_resource_updated(uri)
+
+    asyncio.get_running_loop().create_task(updated(), context=contextvars.Context())
     return mcp_types.EmptyResult()
 
 

@@ -162,9 +162,11 @@ pub enum Command {
     Call {
         /// The tool's name
         name: String,
-        /// Its arguments, a JSON object (default {})
-        #[arg(value_name = "JSON-ARGS")]
-        args: Option<String>,
+        /// Its arguments: a JSON object, `-` to read one from stdin, or
+        /// key=value pairs (a value that parses as JSON is taken as JSON:
+        /// n=3 on=true; any other is a string: text=hello). Default {}
+        #[arg(value_name = "ARGS")]
+        args: Vec<String>,
         #[command(flatten)]
         repeat: Repeat,
     },
@@ -181,9 +183,46 @@ pub enum Command {
     Prompt {
         /// The prompt's name
         name: String,
-        /// Its arguments, a JSON object of strings
-        #[arg(value_name = "JSON-ARGS")]
-        args: Option<String>,
+        /// Its arguments: a JSON object of strings, `-` to read one from
+        /// stdin, or key=value pairs (values are strings)
+        #[arg(value_name = "ARGS")]
+        args: Vec<String>,
+    },
+    /// List the server's resource templates (every page)
+    Templates,
+    /// Complete an argument of a prompt or a resource template
+    Complete {
+        /// What to complete: prompt:NAME or resource:URI-TEMPLATE
+        #[arg(value_name = "REF")]
+        reference: String,
+        /// The argument's name
+        argument: String,
+        /// What is typed so far
+        #[arg(default_value = "")]
+        value: String,
+    },
+    /// Set the level of the log messages the server sends
+    LogLevel {
+        /// debug, info, notice, warning, error, critical, alert or emergency
+        level: String,
+    },
+    /// Subscribe to a resource and print its updates until Ctrl-C
+    Subscribe {
+        /// The resource's URI
+        uri: String,
+    },
+    /// Send any request and print its result as JSON
+    Rpc {
+        /// The method, e.g. tools/list
+        method: String,
+        /// Its params: a JSON object, or `-` to read one from stdin
+        #[arg(value_name = "JSON-PARAMS")]
+        params: Option<String>,
+    },
+    /// Print a shell completion script: mcpr completions bash > ~/.local/share/bash-completion/completions/mcpr
+    Completions {
+        /// bash, zsh, fish, elvish or powershell
+        shell: clap_complete::Shell,
     },
     /// Check that the server answers
     Ping {

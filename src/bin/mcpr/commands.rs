@@ -7,7 +7,8 @@ use crate::args::Repeat;
 use crate::exit::{Exit, Failure};
 use crate::render;
 use mcp_recovery::blocking::{
-    CallOptions, Client, Prompt, PromptResult, Resource, ResourceRead, Tool,
+    CallOptions, Client, CompletionRef, Prompt, PromptResult, Resource, ResourceRead,
+    ResourceTemplate, ServerHandler, Tool,
 };
 use serde::de::DeserializeOwned;
 use serde_json::{json, Map, Value};
@@ -17,12 +18,59 @@ use std::time::{Duration, Instant};
 /// A subcommand with its input already checked.
 pub enum Job {
     Tools,
-    Call { name: String, args: Value },
+    Call {
+        name: String,
+        args: Value,
+    },
     Resources,
-    Read { uri: String },
+    Read {
+        uri: String,
+    },
     Prompts,
-    Prompt { name: String, args: Option<Value> },
+    Prompt {
+        name: String,
+        args: Option<Value>,
+    },
     Ping,
+    Templates,
+    Complete {
+        reference: CompletionRef,
+        argument: String,
+        value: String,
+    },
+    LogLevel {
+        level: String,
+    },
+    Subscribe {
+        uri: String,
+    },
+    Rpc {
+        method: String,
+        params: Option<Value>,
+    },
+}
+
+/// `subscribe`: prints each `notifications/resources/updated` as it comes.
+pub struct Updates {
+    pub json: bool,
+}
+
+impl ServerHandler for Updates {
+    fn notification(&self, method: &str, params: Option<Value>) {
+        if method != "notifications/resources/updated" {
+            return;
+        }
+        let uri = params
+            .as_ref()
+            .and_then(|p| p.get("uri"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if self.json {
+            println!("{}", json!({"updated": uri}));
+        } else {
+            println!("updated {}", render::cell(uri, 200));
+        }
+    }
 }
 
 /// Runs `job` `repeat.repeat` times, printing each result; the exit code is
@@ -129,6 +177,52 @@ fn once(client: &Client, job: &Job, json: bool, prefix: &str) -> Result<Exit, Fa
                 render::prompt_result(&p)
             })
         }
+        Job::Templates => list(
+            client,
+            "resources/templates/list",
+            "resourceTemplates",
+            json,
+            |t: Vec<ResourceTemplate>| render::templates(&t),
+        ),
+        Job::Complete {
+            reference,
+            argument,
+            value,
+        } => {
+            let c = watched("completing", || client.complete(reference, argument, value))?;
+            if json {
+                println!(
+                    "{}",
+                    json!({"values": c.values, "total": c.total, "hasMore": c.has_more})
+                );
+            } else {
+                for v in &c.values {
+                    println!("{}", render::cell(v, 200));
+                }
+                if c.has_more {
+                    eprintln!(
+                        "mcpr: {} more",
+                        c.total.map_or("and".into(), |t| format!("{} in all,", t))
+                    );
+                }
+            }
+            Ok(Exit::Ok)
+        }
+        Job::LogLevel { level } => {
+            watched("setting the log level", || client.set_log_level(level))?;
+            if json {
+                println!("{}", json!({"ok": true}));
+            } else {
+                println!("{prefix}ok");
+            }
+            Ok(Exit::Ok)
+        }
+        Job::Subscribe { uri } => subscribe(client, uri, json),
+        Job::Rpc { method, params } => {
+            let result = watched(method, || client.request(method, params.clone()))?;
+            println!("{result}");
+            Ok(Exit::Ok)
+        }
         Job::Ping => {
             let started = Instant::now();
             watched("ping", || client.ping())?;
@@ -141,6 +235,25 @@ fn once(client: &Client, job: &Job, json: bool, prefix: &str) -> Result<Exit, Fa
             Ok(Exit::Ok)
         }
     }
+}
+
+/// Subscribes, then waits for Ctrl-C while the updates print (the
+/// listening stream's reader prints them); unsubscribes on the way out.
+fn subscribe(client: &Client, uri: &str, json: bool) -> Result<Exit, Failure> {
+    watched(&format!("subscribing to {uri}"), || client.subscribe(uri))?;
+    if !json {
+        eprintln!(
+            "mcpr: subscribed to {}; updates follow (Ctrl-C ends)",
+            render::cell(uri, 200)
+        );
+    }
+    let until = client.cancel_handle();
+    let _interrupt = crate::interrupt::cancels(until.clone());
+    while !until.is_cancelled() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = client.unsubscribe(uri);
+    Ok(Exit::Interrupted)
 }
 
 /// Runs `f` with a spinner (or nothing) for `label`.

@@ -19,7 +19,7 @@ use clap::Parser;
 use commands::Job;
 use exit::{Exit, Failure};
 use mcp_recovery::blocking::stdio::StdioCommand;
-use mcp_recovery::blocking::Client;
+use mcp_recovery::blocking::{Client, CompletionRef};
 use mcp_recovery::core::{Action, Recovery};
 use serde_json::Value;
 use std::process::ExitCode;
@@ -31,6 +31,14 @@ fn main() -> ExitCode {
     interrupt::install();
     let exit = match cli.command {
         Command::Demo => demo::run(),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "mcpr", &mut script);
+            // A reader that stops early (`| head`) is not an error.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+            Exit::Ok
+        }
         Command::Conformance { server } => conformance::run(&server),
         Command::Login => match login(&cli.conn) {
             Ok(exit) => exit,
@@ -80,25 +88,59 @@ fn prepare(
         Command::Read { uri } => (Job::Read { uri }, once),
         Command::Ping { repeat } => (Job::Ping, repeat),
         Command::Call { name, args, repeat } => {
-            let args =
-                object_arg(args.as_deref())?.unwrap_or_else(|| Value::Object(Default::default()));
+            let args = arguments(&args, true)?.unwrap_or_else(|| Value::Object(Default::default()));
             (Job::Call { name, args }, repeat)
         }
         Command::Prompt { name, args } => {
-            let args = object_arg(args.as_deref())?;
+            let args = arguments(&args, false)?;
             (Job::Prompt { name, args }, once)
         }
-        Command::Demo | Command::Login | Command::Conformance { .. } => {
+        Command::Templates => (Job::Templates, once),
+        Command::Complete {
+            reference,
+            argument,
+            value,
+        } => {
+            let reference = match reference.split_once(':') {
+                Some(("prompt", name)) => CompletionRef::Prompt(name.to_owned()),
+                Some(("resource", uri)) => CompletionRef::Resource(uri.to_owned()),
+                _ => {
+                    return Err(Failure::input(
+                        "complete: REF is prompt:NAME or resource:URI-TEMPLATE",
+                    ))
+                }
+            };
+            let job = Job::Complete {
+                reference,
+                argument,
+                value,
+            };
+            (job, once)
+        }
+        Command::LogLevel { level } => (Job::LogLevel { level }, once),
+        Command::Subscribe { uri } => (Job::Subscribe { uri }, once),
+        Command::Rpc { method, params } => {
+            let params = match params.as_deref() {
+                Some(p) => arguments(&[p.to_owned()], true)?,
+                None => None,
+            };
+            (Job::Rpc { method, params }, once)
+        }
+        Command::Demo
+        | Command::Login
+        | Command::Conformance { .. }
+        | Command::Completions { .. } => {
             unreachable!("handled by main")
         }
     };
-    let (client, opener) = client(conn)?;
+    let subscribing = matches!(job, Job::Subscribe { .. });
+    let (client, opener) = client(conn, subscribing.then(|| conn.json))?;
     Ok((client, job, repeat, opener))
 }
 
 /// `mcpr --oauth login`: the authorization flow, whatever the stored tokens.
 fn login(conn: &Connection) -> Result<Exit, Failure> {
-    let (client, opener) = client(conn)?;
+    let (client, opener) = client(conn, None)?;
     let opener = opener.ok_or_else(|| Failure::input("login needs --oauth"))?;
     auth::authorize(&client, opener)?;
     if conn.json {
@@ -109,21 +151,71 @@ fn login(conn: &Connection) -> Result<Exit, Failure> {
     Ok(Exit::Ok)
 }
 
-/// JSON arguments: must be an object, as MCP says.
-fn object_arg(text: Option<&str>) -> Result<Option<Value>, Failure> {
-    let Some(text) = text else { return Ok(None) };
-    let v: Value = serde_json::from_str(text)
-        .map_err(|e| Failure::input(format!("arguments are not JSON: {e}")))?;
-    if !v.is_object() {
-        return Err(Failure::input(
-            "arguments must be a JSON object, like '{\"text\": \"hi\"}'",
-        ));
+/// Arguments as given: nothing; one JSON object (or `-`: one read from
+/// stdin); or `key=value` pairs, whose values are JSON when they parse as
+/// JSON and `typed` (tool arguments), strings otherwise.
+fn arguments(args: &[String], typed: bool) -> Result<Option<Value>, Failure> {
+    let object = |text: &str| -> Result<Option<Value>, Failure> {
+        let v: Value = serde_json::from_str(text)
+            .map_err(|e| Failure::input(format!("arguments are not JSON: {e}")))?;
+        if !v.is_object() {
+            return Err(Failure::input(
+                "arguments must be a JSON object, like '{\"text\": \"hi\"}', or key=value pairs",
+            ));
+        }
+        Ok(Some(v))
+    };
+    match args {
+        [] => Ok(None),
+        [dash] if dash == "-" => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(
+                &mut std::io::Read::take(std::io::stdin(), 16 << 20),
+                &mut text,
+            )
+            .map_err(|e| Failure::input(format!("reading the arguments from stdin: {e}")))?;
+            object(&text)
+        }
+        [one] if one.trim_start().starts_with('{') => object(one),
+        pairs => {
+            let mut map = serde_json::Map::new();
+            for pair in pairs {
+                let Some((key, value)) = pair.split_once('=') else {
+                    return Err(Failure::input(format!(
+                        "{:?}: expected key=value, a JSON object or -",
+                        render::cell(pair, 40)
+                    )));
+                };
+                let value = match serde_json::from_str::<Value>(value) {
+                    Ok(v) if typed => v,
+                    _ => Value::String(value.to_owned()),
+                };
+                if map.insert(key.to_owned(), value).is_some() {
+                    return Err(Failure::input(format!("{key}= given twice")));
+                }
+            }
+            Ok(Some(Value::Object(map)))
+        }
     }
-    Ok(Some(v))
 }
 
 /// The client, and with `--oauth` how the authorization URL will be opened.
-fn client(conn: &Connection) -> Result<(Client, Option<Opener>), Failure> {
+fn client(conn: &Connection, updates: Option<bool>) -> Result<(Client, Option<Opener>), Failure> {
+    let (client, opener) = builder(conn)?;
+    // `subscribe`: the server's updates come on the listening stream, and
+    // are printed as they come (as JSON lines with --json).
+    let client = match updates {
+        Some(json) => client.listen(true).handler(commands::Updates { json }),
+        None => client,
+    };
+    Ok((client.build()?, opener))
+}
+
+/// The client's builder for `conn`, and with `--oauth` how the
+/// authorization URL will be opened.
+fn builder(
+    conn: &Connection,
+) -> Result<(mcp_recovery::blocking::Builder, Option<Opener>), Failure> {
     if let Some(line) = &conn.stdio {
         if conn.oauth.oauth || conn.bearer.is_some() || !conn.headers.is_empty() {
             return Err(Failure::input(
@@ -139,7 +231,7 @@ fn client(conn: &Connection) -> Result<(Client, Option<Opener>), Failure> {
         if conn.verbose {
             builder = builder.on_recovery(log_recovery);
         }
-        return Ok((builder.build()?, None));
+        return Ok((builder, None));
     }
     let url = conn.url.as_deref().ok_or_else(|| {
         Failure::input("--url URL (or --stdio COMMAND) is required (or set MCPR_URL)")
@@ -166,7 +258,7 @@ fn client(conn: &Connection) -> Result<(Client, Option<Opener>), Failure> {
     if conn.verbose {
         builder = builder.on_recovery(log_recovery);
     }
-    Ok((builder.build()?, opener))
+    Ok((builder, opener))
 }
 
 /// `Name: value`. Errors name the header, never its value: header values

@@ -4,7 +4,7 @@
 //! no such care: serde_json escapes them.
 
 use mcp_recovery::blocking::{
-    Content, Prompt, PromptResult, Resource, ResourceRead, Tool, ToolResult,
+    Content, Prompt, PromptResult, Resource, ResourceRead, ResourceTemplate, Tool, ToolResult,
 };
 use serde_json::{Map, Value};
 
@@ -78,12 +78,64 @@ pub fn tools(tools: &[Tool]) -> String {
             }
             vec![
                 cell(&t.name, 40),
+                parameters(&t.input_schema),
                 hints.join(","),
                 first_line(t.description.as_deref()),
             ]
         })
         .collect();
-    table(&["NAME", "HINTS", "DESCRIPTION"], &rows)
+    table(
+        &["NAME", "PARAMETERS (* required)", "HINTS", "DESCRIPTION"],
+        &rows,
+    )
+}
+
+/// `a: integer*, b: string`: a tool's parameters from its input schema.
+fn parameters(schema: &Value) -> String {
+    let Some(props) = schema.get("properties").and_then(Value::as_object) else {
+        return String::new();
+    };
+    let required: Vec<&str> = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let params: Vec<String> = props
+        .iter()
+        .map(|(name, p)| {
+            let kind = match p.get("type") {
+                Some(Value::String(t)) => t.clone(),
+                Some(Value::Array(ts)) => ts
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join("|"),
+                _ if p.get("enum").is_some() => "enum".into(),
+                _ => "any".into(),
+            };
+            let star = if required.contains(&name.as_str()) {
+                "*"
+            } else {
+                ""
+            };
+            format!("{}: {kind}{star}", cell(name, 30))
+        })
+        .collect();
+    cell(&params.join(", "), 60)
+}
+
+pub fn templates(templates: &[ResourceTemplate]) -> String {
+    let rows: Vec<Vec<String>> = templates
+        .iter()
+        .map(|t| {
+            vec![
+                cell(&t.uri_template, 60),
+                cell(&t.name, 30),
+                first_line(t.description.as_deref()),
+            ]
+        })
+        .collect();
+    table(&["URI TEMPLATE", "NAME", "DESCRIPTION"], &rows)
 }
 
 pub fn resources(resources: &[Resource]) -> String {
