@@ -356,10 +356,22 @@ mod tests {
     }
 
     #[test]
-    fn arguments_must_be_an_object() {
-        assert!(object_arg(Some("{\"a\": 1}")).is_ok());
-        assert!(object_arg(Some("[1]")).is_err());
-        assert!(object_arg(Some("{oops")).is_err());
-        assert!(matches!(object_arg(None), Ok(None)));
+    fn arguments_are_an_object_or_pairs() {
+        let args = |a: &[&str], typed| {
+            let a: Vec<String> = a.iter().map(|s| s.to_string()).collect();
+            arguments(&a, typed)
+        };
+        assert!(args(&["{\"a\": 1}"], true).is_ok());
+        assert!(args(&["{oops"], true).is_err());
+        assert!(matches!(args(&[], true), Ok(None)));
+        let typed = args(&["n=3", "on=true", "s=hi", "q=\"3\"", "e="], true).unwrap();
+        assert_eq!(
+            typed,
+            Some(serde_json::json!({"n": 3, "on": true, "s": "hi", "q": "3", "e": ""}))
+        );
+        let strings = args(&["n=3"], false).unwrap();
+        assert_eq!(strings, Some(serde_json::json!({"n": "3"})));
+        assert!(args(&["[1]"], true).is_err(), "not key=value");
+        assert!(args(&["a=1", "a=2"], true).is_err());
     }
 }
