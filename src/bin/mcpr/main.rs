@@ -134,7 +134,7 @@ fn prepare(
         }
     };
     let subscribing = matches!(job, Job::Subscribe { .. });
-    let (client, opener) = client(conn, subscribing.then(|| conn.json))?;
+    let (client, opener) = client(conn, subscribing.then_some(conn.json))?;
     Ok((client, job, repeat, opener))
 }
 
