@@ -24,13 +24,16 @@
 //!    CPU per call on each wire against the same Python server; POSTs saved
 //!    by the 2026-07-28 cache over 1 000 mixed calls.
 //!
+//! 5. Cancel (`cancel`): from `CancelHandle::cancel()` to the call's
+//!    return while the server is silent.
+//! 6. Over stdio (`stdio`): the same 1 000 calls with the Python peer as
+//!    each client's child process, and the time from a crash of the child
+//!    to the next call's result.
+//!
 //! Run: `cargo run --release --features ureq,smol --example bench_peers`
 //! (scripts/bench.sh runs it). `BENCH_CALLS` sets the call count of (1);
 //! `BENCH_ONLY=clients,recovery,herd,wires,cancel,stdio` picks parts.
 //!
-//! 6. Over stdio (`stdio`): the same 1 000 calls with the Python peer as
-//!    each client's child process, and the time from a crash of the child
-//!    to the next call's result.
 //! The program re-runs itself as `bench_peers child calls ureq|smol URL N`
 //! for our clients' processes.
 
