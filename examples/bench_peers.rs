@@ -125,6 +125,33 @@ fn main() {
 
 // ---------------------------------------------------------------- 6.
 
+/// The four clients of the cross-client comparisons.
+const CLIENTS: [&str; 4] = [
+    "Python SDK (mcp 2.3.0)",
+    "TypeScript SDK (1.32.2)",
+    "ours, blocking (ureq)",
+    "ours, async (smol)",
+];
+
+/// Rounds of every client against `url`, alternating: per client, per
+/// round, (wall, loop CPU, whole-process CPU).
+fn rounds(tag: &str, url: &str, calls: usize, rounds: usize) -> Vec<Vec<(f64, f64, f64)>> {
+    let mut results: Vec<Vec<(f64, f64, f64)>> = vec![vec![]; CLIENTS.len()];
+    for round in 0..rounds {
+        for (i, which) in CLIENTS.iter().enumerate() {
+            let v = run_json(client_command(which, url, calls));
+            let f = |k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} in {v}"));
+            eprintln!(
+                "{tag}round {round}: {which}: wall {:.3} s, cpu {:.3} s",
+                f("wall_s"),
+                f("cpu_s")
+            );
+            results[i].push((f("wall_s"), f("cpu_s"), f("process_cpu_s")));
+        }
+    }
+    results
+}
+
 /// The Python peer as a child over stdio, for a client given `stdio:LINE`.
 fn stdio_line(state: &std::path::Path) -> String {
     format!(
@@ -140,31 +167,14 @@ fn stdio_line(state: &std::path::Path) -> String {
 /// in this process, the time from a crash (SIGKILL of the child) to the
 /// next call's result (restart, initialize, call) against a plain call.
 fn stdio(calls: usize) {
-    const CLIENTS: [&str; 4] = [
-        "Python SDK (mcp 2.3.0)",
-        "TypeScript SDK (1.32.2)",
-        "ours, blocking (ureq)",
-        "ours, async (smol)",
-    ];
     const ROUNDS: usize = 2;
     let state = std::env::temp_dir().join(format!("bench-stdio-{}", std::process::id()));
     std::fs::create_dir_all(&state).expect("state dir");
     let url = format!("stdio:{}", stdio_line(&state));
-    let mut results: Vec<Vec<(f64, f64)>> = vec![vec![]; CLIENTS.len()];
-    for round in 0..ROUNDS {
-        for (i, which) in CLIENTS.iter().enumerate() {
-            let v = run_json(client_command(which, &url, calls));
-            let f = |k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} in {v}"));
-            eprintln!(
-                "stdio round {round}: {which}: wall {:.3} s, cpu {:.3} s",
-                f("wall_s"),
-                f("cpu_s")
-            );
-            results[i].push((f("wall_s"), f("cpu_s")));
-        }
-    }
-    let med =
-        |i: usize, k: fn(&(f64, f64)) -> f64| median(&results[i].iter().map(k).collect::<Vec<_>>());
+    let results = rounds("stdio ", &url, calls, ROUNDS);
+    let med = |i: usize, k: fn(&(f64, f64, f64)) -> f64| {
+        median(&results[i].iter().map(k).collect::<Vec<_>>())
+    };
     let (py_wall, py_cpu) = (med(0, |r| r.0), med(0, |r| r.1));
     println!(
         "\n## Over stdio: {calls} sequential tools/call \"echo\", the Python peer (mcp 2.3.0) \
@@ -582,29 +592,9 @@ fn client_command(which: &str, url: &str, n: usize) -> Command {
 }
 
 fn against_official_clients(calls: usize, nodelay: bool) {
-    const CLIENTS: [&str; 4] = [
-        "Python SDK (mcp 2.3.0)",
-        "TypeScript SDK (1.32.2)",
-        "ours, blocking (ureq)",
-        "ours, async (smol)",
-    ];
     const ROUNDS: usize = 2;
     let py = python_peer(nodelay, None);
-    let url = py.url();
-    // results[client] = per round (wall, cpu, process cpu)
-    let mut results: Vec<Vec<(f64, f64, f64)>> = vec![vec![]; CLIENTS.len()];
-    for round in 0..ROUNDS {
-        for (i, which) in CLIENTS.iter().enumerate() {
-            let v = run_json(client_command(which, &url, calls));
-            let f = |k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} in {v}"));
-            eprintln!(
-                "round {round}: {which}: wall {:.3} s, cpu {:.3} s",
-                f("wall_s"),
-                f("cpu_s")
-            );
-            results[i].push((f("wall_s"), f("cpu_s"), f("process_cpu_s")));
-        }
-    }
+    let results = rounds("", &py.url(), calls, ROUNDS);
     let med = |i: usize, k: fn(&(f64, f64, f64)) -> f64| {
         median(&results[i].iter().map(k).collect::<Vec<_>>())
     };

@@ -260,25 +260,15 @@ pub fn all_operations<C: Mcp>(kind: Kind) {
     c.ping().unwrap();
     let raw = c.request("tools/list", None).unwrap();
     assert!(raw["tools"].is_array());
-    match c.request("no/such/method", None) {
-        Err(Error::Rpc(e)) => assert_eq!(e.code, -32601),
-        other => panic!("{other:?}"),
-    }
-
     // Progress notifications reach the call's callback (SSE streams them).
-    let seen = Mutex::new(Vec::new());
-    let opts = CallOptions::new().progress(|p| seen.lock().unwrap().push(p.progress));
-    let r = c.call_tool_with("slow", json!({"steps": 3}), opts).unwrap();
-    assert_eq!(r.text(), "done after 3 steps");
-    if matches!(
+    let streamed = matches!(
         kind,
         Kind::Python {
             mode: Mode::Sse,
             ..
         } | Kind::Ts { mode: Mode::Sse }
-    ) {
-        assert_eq!(*seen.lock().unwrap(), vec![1.0, 2.0, 3.0]);
-    }
+    );
+    unknown_method_and_progress(&c, streamed);
 
     assert_eq!(peer.initializes(), 1);
     assert_eq!(c.generation(), 1);
@@ -286,6 +276,22 @@ pub fn all_operations<C: Mcp>(kind: Kind) {
     match c.ping() {
         Err(Error::Call(CallError::Closed)) => {}
         other => panic!("{other:?}"),
+    }
+}
+
+/// An unknown method is the server's -32601; a call's progress reaches its
+/// callback, every step of it when `streamed`.
+pub fn unknown_method_and_progress<C: Mcp>(c: &C, streamed: bool) {
+    match c.request("no/such/method", None) {
+        Err(Error::Rpc(e)) => assert_eq!(e.code, -32601),
+        other => panic!("{other:?}"),
+    }
+    let seen = Mutex::new(Vec::new());
+    let opts = CallOptions::new().progress(|p| seen.lock().unwrap().push(p.progress));
+    let r = c.call_tool_with("slow", json!({"steps": 3}), opts).unwrap();
+    assert_eq!(r.text(), "done after 3 steps");
+    if streamed {
+        assert_eq!(*seen.lock().unwrap(), vec![1.0, 2.0, 3.0]);
     }
 }
 

@@ -5,11 +5,10 @@
 use super::scenarios::Mcp;
 use super::{peers_dir, python_bin, wait_for};
 use mcp_recovery::client::stdio::StdioCommand;
-use mcp_recovery::client::{CallOptions, ClientBuilder, Error, ServerHandler};
+use mcp_recovery::client::{ClientBuilder, Error, ServerHandler};
 use mcp_recovery::core::{CallError, Protocol, RpcError};
 use serde_json::{json, Value};
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Which SDK's server.
@@ -128,16 +127,8 @@ pub fn all_operations<C: Mcp>(sdk: Sdk, protocol: Protocol, wire: &str) {
     let prompt = c.get_prompt("greet", Some(json!({"name": "Ada"}))).unwrap();
     assert!(!prompt.messages.is_empty());
     c.ping().unwrap();
-    match c.request("no/such/method", None) {
-        Err(Error::Rpc(e)) => assert_eq!(e.code, -32601),
-        other => panic!("{other:?}"),
-    }
     // Progress goes to the call that carries its token.
-    let seen = Mutex::new(Vec::new());
-    let opts = CallOptions::new().progress(|p| seen.lock().unwrap().push(p.progress));
-    let r = c.call_tool_with("slow", json!({"steps": 3}), opts).unwrap();
-    assert_eq!(r.text(), "done after 3 steps");
-    assert_eq!(*seen.lock().unwrap(), vec![1.0, 2.0, 3.0]);
+    super::scenarios::unknown_method_and_progress(&c, true);
     assert_eq!(peer.count("starts"), 1, "one child for all of it");
     c.close().unwrap();
     drop(c);
