@@ -2,7 +2,7 @@
 //! `extra`, and every client has a raw `request` method,
 //! so nothing the server sends is out of reach.
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
 /// Fields a type does not name.
@@ -71,18 +71,122 @@ pub struct ToolList {
     pub next_cursor: Option<String>,
 }
 
-/// One piece of content in a tool result or prompt message.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+/// One piece of content in a tool result or prompt message. A kind this
+/// client does not know, or a known kind without its required fields, is
+/// kept whole as [`Content::Unknown`]: nothing the server sent is lost.
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
-pub struct Content {
-    /// `text`, `image`, `audio`, `resource_link`, `resource`...
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// The text, for `text` content.
-    pub text: Option<String>,
-    /// Everything else (data, mimeType, resource...).
+pub enum Content {
+    /// `text`.
+    Text(TextContent),
+    /// `image`: base64 data and its MIME type.
+    Image(BinaryContent),
+    /// `audio`: base64 data and its MIME type.
+    Audio(BinaryContent),
+    /// `resource_link`: a resource the client may read (`read_resource`).
+    ResourceLink(Resource),
+    /// `resource`: a resource's contents, embedded.
+    Resource(EmbeddedResource),
+    /// Any other kind, as the server sent it.
+    Unknown(Value),
+}
+
+/// Text content.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[non_exhaustive]
+pub struct TextContent {
+    /// The text.
+    pub text: String,
+    /// Everything else (annotations, `_meta`).
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+/// Image or audio content.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct BinaryContent {
+    /// The bytes, base64.
+    pub data: String,
+    /// Their MIME type.
+    pub mime_type: String,
+    /// Everything else (annotations, `_meta`).
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// A resource embedded in a result.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[non_exhaustive]
+pub struct EmbeddedResource {
+    /// Its contents.
+    pub resource: ResourceContents,
+    /// Everything else (annotations, `_meta`).
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+impl Content {
+    /// The text, for text content.
+    pub fn text(&self) -> Option<&str> {
+        match self {
+            Content::Text(t) => Some(&t.text),
+            _ => None,
+        }
+    }
+
+    /// The `type` the server gave it.
+    pub fn kind(&self) -> &str {
+        match self {
+            Content::Text(_) => "text",
+            Content::Image(_) => "image",
+            Content::Audio(_) => "audio",
+            Content::ResourceLink(_) => "resource_link",
+            Content::Resource(_) => "resource",
+            Content::Unknown(v) => v.get("type").and_then(Value::as_str).unwrap_or(""),
+        }
+    }
+
+    /// Back to JSON, as the server sent it (fields in another order).
+    pub fn to_value(&self) -> Value {
+        let body = match self {
+            Content::Text(t) => serde_json::to_value(t),
+            Content::Image(b) | Content::Audio(b) => serde_json::to_value(b),
+            Content::ResourceLink(r) => serde_json::to_value(r),
+            Content::Resource(e) => serde_json::to_value(e),
+            Content::Unknown(v) => return v.clone(),
+        };
+        let mut body = body.unwrap_or(Value::Null);
+        if let Some(m) = body.as_object_mut() {
+            m.insert("type".into(), self.kind().into());
+        }
+        body
+    }
+}
+
+impl<'de> Deserialize<'de> for Content {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = Value::deserialize(d)?;
+        let Some(kind) = raw.get("type").and_then(Value::as_str) else {
+            return Ok(Content::Unknown(raw));
+        };
+        // The typed structs keep unnamed fields in `extra`: `type` is the
+        // variant, not one of them.
+        let mut body = raw.clone();
+        if let Some(m) = body.as_object_mut() {
+            m.remove("type");
+        }
+        let typed = match kind {
+            "text" => serde_json::from_value(body).map(Content::Text),
+            "image" => serde_json::from_value(body).map(Content::Image),
+            "audio" => serde_json::from_value(body).map(Content::Audio),
+            "resource_link" => serde_json::from_value(body).map(Content::ResourceLink),
+            "resource" => serde_json::from_value(body).map(Content::Resource),
+            _ => return Ok(Content::Unknown(raw)),
+        };
+        Ok(typed.unwrap_or(Content::Unknown(raw)))
+    }
 }
 
 /// The result of `tools/call`.
@@ -106,17 +210,13 @@ pub struct ToolResult {
 impl ToolResult {
     /// The text blocks, joined by newlines.
     pub fn text(&self) -> String {
-        let texts: Vec<&str> = self
-            .content
-            .iter()
-            .filter_map(|c| c.text.as_deref())
-            .collect();
+        let texts: Vec<&str> = self.content.iter().filter_map(Content::text).collect();
         texts.join("\n")
     }
 }
 
-/// A resource offered by the server.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+/// A resource offered by the server (or linked from a tool result).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct Resource {
@@ -125,8 +225,10 @@ pub struct Resource {
     /// Its name.
     pub name: String,
     /// What it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// Its MIME type.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub mime_type: Option<String>,
     /// Everything else.
     #[serde(flatten)]
@@ -145,18 +247,24 @@ pub struct ResourceList {
 }
 
 /// One item of a `resources/read` result.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct ResourceContents {
     /// The URI it came from.
     pub uri: String,
     /// Its MIME type.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub mime_type: Option<String>,
     /// Text contents.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
     /// Binary contents, base64.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub blob: Option<String>,
+    /// Everything else (`_meta`).
+    #[serde(flatten)]
+    pub extra: Extra,
 }
 
 /// The result of `resources/read`.
@@ -317,4 +425,39 @@ pub struct Completion {
 #[derive(Deserialize)]
 pub(crate) struct CompleteResult {
     pub(crate) completion: Completion,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn content_kinds_typed_and_unknown_kept() {
+        let blocks = json!([
+            {"type": "text", "text": "hi", "annotations": {"priority": 1}},
+            {"type": "image", "data": "AAAA", "mimeType": "image/png"},
+            {"type": "audio", "data": "BBBB", "mimeType": "audio/wav"},
+            {"type": "resource_link", "uri": "file:///a", "name": "a"},
+            {"type": "resource", "resource": {"uri": "x://y", "text": "t"}},
+            {"type": "hologram", "frames": 3},
+            {"type": "image", "mimeType": "image/png"},
+            {"no": "type"},
+        ]);
+        let parsed: Vec<Content> = serde_json::from_value(blocks.clone()).unwrap();
+        assert_eq!(parsed[0].text(), Some("hi"));
+        assert!(matches!(&parsed[1], Content::Image(b) if b.mime_type == "image/png"));
+        assert!(matches!(&parsed[2], Content::Audio(b) if b.data == "BBBB"));
+        assert!(matches!(&parsed[3], Content::ResourceLink(r) if r.uri == "file:///a"));
+        assert!(
+            matches!(&parsed[4], Content::Resource(e) if e.resource.text.as_deref() == Some("t"))
+        );
+        assert_eq!(parsed[5].kind(), "hologram");
+        // An image without its data is kept, not refused.
+        assert!(matches!(&parsed[6], Content::Unknown(_)));
+        assert!(matches!(&parsed[7], Content::Unknown(_)));
+        // Back to JSON: what the server sent, field for field.
+        let back: Vec<Value> = parsed.iter().map(Content::to_value).collect();
+        assert_eq!(Value::Array(back), blocks);
+    }
 }

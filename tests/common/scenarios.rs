@@ -173,7 +173,7 @@ pub fn op<C: Mcp>(c: &C, which: &str) {
         }
         "prompts/get" => {
             let p = c.get_prompt("greet", Some(json!({"name": "Ada"}))).unwrap();
-            let text = p.messages[0].content.text.clone().unwrap_or_default();
+            let text = p.messages[0].content.text().unwrap_or_default().to_owned();
             assert!(text.contains("Ada"), "{text}");
         }
         "ping" => c.ping().unwrap(),
@@ -1001,6 +1001,29 @@ pub fn oauth_step_up_on_insufficient_scope<C: Mcp>() {
 }
 
 /// The scenarios both clients run, as `#[test]`s for client type `$c`.
+/// A tool result with a block of every kind, from the real SDK servers:
+/// each typed, and back to JSON as it came.
+pub fn typed_content<C: Mcp>(kind: Kind) {
+    use mcp_recovery::client::Content;
+    let peer = Peer::start(kind);
+    let c: C = client(&peer);
+    let r = c.call_tool("gallery", json!({})).unwrap();
+    assert_eq!(r.content.len(), 5, "{r:?}");
+    assert_eq!(r.content[0].text(), Some("a picture"));
+    assert!(
+        matches!(&r.content[1], Content::Image(b) if b.mime_type == "image/png" && b.data == "iVBORw0KGgo=")
+    );
+    assert!(matches!(&r.content[2], Content::Audio(b) if b.mime_type == "audio/wav"));
+    assert!(
+        matches!(&r.content[3], Content::ResourceLink(l) if l.uri == "counter://total" && l.name == "counter")
+    );
+    assert!(
+        matches!(&r.content[4], Content::Resource(e) if e.resource.text.as_deref() == Some("Hello, Ada!"))
+    );
+    assert_eq!(r.text(), "a picture");
+    assert_eq!(r.content[4].to_value()["resource"]["uri"], "greeting://Ada");
+}
+
 /// Results are checked against the output schema the tool declared: the
 /// Python SDK derives one from every tool's return type, the TypeScript
 /// tool declares its own, and a Python tool that answers a string where it
@@ -1045,6 +1068,11 @@ pub fn output_schemas<C: Mcp>() {
 #[macro_export]
 macro_rules! scenario_tests {
     ($c:ty) => {
+        #[test]
+        fn content_of_every_kind_is_typed() {
+            typed_content::<$c>(PY_JSON);
+            typed_content::<$c>(TS_JSON);
+        }
         #[test]
         fn results_are_checked_against_output_schemas() {
             output_schemas::<$c>();

@@ -334,6 +334,22 @@ async def answer_then_ask(ctx: Context) -> str:
     return "answered"
 
 
+@app.tool(annotations=ToolAnnotations(readOnlyHint=True), structured_output=False)
+def gallery() -> list[mcp_types.ContentBlock]:
+    """One block of every kind: text, image, audio, a resource link and an
+    embedded resource."""
+    return [
+        mcp_types.TextContent(type="text", text="a picture"),
+        mcp_types.ImageContent(type="image", data="iVBORw0KGgo=", mime_type="image/png"),
+        mcp_types.AudioContent(type="audio", data="UklGRg==", mime_type="audio/wav"),
+        mcp_types.ResourceLink(type="resource_link", uri="counter://total", name="counter"),
+        mcp_types.EmbeddedResource(
+            type="resource",
+            resource=mcp_types.TextResourceContents(uri="greeting://Ada", text="Hello, Ada!"),
+        ),
+    ]
+
+
 @app.tool(annotations=ToolAnnotations(readOnlyHint=True))
 def mislabeled() -> int:
     """Declares an integer result (its outputSchema), then answers a

@@ -69,6 +69,16 @@ function build() {
     outputSchema: { sum: z.number() },
     annotations: { readOnlyHint: true },
   }, async ({ a, b }) => ({ content: [{ type: 'text', text: String(a + b) }], structuredContent: { sum: a + b } }));
+  server.registerTool('gallery', {
+    description: 'One block of every kind: text, image, audio, a resource link and an embedded resource.',
+    annotations: { readOnlyHint: true },
+  }, async () => ({ content: [
+    { type: 'text', text: 'a picture' },
+    { type: 'image', data: 'iVBORw0KGgo=', mimeType: 'image/png' },
+    { type: 'audio', data: 'UklGRg==', mimeType: 'audio/wav' },
+    { type: 'resource_link', uri: 'counter://total', name: 'counter' },
+    { type: 'resource', resource: { uri: 'greeting://Ada', text: 'Hello, Ada!' } },
+  ] }));
   server.registerTool('counter_get', {
     description: 'The persistent counter.',
     annotations: { readOnlyHint: true },

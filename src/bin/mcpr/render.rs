@@ -6,7 +6,7 @@
 use mcp_recovery::blocking::{
     Content, Prompt, PromptResult, Resource, ResourceRead, ResourceTemplate, Tool, ToolResult,
 };
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// One line of server text, safe to print: no control characters, and at
 /// most `max` characters (cut with an ellipsis).
@@ -174,24 +174,19 @@ pub fn prompts(prompts: &[Prompt]) -> String {
 
 /// One content block: text as it is, anything else as a one-line summary.
 fn content(c: &Content) -> String {
-    match &c.text {
-        Some(text) => block(text),
-        None => {
-            let mime = c.extra.get("mimeType").and_then(Value::as_str);
-            let mut s = format!("[{}", cell(&c.kind, 30));
-            if let Some(m) = mime {
-                s.push_str(&format!(" {}", cell(m, 40)));
-            }
-            if let Some(d) = c.extra.get("data").and_then(Value::as_str) {
-                s.push_str(&format!(", {} bytes of base64", d.len()));
-            }
-            if let Some(u) = c.extra.get("uri").and_then(Value::as_str) {
-                s.push_str(&format!(" {}", cell(u, 80)));
-            }
-            s.push(']');
-            s
-        }
-    }
+    let summary = match c {
+        Content::Text(t) => return block(&t.text),
+        Content::Image(b) | Content::Audio(b) => format!(
+            "{} {}, {} bytes of base64",
+            c.kind(),
+            cell(&b.mime_type, 40),
+            b.data.len()
+        ),
+        Content::ResourceLink(r) => format!("resource link {}", cell(&r.uri, 80)),
+        Content::Resource(e) => format!("resource {}", cell(&e.resource.uri, 80)),
+        _ => cell(c.kind(), 30),
+    };
+    format!("[{summary}]")
 }
 
 pub fn tool_result(r: &ToolResult) -> String {
@@ -237,19 +232,7 @@ pub fn prompt_result(p: &PromptResult) -> String {
 /// used (rather than a raw request) because it carries progress.
 pub fn tool_result_json(r: &ToolResult) -> Value {
     let mut out = r.extra.clone();
-    let content: Vec<Value> = r
-        .content
-        .iter()
-        .map(|c| {
-            let mut m = Map::new();
-            m.insert("type".into(), c.kind.clone().into());
-            if let Some(t) = &c.text {
-                m.insert("text".into(), t.clone().into());
-            }
-            m.extend(c.extra.clone());
-            Value::Object(m)
-        })
-        .collect();
+    let content: Vec<Value> = r.content.iter().map(Content::to_value).collect();
     out.insert("content".into(), content.into());
     if let Some(s) = &r.structured_content {
         out.insert("structuredContent".into(), s.clone());
