@@ -408,6 +408,12 @@ impl<I: Io> Driver<I> {
     ) -> BoxFuture<'a> {
         Box::pin(async move {
             while let Some(job) = jobs.pop_front() {
+                if let Job::Notification { method, .. } = &job {
+                    if method == "notifications/tools/list_changed" {
+                        // What the old listing said no longer holds.
+                        self.memory.forget_tools();
+                    }
+                }
                 match self.settings.local(job) {
                     Some(Job::Send { exchange, request }) => {
                         self.exchange(exchange, &request, false, me, jobs).await
@@ -422,9 +428,12 @@ impl<I: Io> Driver<I> {
                     }
                     Some(Job::ServerRequest { id, method, params }) => {
                         let handler = self.settings.handler.clone();
+                        let roots = self.settings.roots.clone();
                         let reply = self
                             .io
-                            .blocking(move || answer(handler.as_deref(), &method, params))
+                            .blocking(move || {
+                                answer(handler.as_deref(), roots.as_deref(), &method, params)
+                            })
                             .await;
                         let mut st = self.lock();
                         st.engine_mut().reply(id, reply, Instant::now());
@@ -695,6 +704,32 @@ impl<I: Io> Driver<I> {
             self.unlock(st);
         }
         self.run(&mut jobs, &mut Caller::none()).await;
+        Ok(())
+    }
+
+    /// Sends a notification of the client's own in the ready session
+    /// (none without one: the next session learns the state at its start).
+    pub async fn notify(self: &Arc<Self>, method: &str, params: Option<Value>) {
+        let mut jobs = VecDeque::new();
+        {
+            let mut st = self.lock();
+            st.engine_mut().notify(method, params.as_ref());
+            st.pump(&mut jobs);
+            self.unlock(st);
+        }
+        self.run(&mut jobs, &mut Caller::none()).await;
+    }
+
+    /// Replaces the roots the client answers `roots/list` with, and tells
+    /// the server they changed.
+    pub async fn set_roots(self: &Arc<Self>, roots: Vec<crate::Root>) -> Result<(), Error> {
+        let Some(kept) = &self.settings.roots else {
+            return Err(Error::Config(
+                "set_roots needs roots given to the builder (ClientBuilder::roots)".into(),
+            ));
+        };
+        *kept.lock().unwrap_or_else(PoisonError::into_inner) = roots;
+        self.notify("notifications/roots/list_changed", None).await;
         Ok(())
     }
 

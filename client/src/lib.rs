@@ -177,38 +177,69 @@ impl TokenSource for StaticToken {
 /// elicitation, roots...) and notifications (logging, list changed...).
 /// Called while the response that carried the message is being read, never
 /// under a lock. Progress of a call goes to that call's callback instead.
+///
+/// Implement the typed methods ([`ServerHandler::on_request`],
+/// [`ServerHandler::on_notification`]) or the raw ones
+/// ([`ServerHandler::request`], [`ServerHandler::notification`]), whose
+/// defaults hand the message, typed, to the typed ones.
 pub trait ServerHandler: Send + Sync {
     /// The client capabilities this handler serves, declared to the
     /// server (`initialize`, and every request's `_meta` on 2026-07-28):
     /// `{"elicitation": {"form": {}}}` for a handler that answers
-    /// `elicitation/create`, `{"sampling": {}}`, `{"roots": {}}`. Merged
-    /// into the configured ones. A server asks only for what is declared
-    /// (a 2026-07-28 server refuses a tool that needs an undeclared one,
-    /// `-32021`). The default declares nothing.
+    /// `elicitation/create`, `{"sampling": {}}`. Merged into the
+    /// configured ones (roots given to the builder declare themselves). A
+    /// server asks only for what is declared (a 2026-07-28 server refuses
+    /// a tool that needs an undeclared one, `-32021`). The default
+    /// declares nothing.
     fn capabilities(&self) -> Value {
         Value::Object(serde_json::Map::new())
     }
-    /// A server request. The default refuses with "method not found".
-    fn request(&self, method: &str, params: Option<Value>) -> Result<Value, RpcError> {
-        let _ = params;
+    /// A server request, typed. The default refuses with "method not
+    /// found".
+    fn on_request(&self, request: ServerRequest) -> Result<Value, RpcError> {
+        let method = match &request {
+            ServerRequest::Elicit(_) => "elicitation/create",
+            ServerRequest::CreateMessage(_) => "sampling/createMessage",
+            ServerRequest::ListRoots => "roots/list",
+            ServerRequest::Ping => return Ok(Value::Object(serde_json::Map::new())),
+            ServerRequest::Other { method, .. } => method,
+        };
         Err(RpcError::new(-32601, format!("method not found: {method}")))
     }
-    /// A server notification.
+    /// A server notification, typed. The default ignores it.
+    fn on_notification(&self, notification: Notification) {
+        let _ = notification;
+    }
+    /// A server request, raw. The default types it for
+    /// [`ServerHandler::on_request`].
+    fn request(&self, method: &str, params: Option<Value>) -> Result<Value, RpcError> {
+        self.on_request(ServerRequest::parse(method, params))
+    }
+    /// A server notification, raw. The default types it for
+    /// [`ServerHandler::on_notification`].
     fn notification(&self, method: &str, params: Option<Value>) {
-        let _ = (method, params);
+        self.on_notification(Notification::parse(method, params))
     }
 }
 
 /// The answer to a server request when no [`ServerHandler`] is set, or the
 /// handler's.
+/// `roots/list` is the client's own when it was given roots, and `ping`
+/// is answered even with no handler.
 pub(crate) fn answer(
     handler: Option<&dyn ServerHandler>,
+    roots: Option<&Mutex<Vec<Root>>>,
     method: &str,
     params: Option<Value>,
 ) -> Result<Value, RpcError> {
-    match handler {
-        Some(h) => h.request(method, params),
-        None => Err(RpcError::new(-32601, format!("method not found: {method}"))),
+    match (handler, roots, method) {
+        (_, Some(roots), "roots/list") => {
+            let roots = roots.lock().unwrap_or_else(PoisonError::into_inner);
+            Ok(json!({ "roots": *roots }))
+        }
+        (Some(h), _, _) => h.request(method, params),
+        (None, _, "ping") => Ok(json!({})),
+        (None, _, _) => Err(RpcError::new(-32601, format!("method not found: {method}"))),
     }
 }
 
@@ -322,6 +353,8 @@ pub struct Settings {
     pub(crate) stdio: Option<stdio::StdioCommand>,
     /// Tool results checked against their output schemas.
     pub(crate) check_output: bool,
+    /// The roots the client answers `roots/list` with, if given.
+    pub(crate) roots: Option<Arc<Mutex<Vec<Root>>>>,
 }
 
 /// How much one `all_*` listing may read before it stops with
@@ -472,8 +505,14 @@ impl Settings {
     }
 
     /// What the handler serves is declared, next to what is configured
-    /// (a configured entry wins).
+    /// (a configured entry wins); so are roots given to the builder.
     fn declare_handler(&mut self) {
+        if self.roots.is_some() {
+            if let Value::Object(caps) = &mut self.config.capabilities {
+                caps.entry("roots")
+                    .or_insert_with(|| json!({"listChanged": true}));
+            }
+        }
         if let Some(h) = &self.handler {
             if let (Value::Object(declared), Value::Object(caps)) =
                 (h.capabilities(), &mut self.config.capabilities)
@@ -653,6 +692,7 @@ impl<C: Build> ClientBuilder<C> {
                 limits: Limits::default(),
                 stdio: None,
                 check_output: true,
+                roots: None,
             },
             client: PhantomData,
         }
@@ -767,6 +807,13 @@ impl<C: Build> ClientBuilder<C> {
     /// (and, in the blocking client, a thread) for the session's life.
     pub fn listen(mut self, yes: bool) -> Self {
         self.settings.config.listen = yes;
+        self
+    }
+    /// Answers the server's `roots/list` with these (and declares the
+    /// `roots` capability); `set_roots` changes them later and tells the
+    /// server.
+    pub fn roots(mut self, roots: Vec<Root>) -> Self {
+        self.settings.roots = Some(Arc::new(Mutex::new(roots)));
         self
     }
     /// Who answers server requests and notifications.
@@ -888,6 +935,14 @@ impl Memory {
                 },
             );
         }
+    }
+
+    /// Forgets what tool listings said (the server's tools changed).
+    pub fn forget_tools(&self) {
+        self.tools
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 
     /// The session generation the next answers belong to.

@@ -320,6 +320,19 @@ macro_rules! client_methods {
             $crate::ClientBuilder::new(url)
         }
 
+        /// Replaces the roots the client answers `roots/list` with (given
+        /// first to [`ClientBuilder::roots`]($crate::ClientBuilder::roots))
+        /// and sends `notifications/roots/list_changed`.
+        pub $($async)? fn set_roots(&self, roots: Vec<$crate::Root>) -> Result<(), $crate::Error> {
+            $wrap(self.driver.set_roots(roots)) $($await)*
+        }
+
+        /// Sends a notification of the client's own in the ready session
+        /// (nothing when there is none: the next session starts afresh).
+        pub $($async)? fn notify(&self, method: &str, params: Option<$crate::__private::Value>) {
+            $wrap(self.driver.notify(method, params)) $($await)*
+        }
+
         /// Starts setting up a client for a server run as a child process
         /// over stdio ([`StdioCommand`]($crate::stdio::StdioCommand)).
         pub fn stdio(command: $crate::stdio::StdioCommand) -> $crate::ClientBuilder<Self> {

@@ -358,6 +358,205 @@ impl Progress {
     }
 }
 
+/// A root: a directory or file the client lets the server work in
+/// (`roots/list`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[non_exhaustive]
+pub struct Root {
+    /// Its URI (`file:///home/me/project`).
+    pub uri: String,
+    /// A name for people.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl Root {
+    /// A root at `uri`.
+    pub fn new(uri: impl Into<String>) -> Self {
+        Root {
+            uri: uri.into(),
+            name: None,
+        }
+    }
+
+    /// With a name for people.
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+}
+
+/// A log message of the server (`notifications/message`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[non_exhaustive]
+pub struct LogMessage {
+    /// `debug` ... `emergency`.
+    pub level: String,
+    /// Which part of the server logged it.
+    pub logger: Option<String>,
+    /// What it says: a string or any JSON.
+    #[serde(default)]
+    pub data: Value,
+}
+
+/// What the server tells the client on its own, typed
+/// ([`ServerHandler::on_notification`](crate::ServerHandler::on_notification)).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Notification {
+    /// `notifications/tools/list_changed`: the client has already
+    /// forgotten what the old listing said (output schemas, replay safety).
+    ToolsListChanged,
+    /// `notifications/resources/list_changed`.
+    ResourcesListChanged,
+    /// `notifications/prompts/list_changed`.
+    PromptsListChanged,
+    /// `notifications/resources/updated`: a subscribed resource changed.
+    ResourceUpdated {
+        /// The resource.
+        uri: String,
+    },
+    /// `notifications/message`: a log message.
+    Log(LogMessage),
+    /// `notifications/progress` that reached no call (a call's own goes
+    /// to its progress callback).
+    Progress(Progress),
+    /// `notifications/cancelled`: the server gave up on a request of its own.
+    Cancelled {
+        /// The request's id.
+        request_id: Value,
+        /// Why, if it says.
+        reason: Option<String>,
+    },
+    /// Anything else, as it came.
+    Other {
+        /// The method.
+        method: String,
+        /// Its params.
+        params: Option<Value>,
+    },
+}
+
+impl Notification {
+    /// Types a notification; one that does not have the shape its method
+    /// promises is [`Notification::Other`].
+    pub fn parse(method: &str, params: Option<Value>) -> Notification {
+        let p = params.as_ref();
+        let typed = match method {
+            "notifications/tools/list_changed" => Some(Notification::ToolsListChanged),
+            "notifications/resources/list_changed" => Some(Notification::ResourcesListChanged),
+            "notifications/prompts/list_changed" => Some(Notification::PromptsListChanged),
+            "notifications/resources/updated" => p
+                .and_then(|p| p.get("uri")?.as_str())
+                .map(|uri| Notification::ResourceUpdated { uri: uri.into() }),
+            "notifications/message" => p
+                .and_then(|p| serde_json::from_value(p.clone()).ok())
+                .map(Notification::Log),
+            "notifications/progress" => p
+                .and_then(Progress::from_params)
+                .map(Notification::Progress),
+            "notifications/cancelled" => p.and_then(|p| {
+                Some(Notification::Cancelled {
+                    request_id: p.get("requestId")?.clone(),
+                    reason: p.get("reason").and_then(Value::as_str).map(str::to_owned),
+                })
+            }),
+            _ => None,
+        };
+        typed.unwrap_or_else(|| Notification::Other {
+            method: method.to_owned(),
+            params,
+        })
+    }
+}
+
+/// What the server asks the client, typed
+/// ([`ServerHandler::on_request`](crate::ServerHandler::on_request)).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ServerRequest {
+    /// `elicitation/create`: ask the user.
+    Elicit(ElicitRequest),
+    /// `sampling/createMessage`: run the model (params as they came).
+    CreateMessage(Value),
+    /// `roots/list` (answered by the client itself when it was given
+    /// roots: [`ClientBuilder::roots`](crate::ClientBuilder::roots)).
+    ListRoots,
+    /// `ping`.
+    Ping,
+    /// Anything else, as it came.
+    Other {
+        /// The method.
+        method: String,
+        /// Its params.
+        params: Option<Value>,
+    },
+}
+
+/// An `elicitation/create` request.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ElicitRequest {
+    /// What to ask the user.
+    pub message: String,
+    /// `form` (the default) or `url`.
+    pub mode: Option<String>,
+    /// For a form: the JSON Schema of the answer.
+    pub requested_schema: Option<Value>,
+    /// For `url` mode: where to send the user.
+    pub url: Option<String>,
+    /// Everything else.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// The user's answer to an elicitation.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ElicitResponse {
+    /// They answered: the content (an object matching the schema).
+    Accept(Value),
+    /// They said no.
+    Decline,
+    /// They dismissed it.
+    Cancel,
+}
+
+impl ElicitResponse {
+    /// The `elicitation/create` result.
+    pub fn to_value(&self) -> Value {
+        match self {
+            ElicitResponse::Accept(content) => {
+                serde_json::json!({"action": "accept", "content": content})
+            }
+            ElicitResponse::Decline => serde_json::json!({"action": "decline"}),
+            ElicitResponse::Cancel => serde_json::json!({"action": "cancel"}),
+        }
+    }
+}
+
+impl ServerRequest {
+    /// Types a server request; one that does not have the shape its
+    /// method promises is [`ServerRequest::Other`].
+    pub fn parse(method: &str, params: Option<Value>) -> ServerRequest {
+        let typed = match method {
+            "elicitation/create" => params
+                .as_ref()
+                .and_then(|p| serde_json::from_value(p.clone()).ok())
+                .map(ServerRequest::Elicit),
+            "sampling/createMessage" => params.clone().map(ServerRequest::CreateMessage),
+            "roots/list" => Some(ServerRequest::ListRoots),
+            "ping" => Some(ServerRequest::Ping),
+            _ => None,
+        };
+        typed.unwrap_or_else(|| ServerRequest::Other {
+            method: method.to_owned(),
+            params,
+        })
+    }
+}
+
 /// A resource template offered by the server (RFC 6570 URI template).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]

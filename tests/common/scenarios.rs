@@ -72,6 +72,7 @@ pub trait Mcp: Build + Clone + Send + Sync + std::fmt::Debug + 'static {
     fn subscribe(&self, uri: &str) -> Result<(), Error>;
     fn unsubscribe(&self, uri: &str) -> Result<(), Error>;
     fn close(&self) -> Result<(), Error>;
+    fn set_roots(&self, roots: Vec<mcp_recovery::client::Root>) -> Result<(), Error>;
     fn cancel_handle(&self) -> CancelHandle;
     fn session_id(&self) -> Option<String>;
     fn server_info(&self) -> Option<Value>;
@@ -106,6 +107,7 @@ macro_rules! forward {
             fn subscribe(&self, u: &str) -> Result<(), Error> { $($wrap)::*(<$client>::subscribe(self, u)) }
             fn unsubscribe(&self, u: &str) -> Result<(), Error> { $($wrap)::*(<$client>::unsubscribe(self, u)) }
             fn close(&self) -> Result<(), Error> { $($wrap)::*(<$client>::close(self)) }
+            fn set_roots(&self, r: Vec<mcp_recovery::client::Root>) -> Result<(), Error> { $($wrap)::*(<$client>::set_roots(self, r)) }
             fn cancel_handle(&self) -> CancelHandle { <$client>::cancel_handle(self) }
             fn session_id(&self) -> Option<String> { <$client>::session_id(self) }
             fn server_info(&self) -> Option<Value> { <$client>::server_info(self) }
@@ -550,6 +552,101 @@ pub fn server_requests_and_notifications<C: Mcp>() {
     assert_eq!(r.text(), "accept:True");
     c.call_tool("slow", json!({"steps": 2})).unwrap();
     assert_eq!(handler.logs.load(Ordering::SeqCst), 2);
+}
+
+/// A typed handler: what it was told, and how it answers.
+struct Typed(Arc<Mutex<Vec<mcp_recovery::client::Notification>>>);
+
+impl ServerHandler for Typed {
+    fn capabilities(&self) -> Value {
+        json!({"elicitation": {"form": {}}})
+    }
+    fn on_request(&self, r: mcp_recovery::client::ServerRequest) -> Result<Value, RpcError> {
+        use mcp_recovery::client::{ElicitResponse, ServerRequest};
+        match r {
+            ServerRequest::Elicit(e) if e.message == "Go?" => {
+                assert!(e.requested_schema.is_some());
+                Ok(ElicitResponse::Accept(json!({"ok": true})).to_value())
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    fn on_notification(&self, n: mcp_recovery::client::Notification) {
+        self.0.lock().unwrap().push(n);
+    }
+}
+
+/// Typed server messages against the Python SDK server: an elicitation
+/// answered through `on_request`, log messages and `tools/list_changed`
+/// through `on_notification` (the remembered output schemas forgotten with
+/// it); roots answered by the client itself, changed with `set_roots`
+/// (the server is told, and asks again).
+pub fn typed_handler_and_roots<C: Mcp>() {
+    use mcp_recovery::client::{LogMessage, Notification, Root};
+    let peer = Peer::start(PY_SSE);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let c: C = builder(&peer)
+        .listen(true)
+        .roots(vec![Root::new("file:///tmp/a").named("a")])
+        .handler(Typed(seen.clone()))
+        .build()
+        .unwrap();
+    assert_eq!(
+        c.call_tool("confirm", json!({"question": "Go?"}))
+            .unwrap()
+            .text(),
+        "accept:True"
+    );
+    c.call_tool("slow", json!({"steps": 2})).unwrap();
+    let logs: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|n| match n {
+            Notification::Log(LogMessage { level, data, .. }) => {
+                Some(format!("{level}: {}", data.as_str().unwrap_or("")))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(logs, ["info: step 1 of 2", "info: step 2 of 2"]);
+
+    assert_eq!(
+        c.call_tool("roots", json!({})).unwrap().text(),
+        "file:///tmp/a"
+    );
+    c.set_roots(vec![Root::new("file:///tmp/b")]).unwrap();
+    super::wait_for(
+        Duration::from_secs(10),
+        "roots/list_changed at the server",
+        || peer.count("roots_changed") == 1,
+    );
+    assert_eq!(
+        c.call_tool("roots", json!({})).unwrap().text(),
+        "file:///tmp/b"
+    );
+
+    // The listing's output schema holds until the server says its tools
+    // changed.
+    c.all_tools().unwrap();
+    assert!(matches!(
+        c.call_tool("mislabeled", json!({})),
+        Err(Error::InvalidOutput { .. })
+    ));
+    let changed = || {
+        seen.lock()
+            .unwrap()
+            .contains(&Notification::ToolsListChanged)
+    };
+    // The server drops a session message sent before its GET stream is
+    // set up: announce until one arrives.
+    super::wait_for(Duration::from_secs(10), "tools/list_changed", || {
+        c.call_tool("announce", json!({})).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        changed()
+    });
+    let r = c.call_tool("mislabeled", json!({})).unwrap();
+    assert_eq!(r.structured_content, Some(json!({"result": "seven"})));
 }
 
 /// A cancel handle and a call timeout end the call early; the session
@@ -1068,6 +1165,10 @@ pub fn output_schemas<C: Mcp>() {
 #[macro_export]
 macro_rules! scenario_tests {
     ($c:ty) => {
+        #[test]
+        fn typed_handler_roots_and_list_changed() {
+            typed_handler_and_roots::<$c>();
+        }
         #[test]
         fn content_of_every_kind_is_typed() {
             typed_content::<$c>(PY_JSON);

@@ -334,6 +334,22 @@ async def answer_then_ask(ctx: Context) -> str:
     return "answered"
 
 
+@app.tool(annotations=ToolAnnotations(readOnlyHint=True))
+async def roots(ctx: Context) -> str:
+    """Asks the client for its roots (`roots/list`): their URIs, one per line."""
+    result = await ctx.session.list_roots()
+    return "\n".join(str(r.uri) for r in result.roots)
+
+
+async def roots_changed(ctx, params):
+    bump("roots_changed")
+
+
+app._lowlevel_server.add_notification_handler(
+    "notifications/roots/list_changed", mcp_types.NotificationParams, roots_changed
+)
+
+
 @app.tool(annotations=ToolAnnotations(readOnlyHint=True), structured_output=False)
 def gallery() -> list[mcp_types.ContentBlock]:
     """One block of every kind: text, image, audio, a resource link and an

@@ -364,6 +364,24 @@ impl Engine {
         self.transmit(Purpose::Notify, None, false, request);
     }
 
+    /// Sends a notification of the client's own (say
+    /// `notifications/roots/list_changed`) in the ready session. Returns
+    /// `false`, sending nothing, when there is no such session (none yet,
+    /// re-initializing, closed, or the stateless wire, which has no
+    /// client notifications of this kind): the next session learns the
+    /// state at its start anyway.
+    pub fn notify(&mut self, method: &str, params: Option<&Value>) -> bool {
+        if !matches!(self.phase, Phase::Ready) || self.session.is_stateless() {
+            return false;
+        }
+        let request = self
+            .session
+            .notification(method, params, self.auth.token.as_ref());
+        let sent = self.session.id().is_some();
+        self.transmit(Purpose::Notify, None, sent, request);
+        true
+    }
+
     /// Ends the session: every pending call surfaces [`CallError::Closed`],
     /// and the server gets a DELETE if there is a session to end (a 405
     /// answer is fine). Later calls surface `Closed` at once.
