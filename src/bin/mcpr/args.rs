@@ -28,7 +28,7 @@ Errors are one line on stderr: `mcpr: <class>: <details>`. With --json, a
 failed run also prints {\"error\": {...}} on stdout.";
 
 /// A command-line MCP client that recovers expired sessions, restarts and
-/// dropped connections (Streamable HTTP).
+/// dropped connections (Streamable HTTP, or a server over stdio).
 #[derive(Parser)]
 #[command(name = "mcpr", version, after_help = EXIT_CODES)]
 pub struct Cli {
@@ -43,6 +43,7 @@ pub struct Cli {
 /// Options shared by every subcommand that talks to a server. Deliberately
 /// not `Debug`: it holds the bearer token.
 #[derive(Args)]
+#[command(next_help_heading = "Connection (every command)")]
 pub struct Connection {
     /// The server's MCP endpoint, e.g. http://127.0.0.1:8000/mcp
     #[arg(long, global = true, env = "MCPR_URL", value_name = "URL")]
@@ -102,6 +103,7 @@ pub struct Connection {
 /// runs, refreshed on 401; when they cannot be renewed, the browser is
 /// opened once and the command retried. Not `Debug`: it holds a secret.
 #[derive(Args)]
+#[command(next_help_heading = "OAuth (every command)")]
 pub struct OAuthArgs {
     /// Authorize with OAuth; a browser opens when a person must log in
     #[arg(long, global = true, conflicts_with = "bearer")]
