@@ -427,13 +427,10 @@ impl<I: Io> Driver<I> {
                         self.refreshed(generation, &outcome, jobs);
                     }
                     Some(Job::ServerRequest { id, method, params }) => {
-                        let handler = self.settings.handler.clone();
-                        let roots = self.settings.roots.clone();
+                        let me = self.clone();
                         let reply = self
                             .io
-                            .blocking(move || {
-                                answer(handler.as_deref(), roots.as_deref(), &method, params)
-                            })
+                            .blocking(move || answer(&me.settings, &method, params))
                             .await;
                         let mut st = self.lock();
                         st.engine_mut().reply(id, reply, Instant::now());

@@ -224,22 +224,38 @@ pub trait ServerHandler: Send + Sync {
 
 /// The answer to a server request when no [`ServerHandler`] is set, or the
 /// handler's.
-/// `roots/list` is the client's own when it was given roots, and `ping`
-/// is answered even with no handler.
-pub(crate) fn answer(
-    handler: Option<&dyn ServerHandler>,
-    roots: Option<&Mutex<Vec<Root>>>,
-    method: &str,
-    params: Option<Value>,
-) -> Result<Value, RpcError> {
-    match (handler, roots, method) {
-        (_, Some(roots), "roots/list") => {
-            let roots = roots.lock().unwrap_or_else(PoisonError::into_inner);
-            Ok(json!({ "roots": *roots }))
+/// Answers a server request: `roots/list`, elicitation and sampling by
+/// what the builder was given for them, the rest by the handler; `ping`
+/// even with no handler.
+pub(crate) fn answer(s: &Settings, method: &str, params: Option<Value>) -> Result<Value, RpcError> {
+    match method {
+        "roots/list" if s.roots.is_some() => {
+            let roots = s
+                .roots
+                .as_deref()
+                .map(|r| r.lock().unwrap_or_else(PoisonError::into_inner).clone());
+            return Ok(json!({ "roots": roots.unwrap_or_default() }));
         }
-        (Some(h), _, _) => h.request(method, params),
-        (None, _, "ping") => Ok(json!({})),
-        (None, _, _) => Err(RpcError::new(-32601, format!("method not found: {method}"))),
+        "elicitation/create" if s.elicit.is_some() => {
+            let request: ElicitRequest = params
+                .and_then(|p| serde_json::from_value(p).ok())
+                .ok_or_else(|| RpcError::new(-32602, "invalid elicitation request"))?;
+            return Ok(s
+                .elicit
+                .as_deref()
+                .map(|f| f(request).to_value())
+                .unwrap_or_default());
+        }
+        "sampling/createMessage" if s.sample.is_some() => {
+            let params = params.ok_or_else(|| RpcError::new(-32602, "no params"))?;
+            return s.sample.as_deref().map_or(Ok(Value::Null), |f| f(params));
+        }
+        _ => {}
+    }
+    match (s.handler.as_deref(), method) {
+        (Some(h), _) => h.request(method, params),
+        (None, "ping") => Ok(json!({})),
+        (None, _) => Err(RpcError::new(-32601, format!("method not found: {method}"))),
     }
 }
 
@@ -355,7 +371,18 @@ pub struct Settings {
     pub(crate) check_output: bool,
     /// The roots the client answers `roots/list` with, if given.
     pub(crate) roots: Option<Arc<Mutex<Vec<Root>>>>,
+    /// Who answers `elicitation/create`, if set apart from the handler.
+    pub(crate) elicit: Option<Arc<ElicitFn>>,
+    /// Who answers `sampling/createMessage`, if set apart from the handler.
+    pub(crate) sample: Option<Arc<SampleFn>>,
 }
+
+/// Answers an elicitation ([`ClientBuilder::elicitation`]).
+pub type ElicitFn = dyn Fn(ElicitRequest) -> ElicitResponse + Send + Sync;
+
+/// Answers a sampling request with a `CreateMessageResult`
+/// ([`ClientBuilder::sampling`]).
+pub type SampleFn = dyn Fn(Value) -> Result<Value, RpcError> + Send + Sync;
 
 /// How much one `all_*` listing may read before it stops with
 /// [`Error::TooManyPages`]; and how many tools the client remembers as
@@ -507,10 +534,16 @@ impl Settings {
     /// What the handler serves is declared, next to what is configured
     /// (a configured entry wins); so are roots given to the builder.
     fn declare_handler(&mut self) {
-        if self.roots.is_some() {
-            if let Value::Object(caps) = &mut self.config.capabilities {
-                caps.entry("roots")
-                    .or_insert_with(|| json!({"listChanged": true}));
+        if let Value::Object(caps) = &mut self.config.capabilities {
+            let declared = [
+                (self.roots.is_some(), "roots", json!({"listChanged": true})),
+                (self.elicit.is_some(), "elicitation", json!({"form": {}})),
+                (self.sample.is_some(), "sampling", json!({})),
+            ];
+            for (set, name, capability) in declared {
+                if set {
+                    caps.entry(name).or_insert(capability);
+                }
             }
         }
         if let Some(h) = &self.handler {
@@ -693,6 +726,8 @@ impl<C: Build> ClientBuilder<C> {
                 stdio: None,
                 check_output: true,
                 roots: None,
+                elicit: None,
+                sample: None,
             },
             client: PhantomData,
         }
@@ -814,6 +849,26 @@ impl<C: Build> ClientBuilder<C> {
     /// server.
     pub fn roots(mut self, roots: Vec<Root>) -> Self {
         self.settings.roots = Some(Arc::new(Mutex::new(roots)));
+        self
+    }
+    /// Answers the server's `elicitation/create` (form mode) with `f`, and
+    /// declares the capability; the handler, if any, gets no elicitation.
+    /// On 2026-07-28 the same function answers an input-required round's
+    /// elicitations.
+    pub fn elicitation(
+        mut self,
+        f: impl Fn(ElicitRequest) -> ElicitResponse + Send + Sync + 'static,
+    ) -> Self {
+        self.settings.elicit = Some(Arc::new(f));
+        self
+    }
+    /// Answers the server's `sampling/createMessage` (its params) with a
+    /// `CreateMessageResult` from `f`, and declares the capability.
+    pub fn sampling(
+        mut self,
+        f: impl Fn(Value) -> Result<Value, RpcError> + Send + Sync + 'static,
+    ) -> Self {
+        self.settings.sample = Some(Arc::new(f));
         self
     }
     /// Who answers server requests and notifications.

@@ -649,6 +649,56 @@ pub fn typed_handler_and_roots<C: Mcp>() {
     assert_eq!(r.structured_content, Some(json!({"result": "seven"})));
 }
 
+/// Elicitation and sampling answered by closures given to the builder
+/// (which declare the capabilities): the Python SDK server's elicitation
+/// and sampling requests on the handshake wire, and its input-required
+/// round on 2026-07-28, answered by the same closure.
+pub fn elicitation_and_sampling_closures<C: Mcp>() {
+    use mcp_recovery::client::ElicitResponse;
+    let peer = Peer::start(PY_SSE);
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let build = |protocol: Protocol| -> C {
+        let asked = asked.clone();
+        ClientBuilder::new(&peer.url())
+            .protocol(protocol)
+            .elicitation(move |req| {
+                asked.lock().unwrap().push(req.message.clone());
+                ElicitResponse::Accept(json!({"ok": true}))
+            })
+            .sampling(|params| {
+                let text = params["messages"][0]["content"]["text"]
+                    .as_str()
+                    .unwrap_or("");
+                Ok(json!({
+                    "role": "assistant",
+                    "content": {"type": "text", "text": format!("{} chars", text.len())},
+                    "model": "closure-model",
+                }))
+            })
+            .call_timeout(Duration::from_secs(20))
+            .build()
+            .unwrap()
+    };
+    let c = build(Protocol::Legacy);
+    assert_eq!(
+        c.call_tool("confirm", json!({"question": "Go?"}))
+            .unwrap()
+            .text(),
+        "accept:True"
+    );
+    assert_eq!(
+        c.call_tool("summarize", json!({"text": "twelve chars"}))
+            .unwrap()
+            .text(),
+        "closure-model: 12 chars"
+    );
+    let modern = build(Protocol::Auto);
+    let r = modern.call_tool("deploy", json!({"env": "prod"})).unwrap();
+    assert_eq!(modern.protocol_version(), Some("2026-07-28"));
+    assert_eq!(r.text(), "deployed to prod: True (#1)");
+    assert_eq!(*asked.lock().unwrap(), ["Go?", "Deploy to prod?"]);
+}
+
 /// A cancel handle and a call timeout end the call early; the session
 /// stays and the next call works.
 pub fn cancel_and_timeout<C: Mcp>() {
@@ -1165,6 +1215,10 @@ pub fn output_schemas<C: Mcp>() {
 #[macro_export]
 macro_rules! scenario_tests {
     ($c:ty) => {
+        #[test]
+        fn elicitation_and_sampling_by_closures_on_both_wires() {
+            elicitation_and_sampling_closures::<$c>();
+        }
         #[test]
         fn typed_handler_roots_and_list_changed() {
             typed_handler_and_roots::<$c>();

@@ -335,6 +335,19 @@ async def answer_then_ask(ctx: Context) -> str:
 
 
 @app.tool(annotations=ToolAnnotations(readOnlyHint=True))
+async def summarize(text: str, ctx: Context) -> str:
+    """Asks the client's model (sampling/createMessage) to summarize `text`;
+    returns what the model said and which model it was."""
+    result = await ctx.session.create_message(
+        [mcp_types.SamplingMessage(role="user", content=mcp_types.TextContent(type="text", text=text))],
+        max_tokens=50,
+        # On the call's own stream (unrelated, it would go to the GET stream).
+        related_request_id=ctx.request_id,
+    )
+    return f"{result.model}: {result.content.text}"
+
+
+@app.tool(annotations=ToolAnnotations(readOnlyHint=True))
 async def roots(ctx: Context) -> str:
     """Asks the client for its roots (`roots/list`): their URIs, one per line."""
     result = await ctx.session.list_roots()
