@@ -165,6 +165,31 @@ pub trait Body: Send {
     ) -> impl Future<Output = Result<Option<&[u8]>, TransportFailure>> + Send;
 }
 
+/// How long the rest of an answered event stream is waited for, and how
+/// much of it is read, before its connection is given up instead.
+const DRAIN_WAIT: Duration = Duration::from_millis(10);
+const DRAIN_BYTES: usize = 64 * 1024;
+
+/// Reads what is left of a response the core is done with (an event
+/// stream's closing chunk comes a moment after its answer), within
+/// [`DRAIN_WAIT`] and [`DRAIN_BYTES`]: read to its end, its connection goes
+/// back to the pool; otherwise dropping it closes the connection. What it
+/// says is not looked at: the core has its answer.
+async fn drain<B: Body>(body: &mut B) {
+    let until = Instant::now() + DRAIN_WAIT;
+    let mut read = 0;
+    while read <= DRAIN_BYTES {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        match body.chunk(left).await {
+            Ok(Some(bytes)) => read += bytes.len(),
+            Ok(None) | Err(_) => return,
+        }
+    }
+}
+
 /// The headers whose values are strings (the others cannot matter to MCP).
 fn strings(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
     headers
@@ -560,6 +585,7 @@ impl<I: Io> Driver<I> {
             };
             self.feed(input, jobs);
         }
+        let mut chunk_was_data;
         loop {
             if mine && me.gave_up() {
                 return; // dropping the body closes the connection
@@ -577,6 +603,7 @@ impl<I: Io> Driver<I> {
                     Some(bytes) => Input::Body { exchange, bytes },
                 };
                 let more = matches!(input, Input::Body { .. });
+                chunk_was_data = more;
                 st.feed(input, Instant::now(), jobs);
                 let open = more && st.engine().exchange_open(exchange);
                 let progress = me.take_progress(&mut st);
@@ -588,8 +615,12 @@ impl<I: Io> Driver<I> {
                 // Done with this response: a body read to its end goes back
                 // to the pool before the jobs it caused (the handshake's
                 // `initialized`...) need a connection. An event stream the
-                // core is done with is closed instead (RELIABILITY.md,
-                // "Connections after an answer").
+                // core is done with usually ends a moment after its answer:
+                // read that end, briefly, so its connection is kept too
+                // (RELIABILITY.md, "Connections after an answer").
+                if chunk_was_data {
+                    drain(&mut body).await;
+                }
                 return;
             }
             // A server request on this stream (elicitation, sampling) waits

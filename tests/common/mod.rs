@@ -3,6 +3,8 @@
 //! README's test command runs it). A missing peer fails the test loudly.
 #![allow(dead_code)] // each test binary uses its own part of this
 
+#[path = "../support/counting_proxy.rs"]
+pub mod counting_proxy;
 pub mod scenarios;
 pub mod stdio;
 pub mod wires;

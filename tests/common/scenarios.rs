@@ -699,6 +699,53 @@ pub fn elicitation_and_sampling_closures<C: Mcp>() {
     assert_eq!(*asked.lock().unwrap(), ["Go?", "Deploy to prod?"]);
 }
 
+/// Answers over SSE keep their connection (the stream's end is read
+/// right after the answer), and a server request on a call's stream still
+/// arrives on a kept connection: the Python and TypeScript servers behind
+/// a proxy that counts connections. (The kept-connection build taken out
+/// earlier lost exactly such a request, an elicitation of a TypeScript SDK
+/// server; it read the stream's end later, on another thread.)
+pub fn kept_connections<C: Mcp>(kind: Kind) {
+    let peer = Peer::start(kind);
+    let proxy = super::counting_proxy::CountingProxy::to(peer.port);
+    let c: C = ClientBuilder::new(&proxy.url())
+        .protocol(Protocol::Legacy)
+        .read_timeout(Duration::from_secs(20))
+        .call_timeout(Duration::from_secs(20))
+        .handler(Yes)
+        .build()
+        .unwrap();
+    for i in 0..50 {
+        let r = c.call_tool("add", json!({"a": i, "b": 1})).unwrap();
+        assert_eq!(r.text(), (i + 1).to_string());
+    }
+    for _ in 0..5 {
+        let r = c.call_tool("confirm", json!({"question": "Go?"})).unwrap();
+        assert_eq!(r.text().to_lowercase(), "accept:true", "{kind:?}");
+        c.call_tool("add", json!({"a": 1, "b": 1})).unwrap();
+    }
+    // One connection carries the calls; a call waiting on its stream for
+    // the answer to a server request needs a second for that answer.
+    assert!(
+        proxy.connections() <= 3,
+        "{kind:?}: {} connections for 60 calls",
+        proxy.connections()
+    );
+}
+
+/// Accepts every elicitation.
+struct Yes;
+
+impl ServerHandler for Yes {
+    fn capabilities(&self) -> Value {
+        json!({"elicitation": {"form": {}}})
+    }
+    fn request(&self, method: &str, _: Option<Value>) -> Result<Value, RpcError> {
+        assert_eq!(method, "elicitation/create");
+        Ok(json!({"action": "accept", "content": {"ok": true}}))
+    }
+}
+
 /// A cancel handle and a call timeout end the call early; the session
 /// stays and the next call works.
 pub fn cancel_and_timeout<C: Mcp>() {
@@ -1215,6 +1262,11 @@ pub fn output_schemas<C: Mcp>() {
 #[macro_export]
 macro_rules! scenario_tests {
     ($c:ty) => {
+        #[test]
+        fn connections_are_kept_across_event_stream_answers() {
+            kept_connections::<$c>(PY_SSE);
+            kept_connections::<$c>(TS_SSE);
+        }
         #[test]
         fn elicitation_and_sampling_by_closures_on_both_wires() {
             elicitation_and_sampling_closures::<$c>();

@@ -16,7 +16,7 @@ import { McpServer, ResourceTemplate } from '@modelcontextprotocol/sdk/server/mc
 import { completable } from '@modelcontextprotocol/sdk/server/completable.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
-import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
+import { isInitializeRequest, ElicitResultSchema } from '@modelcontextprotocol/sdk/types.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -69,6 +69,16 @@ function build() {
     outputSchema: { sum: z.number() },
     annotations: { readOnlyHint: true },
   }, async ({ a, b }) => ({ content: [{ type: 'text', text: String(a + b) }], structuredContent: { sum: a + b } }));
+  server.registerTool('confirm', {
+    description: 'Asks the client (elicitation, on the call\'s own stream) and reports its answer.',
+    inputSchema: { question: z.string() },
+  }, async ({ question }, extra) => {
+    const answer = await extra.sendRequest({
+      method: 'elicitation/create',
+      params: { message: question, requestedSchema: { type: 'object', properties: { ok: { type: 'boolean' } } } },
+    }, ElicitResultSchema);
+    return text(`${answer.action}:${answer.content?.ok}`);
+  });
   server.registerTool('gallery', {
     description: 'One block of every kind: text, image, audio, a resource link and an embedded resource.',
     annotations: { readOnlyHint: true },

@@ -35,6 +35,9 @@ const SLICE: Duration = Duration::from_millis(50);
 thread_local! {
     /// The cancel handle of the call this thread is reading for, if any.
     static CANCEL: RefCell<Option<CancelHandle>> = const { RefCell::new(None) };
+    /// A read's own deadline, shorter than the request's timeouts (the
+    /// brief wait for the end of an answered event stream).
+    static UNTIL: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
 }
 
 /// Runs `f` with `cancel` as this thread's current cancel handle.
@@ -80,22 +83,31 @@ impl Transport for CancellableTransport {
     }
 
     fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
-        if CANCEL.with(|c| c.borrow().is_none()) {
+        let until = UNTIL.with(std::cell::Cell::get);
+        let watching = CANCEL.with(|c| c.borrow().is_some());
+        if !watching && until.is_none() {
             return self.0.await_input(timeout);
         }
         // The real budget (the smaller of the remaining and the per-read
-        // timeouts), waited for in slices; nothing is consumed by a slice
-        // that times out, so the next one picks up where it left.
+        // timeouts, and the read's own deadline), waited for in slices;
+        // nothing is consumed by a slice that times out, so the next one
+        // picks up where it left.
         let start = Instant::now();
         let real = timeout.for_read();
         loop {
-            let left = match real.after {
-                Wait::Exact(d) => Some(d.saturating_sub(start.elapsed())),
+            let now = Instant::now();
+            let mut left = match real.after {
+                Wait::Exact(d) => Some(d.saturating_sub(now.duration_since(start))),
                 Wait::NotHappening => None,
             };
-            let last = left.is_some_and(|l| l <= SLICE);
+            if let Some(u) = until {
+                let to_until = u.saturating_duration_since(now);
+                left = Some(left.map_or(to_until, |l| l.min(to_until)));
+            }
+            let step = if watching { SLICE } else { Duration::MAX };
+            let last = left.is_some_and(|l| l <= step);
             let slice = NextTimeout {
-                after: Wait::Exact(left.map_or(SLICE, |l| l.min(SLICE))),
+                after: Wait::Exact(left.map_or(step, |l| l.min(step))),
                 reason: real.reason,
                 per_read: None,
                 per_write: timeout.per_write,
@@ -134,6 +146,8 @@ pub(crate) struct HttpBody {
     reader: ureq::BodyReader<'static>,
     /// The reading call's cancel handle.
     cancel: Option<CancelHandle>,
+    /// The request's per-read timeout.
+    read_timeout: Duration,
     /// Inline, so it lives in the call's future on the caller's stack: a
     /// heap buffer per exchange was measurable per call.
     buf: [u8; 8 * 1024],
@@ -203,6 +217,7 @@ impl Io for Ureq {
                     // The core enforces the body size limit; the reader has none.
                     reader: body.into_with_config().limit(u64::MAX).reader(),
                     cancel: x.cancel.clone(),
+                    read_timeout: x.read_timeout,
                     buf: [0; 8 * 1024],
                 }),
             })
@@ -267,7 +282,7 @@ impl Io for Ureq {
 impl Body for UreqBody {
     async fn chunk(&mut self, read_timeout: Duration) -> Result<Option<&[u8]>, TransportFailure> {
         match self {
-            UreqBody::Http(b) => b.chunk(),
+            UreqBody::Http(b) => b.chunk(read_timeout),
             UreqBody::Stdio(b) => b.chunk(read_timeout).await,
         }
     }
@@ -275,8 +290,17 @@ impl Body for UreqBody {
 
 impl HttpBody {
     /// The read timeouts were set on the request (ureq's are per request):
-    /// the client's per read, and the call's deadline as a whole.
-    fn chunk(&mut self) -> Result<Option<&[u8]>, TransportFailure> {
+    /// the client's per read, and the call's deadline as a whole; a
+    /// `read_timeout` shorter than the client's (a drain) bounds this read.
+    fn chunk(&mut self, read_timeout: Duration) -> Result<Option<&[u8]>, TransportFailure> {
+        let until = (read_timeout < self.read_timeout).then(|| Instant::now() + read_timeout);
+        UNTIL.with(|u| u.set(until));
+        let r = self.read();
+        UNTIL.with(|u| u.set(None));
+        r
+    }
+
+    fn read(&mut self) -> Result<Option<&[u8]>, TransportFailure> {
         let (reader, buf) = (&mut self.reader, &mut self.buf);
         let result = with_cancel(&self.cancel, || loop {
             match reader.read(buf) {
