@@ -1070,3 +1070,46 @@ fn the_listening_stream_reopens_after_its_last_event_and_stops_on_405() {
     assert!(h.listens.is_empty());
     assert_eq!(h.engine.poll_timeout(), None);
 }
+
+/// With a listening stream, a new session's calls wait for that stream's
+/// answer: a server sends what it asks outside any call only there, and
+/// drops it while the stream is not open (the TypeScript SDK does), so a
+/// call sent first could wait forever for its question. Bounded by
+/// `listen_wait`.
+#[test]
+fn with_a_listening_stream_calls_wait_for_its_answer_within_listen_wait() {
+    let mut config = Config::new(URL);
+    config.listen = true;
+    let mut h = Harness::ready_with(config.clone());
+    let l = h.listens.pop_front().expect("the GET");
+    let call = h.call(Operation::new("tools/list", None));
+    assert!(h.outbox.is_empty(), "held until the GET answers");
+    assert!(matches!(
+        h.engine.poll_timeout(),
+        Some((_, Timer::ListenGate | Timer::AwaitReady(_)))
+    ));
+    h.engine.handle_input(
+        Input::Head {
+            exchange: l.exchange,
+            status: 200,
+            headers: &[("content-type", "text/event-stream")],
+        },
+        h.now,
+    );
+    h.pump();
+    let list = h.take("tools/list");
+    h.result(&list, json!({"tools": []}));
+    assert!(h.ok(call).is_object());
+
+    // A GET that never answers holds the calls `listen_wait` at most.
+    let mut h = Harness::ready_with(config);
+    let _silent = h.listens.pop_front().expect("the GET");
+    let call = h.call(Operation::new("tools/list", None));
+    assert!(h.outbox.is_empty());
+    h.advance(Duration::from_millis(999));
+    assert!(h.outbox.is_empty());
+    h.advance(Duration::from_millis(1));
+    let list = h.take("tools/list");
+    h.result(&list, json!({"tools": []}));
+    assert!(h.ok(call).is_object());
+}

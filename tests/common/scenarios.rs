@@ -733,6 +733,29 @@ pub fn kept_connections<C: Mcp>(kind: Kind) {
     );
 }
 
+/// The conformance scenario `elicitation-sep1034-client-defaults`, made
+/// reproducible: a TypeScript SDK server asks through the session (no
+/// related request), which goes only on the GET stream and is dropped if
+/// that stream is not open yet. A fresh client's first call must not race
+/// its own GET: it waits for the stream's answer. Ten fresh sessions, each
+/// asking on its very first call (before the fix, about one run in three
+/// lost the question and the call timed out).
+pub fn asks_on_the_session_stream_at_once<C: Mcp>() {
+    let peer = Peer::start(TS_SSE);
+    for _ in 0..10 {
+        let c: C = ClientBuilder::new(&peer.url())
+            .protocol(Protocol::Legacy)
+            .listen(true)
+            .call_timeout(Duration::from_secs(10))
+            .handler(Yes)
+            .build()
+            .unwrap();
+        let r = c.call_tool("confirm_on_session", json!({"question": "Go?"}));
+        assert_eq!(r.unwrap().text(), "accept:true");
+        c.close().unwrap();
+    }
+}
+
 /// Accepts every elicitation.
 struct Yes;
 
@@ -1262,6 +1285,10 @@ pub fn output_schemas<C: Mcp>() {
 #[macro_export]
 macro_rules! scenario_tests {
     ($c:ty) => {
+        #[test]
+        fn ts_asks_on_the_session_stream_right_after_initialize() {
+            asks_on_the_session_stream_at_once::<$c>();
+        }
         #[test]
         fn connections_are_kept_across_event_stream_answers() {
             kept_connections::<$c>(PY_SSE);

@@ -79,6 +79,16 @@ function build() {
     }, ElicitResultSchema);
     return text(`${answer.action}:${answer.content?.ok}`);
   });
+  server.registerTool('confirm_on_session', {
+    description: 'Asks the client through the session (elicitation with no related request: the SDK sends it on the GET stream, and drops it when that stream is not open), then reports the answer.',
+    inputSchema: { question: z.string() },
+  }, async ({ question }) => {
+    const answer = await server.server.elicitInput({
+      message: question,
+      requestedSchema: { type: 'object', properties: { ok: { type: 'boolean' } } },
+    });
+    return text(`${answer.action}:${answer.content?.ok}`);
+  });
   server.registerTool('gallery', {
     description: 'One block of every kind: text, image, audio, a resource link and an embedded resource.',
     annotations: { readOnlyHint: true },

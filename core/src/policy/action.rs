@@ -204,6 +204,8 @@ pub enum Timer {
     NextRound(CallId),
     /// The listening GET stream is opened again then.
     Listen,
+    /// A new session's calls stop waiting for the listening stream then.
+    ListenGate,
 }
 
 /// An event from the outside world. Responses come in pieces, as they

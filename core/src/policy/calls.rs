@@ -192,7 +192,7 @@ impl Engine {
 
     /// Sends the call now if the session is ready, else parks it.
     pub(super) fn attempt(&mut self, id: CallId, now: Instant) {
-        if !matches!(self.phase, Phase::Ready) {
+        if !matches!(self.phase, Phase::Ready) || self.listen_gate.is_some() {
             if matches!(self.phase, Phase::Idle) {
                 self.start_handshake(now);
             }

@@ -66,6 +66,12 @@ pub struct Config {
     /// when it drops (default off: it holds a connection, and a thread in
     /// the blocking client).
     pub listen: bool,
+    /// With [`Config::listen`], how long a new session's calls wait for the
+    /// listening stream's answer before they go anyway (default 1 s): a
+    /// server sends what it asks outside any call on that stream only, and
+    /// one whose stream is not open yet drops it (the TypeScript SDK does),
+    /// so a call sent first could wait for a question that never comes.
+    pub listen_wait: Duration,
     /// Rounds of "input required" one call may go through (a
     /// multi-round-trip request, 2026-07-28) before it fails with
     /// [`ProtocolError::TooManyRounds`](crate::ProtocolError::TooManyRounds) (default 8).
@@ -140,6 +146,7 @@ impl Config {
             max_resume_delay: Duration::from_secs(10),
             max_resumes: 3,
             listen: false,
+            listen_wait: Duration::from_secs(1),
             max_input_rounds: 8,
             cache_entries: 256,
             probe_timeout: Duration::from_secs(10),

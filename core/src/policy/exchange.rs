@@ -116,7 +116,13 @@ impl Engine {
                     c.refused_since = None;
                 }
             }
+            let listening = ex.purpose == Purpose::Listen;
             self.on_reachable(now);
+            if listening {
+                // Its answer is in: the server can now reach us outside a
+                // call, so the calls that waited for that go.
+                self.open_gate(now);
+            }
         }
         let max = self.config.max_body_size;
         let Some(ex) = self.exchanges.get_mut(&exchange) else {

@@ -105,6 +105,7 @@ impl Engine {
 
     pub(super) fn start_handshake(&mut self, now: Instant) {
         self.stop_listen();
+        self.listen_gate = None;
         let reconnect = self.generation > SessionGeneration::default();
         self.generation = self.generation.next();
         self.session.forget();
@@ -380,7 +381,16 @@ impl Engine {
         if self.config.listen && !self.session.is_stateless() {
             self.listen_failures = 0;
             self.open_listen(None);
+            // The calls go once the stream answered (`open_gate`): a
+            // question the server asks outside a call goes only there.
+            self.listen_gate = Some(later(now, self.config.listen_wait));
+            return;
         }
+        self.release_waiters(now);
+    }
+
+    /// Sends every call that waited for the session.
+    pub(super) fn release_waiters(&mut self, now: Instant) {
         let mut waiting = self.waiters(|s| matches!(s, CallState::AwaitReady { .. }));
         for id in waiting.drain(..) {
             self.attempt(id, now);

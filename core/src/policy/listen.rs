@@ -30,8 +30,20 @@ impl Listen {
 }
 
 impl Engine {
-    /// Opens the dropped listening stream again once its wait is over.
+    /// The listening stream answered (or failed, or took too long): the
+    /// calls that waited for it go.
+    pub(super) fn open_gate(&mut self, now: Instant) {
+        if self.listen_gate.take().is_some() && matches!(self.phase, Phase::Ready) {
+            self.release_waiters(now);
+        }
+    }
+
+    /// Opens the dropped listening stream again once its wait is over; lets
+    /// the calls go once the gate's wait is.
     pub(super) fn listen_timeout(&mut self, now: Instant) {
+        if self.listen_gate.is_some_and(|at| at <= now) {
+            self.open_gate(now);
+        }
         if let Listen::Waiting {
             until,
             last_event_id,
@@ -58,6 +70,7 @@ impl Engine {
     }
 
     pub(super) fn stop_listen(&mut self) {
+        self.listen_gate = None;
         if let Listen::Open(exchange) = self.listen {
             self.abort(exchange);
         }
@@ -76,6 +89,7 @@ impl Engine {
         if self.listen != Listen::Open(exchange) {
             return;
         }
+        self.open_gate(now);
         if matches!(outcome, Outcome::Status { status: 405, .. }) {
             self.listen = Listen::Unsupported;
             return;

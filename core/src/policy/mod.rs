@@ -158,6 +158,9 @@ pub struct Engine {
     inputs: BTreeMap<RequestId, CallId>,
     /// Listening-stream openings in a row that brought no message.
     listen_failures: u8,
+    /// A new session's calls wait until the listening stream answered, or
+    /// until then ([`Config::listen_wait`]).
+    listen_gate: Option<Instant>,
     next_call: u64,
     next_exchange: u64,
     next_rpc: i64,
@@ -205,6 +208,7 @@ impl Engine {
             inputs: BTreeMap::new(),
             cache,
             listen_failures: 0,
+            listen_gate: None,
             next_call: 0,
             next_exchange: 0,
             next_rpc: 0,
@@ -490,6 +494,7 @@ impl Engine {
             .chain(self.down.timer())
             .chain(self.auth.timer())
             .chain(self.listen.timer(self.is_ready()))
+            .chain(self.listen_gate.map(|at| (at, Timer::ListenGate)))
             .min_by_key(|(deadline, _)| *deadline)
     }
 
