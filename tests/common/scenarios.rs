@@ -757,7 +757,7 @@ pub fn asks_on_the_session_stream_at_once<C: Mcp>() {
 }
 
 /// Accepts every elicitation.
-struct Yes;
+pub struct Yes;
 
 impl ServerHandler for Yes {
     fn capabilities(&self) -> Value {

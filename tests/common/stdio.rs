@@ -2,7 +2,7 @@
 //! as the client's child process (`--stdio`), killed between calls and
 //! mid-call by their pid, as a crash would.
 
-use super::scenarios::Mcp;
+use super::scenarios::{Mcp, Yes};
 use super::{peers_dir, python_bin, wait_for};
 use mcp_recovery::client::stdio::StdioCommand;
 use mcp_recovery::client::{ClientBuilder, Error, ServerHandler};
@@ -356,16 +356,6 @@ impl ServerHandler for Counting {
     }
 }
 
-struct Yes;
-impl ServerHandler for Yes {
-    fn capabilities(&self) -> Value {
-        json!({"elicitation": {"form": {}}})
-    }
-    fn request(&self, method: &str, _: Option<Value>) -> Result<Value, RpcError> {
-        assert_eq!(method, "elicitation/create");
-        Ok(json!({"action": "accept", "content": {"ok": true}}))
-    }
-}
 
 /// The server asks while a call runs (elicitation on the handshake wire):
 /// its request reaches the handler, the answer goes back on stdin.
