@@ -198,8 +198,12 @@ fn put(idle: &Idle, origin: &Origin, link: Link) {
     }
 }
 
-impl Http {
-    pub fn new(connect_timeout: Duration) -> Self {
+/// One TLS configuration (roots, provider) for every client of the
+/// process: it is the same for all of them, and a root store is tens of
+/// KiB, too much to copy per client when a process holds thousands.
+fn shared_tls() -> TlsConnector {
+    static TLS: std::sync::OnceLock<TlsConnector> = std::sync::OnceLock::new();
+    TLS.get_or_init(|| {
         let roots = RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         // The provider is set explicitly: no process-wide default is assumed.
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -207,9 +211,16 @@ impl Http {
             .with_safe_default_protocol_versions()
             .map(|b| b.with_root_certificates(roots).with_no_client_auth())
             .expect("ring supports the default protocol versions");
+        TlsConnector::from(Arc::new(config))
+    })
+    .clone()
+}
+
+impl Http {
+    pub fn new(connect_timeout: Duration) -> Self {
         Http {
             idle: Default::default(),
-            tls: TlsConnector::from(Arc::new(config)),
+            tls: shared_tls(),
             connect_timeout,
         }
     }
