@@ -34,7 +34,10 @@ unsafe impl GlobalAlloc for Counting {
         System.dealloc(ptr, layout)
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
         System.realloc(ptr, layout, new_size)
     }
 }
@@ -122,9 +125,11 @@ fn run(n: usize, peers: usize) {
     let (heap_idle, rss_idle) = (live() - heap0, rss() - rss0);
 
     let started = Instant::now();
-    let answered = smol::block_on(each(&clients, 200, |c| async move {
-        c.ping().await.is_ok()
-    }));
+    let answered = smol::block_on(each(
+        &clients,
+        200,
+        |c| async move { c.ping().await.is_ok() },
+    ));
     let rate = answered as f64 / started.elapsed().as_secs_f64();
 
     let before: u64 = servers.iter().map(Peer::initializes).sum();
@@ -132,9 +137,11 @@ fn run(n: usize, peers: usize) {
         s.restart();
     }
     let wave = Instant::now();
-    let back = smol::block_on(each(&clients, 200, |c| async move {
-        c.ping().await.is_ok()
-    }));
+    let back = smol::block_on(each(
+        &clients,
+        200,
+        |c| async move { c.ping().await.is_ok() },
+    ));
     let took = wave.elapsed();
     let inits: u64 = servers.iter().map(Peer::initializes).sum::<u64>() - before;
     println!(

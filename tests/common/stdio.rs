@@ -356,7 +356,6 @@ impl ServerHandler for Counting {
     }
 }
 
-
 /// The server asks while a call runs (elicitation on the handshake wire):
 /// its request reaches the handler, the answer goes back on stdin.
 pub fn server_asks_over_stdio<C: Mcp>() {
