@@ -202,6 +202,10 @@ pub trait ServerHandler: Send + Sync {
             ServerRequest::CreateMessage(_) => "sampling/createMessage",
             ServerRequest::ListRoots => "roots/list",
             ServerRequest::Ping => return Ok(Value::Object(serde_json::Map::new())),
+            // A method the client knows, whose params did not parse.
+            ServerRequest::Other { method, .. } if method == "elicitation/create" => {
+                return Err(RpcError::new(-32602, "invalid elicitation request"));
+            }
             ServerRequest::Other { method, .. } => method,
         };
         Err(RpcError::new(-32601, format!("method not found: {method}")))
@@ -1033,9 +1037,11 @@ impl Memory {
             tool: name.to_owned(),
             message: mcp_recovery_core::sanitize(&message),
         };
-        let validator = match &*validator {
-            Ok(v) => v,
-            Err(e) => return Err(invalid(format!("its output schema does not compile: {e}"))),
+        // A schema this client cannot compile (a remote `$ref`, which it
+        // never fetches; a dialect it does not know) checks nothing: the
+        // tool has run, and its answer is not refused for our limits.
+        let Ok(validator) = &*validator else {
+            return Ok(());
         };
         let Some(structured) = &result.structured_content else {
             return Err(invalid(
@@ -1168,6 +1174,30 @@ mod tests {
                 other => panic!("{url}: {:?}", other.err()),
             }
         }
+    }
+
+    #[test]
+    fn a_schema_that_does_not_compile_checks_nothing() {
+        let m = Memory {
+            check_output: true,
+            ..Memory::default()
+        };
+        let list: ToolList = serde_json::from_value(json!({"tools": [
+            {"name": "remote", "inputSchema": {}, "outputSchema": {"$ref": "https://schemas.example/x.json"}},
+            {"name": "local", "inputSchema": {}, "outputSchema": {"type": "object", "required": ["n"]}},
+        ]}))
+        .unwrap();
+        m.remember(&list);
+        let result: ToolResult =
+            serde_json::from_value(json!({"content": [], "structuredContent": {"m": 1}})).unwrap();
+        assert!(
+            m.check_output("remote", &result).is_ok(),
+            "never fetched, not refused"
+        );
+        assert!(matches!(
+            m.check_output("local", &result),
+            Err(Error::InvalidOutput { .. })
+        ));
     }
 
     #[test]

@@ -1113,3 +1113,21 @@ fn with_a_listening_stream_calls_wait_for_its_answer_within_listen_wait() {
     h.result(&list, json!({"tools": []}));
     assert!(h.ok(call).is_object());
 }
+
+/// A listening stream that never answers does not fail calls on a ready
+/// session: a call whose await-ready deadline comes before `listen_wait`
+/// goes then instead of failing with `ReconnectTimeout`.
+#[test]
+fn a_late_listening_stream_never_fails_a_call() {
+    let mut config = Config::new(URL);
+    config.listen = true;
+    config.await_ready = Duration::from_millis(500);
+    let mut h = Harness::ready_with(config);
+    let _silent = h.listens.pop_front().expect("the GET");
+    let call = h.call(Operation::new("tools/list", None));
+    assert!(h.outbox.is_empty());
+    h.advance(Duration::from_millis(600));
+    let list = h.take("tools/list");
+    h.result(&list, json!({"tools": []}));
+    assert!(h.ok(call).is_object());
+}

@@ -157,6 +157,20 @@ impl Engine {
             | CallState::AwaitRound { .. } => false,
         });
         for id in expired.drain(..) {
+            let gated = matches!(self.phase, Phase::Ready) && self.listen_gate.is_some();
+            if gated
+                && matches!(
+                    self.calls.get(&id).map(|c| &c.state),
+                    Some(CallState::AwaitReady { .. })
+                )
+            {
+                // The session is ready; only the optional listening
+                // stream is late: the call goes rather than fail.
+                let gate = self.listen_gate.take();
+                self.attempt(id, now);
+                self.listen_gate = gate;
+                continue;
+            }
             let error = match self.calls.get(&id).map(|c| &c.state) {
                 Some(CallState::AwaitReady { since, .. }) => CallError::ReconnectTimeout {
                     waited: now.saturating_duration_since(*since),
