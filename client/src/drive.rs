@@ -315,8 +315,10 @@ impl<I: Io> Drop for CallGuard<'_, I> {
 impl<I: Io> Driver<I> {
     /// A driver for `settings` over its own `I`; nothing is sent yet.
     pub fn new(mut settings: Settings) -> Result<Arc<Self>, Error> {
-        let io = I::new(&settings);
+        // Checked first: the I/O is built from the checked settings (the
+        // parsed TLS roots).
         settings.validate()?;
+        let io = I::new(&settings);
         let engine = settings.engine(Instant::now());
         Ok(Arc::new(Driver {
             state: Mutex::new(Dispatcher::new(engine, settings.observer.is_some())),

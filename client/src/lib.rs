@@ -379,6 +379,11 @@ pub struct Settings {
     pub(crate) elicit: Option<Arc<ElicitFn>>,
     /// Who answers `sampling/createMessage`, if set apart from the handler.
     pub(crate) sample: Option<Arc<SampleFn>>,
+    /// The only CA certificates to trust (PEM as given), instead of the
+    /// webpki roots.
+    pub(crate) tls_roots_pem: Option<String>,
+    /// The same, parsed (DER), once the settings are checked.
+    tls_roots: Option<Vec<Vec<u8>>>,
 }
 
 /// Answers an elicitation ([`ClientBuilder::elicitation`]).
@@ -457,6 +462,15 @@ impl Settings {
     /// an http(s) URL with a host, no credential in plain headers, and a
     /// 401 asks for a refresh only when the token source can refresh.
     pub(crate) fn validate(&mut self) -> Result<(), Error> {
+        if let Some(pem) = &self.tls_roots_pem {
+            let certs = pem_certificates(pem);
+            if certs.is_empty() {
+                return Err(Error::Config(
+                    "tls_roots_pem: no CERTIFICATE block in the PEM given".into(),
+                ));
+            }
+            self.tls_roots = Some(certs);
+        }
         if self.stdio.is_some() {
             return self.validate_stdio();
         }
@@ -526,6 +540,13 @@ impl Settings {
         self.config.refresh_on_401 = false;
         self.declare_handler();
         Ok(())
+    }
+
+    /// The only CA certificates to trust (DER), when
+    /// [`ClientBuilder::tls_roots_pem`] was given: an adapter's TLS
+    /// configuration uses these instead of the webpki roots.
+    pub fn tls_roots(&self) -> Option<&[Vec<u8>]> {
+        self.tls_roots.as_deref()
     }
 
     /// The link to the child process, for a client of a stdio server (an
@@ -616,6 +637,28 @@ impl Settings {
             other => Some(other),
         }
     }
+}
+
+/// The DER of every `CERTIFICATE` block of a PEM text (other blocks, a
+/// key say, are skipped).
+fn pem_certificates(pem: &str) -> Vec<Vec<u8>> {
+    use base64::Engine as _;
+    let mut certs = Vec::new();
+    let mut body: Option<String> = None;
+    for line in pem.lines().map(str::trim) {
+        match (line, &mut body) {
+            ("-----BEGIN CERTIFICATE-----", _) => body = Some(String::new()),
+            ("-----END CERTIFICATE-----", Some(b)) => {
+                if let Ok(der) = base64::engine::general_purpose::STANDARD.decode(&*b) {
+                    certs.push(der);
+                }
+                body = None;
+            }
+            (l, Some(b)) => b.push_str(l),
+            _ => {}
+        }
+    }
+    certs
 }
 
 /// Tells the engine how a refresh of `generation` went.
@@ -732,6 +775,8 @@ impl<C: Build> ClientBuilder<C> {
                 roots: None,
                 elicit: None,
                 sample: None,
+                tls_roots_pem: None,
+                tls_roots: None,
             },
             client: PhantomData,
         }
@@ -800,6 +845,14 @@ impl<C: Build> ClientBuilder<C> {
     /// Circuit breaker settings.
     pub fn breaker(mut self, b: BreakerConfig) -> Self {
         self.settings.config = self.settings.config.breaker(b);
+        self
+    }
+    /// Trusts only the CA certificates in `pem` (one or more `CERTIFICATE`
+    /// blocks), instead of the webpki roots: a server whose certificate a
+    /// private CA signed. A PEM without a certificate is
+    /// [`Error::Config`] at build.
+    pub fn tls_roots_pem(mut self, pem: &str) -> Self {
+        self.settings.tls_roots_pem = Some(pem.to_owned());
         self
     }
     /// Largest response body or SSE event (default 16 MiB).

@@ -36,6 +36,9 @@ pub enum Kind {
     /// The Python peer (JSON) marking listings and reads fresh for
     /// `ttl_ms` (2026-07-28 cache hints) and counting the POSTs it gets.
     PythonCaching { ttl_ms: u64 },
+    /// The Python peer (SSE) over HTTPS, its certificate from a CA it
+    /// makes at start ([`Peer::ca_pem`]).
+    PythonTls,
 }
 
 /// How the server answers POSTs.
@@ -99,6 +102,12 @@ impl Peer {
                 c.arg(dir.join("python_server.py"))
                     .args(["--mode", "json", "--count-posts"])
                     .args(["--cache-ttl-ms", &ttl_ms.to_string()]);
+                c
+            }
+            Kind::PythonTls => {
+                let mut c = Command::new(python_bin(&dir));
+                c.arg(dir.join("python_server.py"))
+                    .args(["--mode", "sse", "--tls"]);
                 c
             }
             Kind::PythonResumable => {
@@ -176,7 +185,17 @@ impl Peer {
 
     /// The MCP endpoint.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/mcp", self.port)
+        let scheme = if self.kind == Kind::PythonTls {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}/mcp", self.port)
+    }
+
+    /// The CA (PEM) that signed a [`Kind::PythonTls`] peer's certificate.
+    pub fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self.state.join("ca.pem")).expect("the peer wrote its CA")
     }
 
     /// Kills the server (SIGKILL: no goodbye to anyone).

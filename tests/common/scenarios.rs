@@ -756,6 +756,47 @@ pub fn asks_on_the_session_stream_at_once<C: Mcp>() {
     }
 }
 
+/// HTTPS to the Python SDK server with a certificate from a CA of its own:
+/// trusted through `tls_roots_pem`, calls work (on a kept connection);
+/// without it the webpki roots do not know that CA and nothing is sent; a
+/// PEM with no certificate is a configuration error.
+pub fn private_ca<C: Mcp>() {
+    let peer = Peer::start(Kind::PythonTls);
+    let proxy = super::counting_proxy::CountingProxy::to(peer.port);
+    // Through the proxy the address is still 127.0.0.1: the certificate
+    // names it.
+    let url = proxy.url().replace("http://", "https://");
+    let c: C = ClientBuilder::new(&url)
+        .protocol(Protocol::Legacy)
+        .tls_roots_pem(&peer.ca_pem())
+        .build()
+        .unwrap();
+    for i in 0..20 {
+        let r = c.call_tool("add", json!({"a": i, "b": 1})).unwrap();
+        assert_eq!(r.text(), (i + 1).to_string());
+    }
+    assert!(
+        proxy.connections() <= 2,
+        "{} connections",
+        proxy.connections()
+    );
+
+    let stranger: C = ClientBuilder::new(&peer.url())
+        .protocol(Protocol::Legacy)
+        .build()
+        .unwrap();
+    match stranger.ping() {
+        Err(Error::Call(CallError::InitializeFailed(e))) => {
+            assert!(matches!(*e, CallError::Transport { .. }), "{e:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let bad = ClientBuilder::<C>::new(&peer.url())
+        .tls_roots_pem("not a certificate")
+        .build();
+    assert!(matches!(bad, Err(Error::Config(_))));
+}
+
 /// Accepts every elicitation.
 pub struct Yes;
 
@@ -1285,6 +1326,10 @@ pub fn output_schemas<C: Mcp>() {
 #[macro_export]
 macro_rules! scenario_tests {
     ($c:ty) => {
+        #[test]
+        fn https_with_a_private_ca() {
+            private_ca::<$c>();
+        }
         #[test]
         fn ts_asks_on_the_session_stream_right_after_initialize() {
             asks_on_the_session_stream_at_once::<$c>();

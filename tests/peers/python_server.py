@@ -42,6 +42,8 @@ parser.add_argument("--cache-ttl-ms", type=int, default=0, help="ttlMs of listin
 parser.add_argument("--count-posts", action="store_true", help="count POSTs to /mcp in the `posts` file")
 parser.add_argument("--stdio", action="store_true",
                     help="serve on stdin/stdout; counts starts in `starts`, writes its pid to `pid`")
+parser.add_argument("--tls", action="store_true",
+                    help="serve HTTPS with a certificate for 127.0.0.1 from a CA made at start (its PEM in `ca.pem`)")
 parser.add_argument("--stubborn", action="store_true",
                     help="(--stdio) ignore SIGTERM and stay after stdin closes: only SIGKILL ends it")
 args = parser.parse_args()
@@ -54,7 +56,7 @@ if not args.stdio:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", args.port))
     sock.listen(128)
-    base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    base_url = f"{'https' if args.tls else 'http'}://127.0.0.1:{sock.getsockname()[1]}"
 
 
 def bump(name: str) -> int:
@@ -538,6 +540,52 @@ if args.require_bearer is not None:
     asgi_app = RequireBearer(asgi_app, args.require_bearer)
 
 os.makedirs(args.state, exist_ok=True)
+tls_kwargs = {}
+if args.tls:
+    # A CA of this run's own, and a certificate it signs for 127.0.0.1:
+    # the client under test trusts `ca.pem` and nothing else.
+    import datetime
+    import ipaddress
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    valid = dict(not_valid_before=now - datetime.timedelta(minutes=5), not_valid_after=now + datetime.timedelta(days=1))
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mcp-recovery test CA")])
+    ca = (
+        x509.CertificateBuilder(subject_name=ca_name, issuer_name=ca_name, public_key=ca_key.public_key(),
+                                serial_number=x509.random_serial_number(), **valid)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                     content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                     key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder(subject_name=x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]),
+                                issuer_name=ca_name, public_key=key.public_key(),
+                                serial_number=x509.random_serial_number(), **valid)
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                                    x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = lambda c: c.public_bytes(serialization.Encoding.PEM)
+    for name, data in [
+        ("ca.pem", pem(ca)),
+        ("cert.pem", pem(leaf)),
+        ("key.pem", key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption())),
+    ]:
+        with open(os.path.join(args.state, name), "wb") as f:
+            f.write(data)
+    tls_kwargs = dict(ssl_certfile=os.path.join(args.state, "cert.pem"),
+                      ssl_keyfile=os.path.join(args.state, "key.pem"))
 print(f"READY {sock.getsockname()[1]}", flush=True)
-config = uvicorn.Config(asgi_app, log_level="warning", lifespan="on")
+config = uvicorn.Config(asgi_app, log_level="warning", lifespan="on", **tls_kwargs)
 asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))

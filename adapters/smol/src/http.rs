@@ -204,23 +204,40 @@ fn put(idle: &Idle, origin: &Origin, link: Link) {
 fn shared_tls() -> TlsConnector {
     static TLS: std::sync::OnceLock<TlsConnector> = std::sync::OnceLock::new();
     TLS.get_or_init(|| {
-        let roots = RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        // The provider is set explicitly: no process-wide default is assumed.
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map(|b| b.with_root_certificates(roots).with_no_client_auth())
-            .expect("ring supports the default protocol versions");
-        TlsConnector::from(Arc::new(config))
+        tls_with(RootCertStore::from_iter(
+            webpki_roots::TLS_SERVER_ROOTS.iter().cloned(),
+        ))
     })
     .clone()
 }
 
+fn tls_with(roots: RootCertStore) -> TlsConnector {
+    // The provider is set explicitly: no process-wide default is assumed.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+        .expect("ring supports the default protocol versions");
+    TlsConnector::from(Arc::new(config))
+}
+
 impl Http {
-    pub fn new(connect_timeout: Duration) -> Self {
+    /// `roots`: the only CAs to trust (DER), instead of the webpki ones.
+    pub fn new(connect_timeout: Duration, roots: Option<&[Vec<u8>]>) -> Self {
+        let tls = match roots {
+            Some(roots) => {
+                let mut store = RootCertStore::empty();
+                for der in roots {
+                    // A certificate rustls cannot read trusts nothing.
+                    let _ = store.add(rustls::pki_types::CertificateDer::from(der.clone()));
+                }
+                tls_with(store)
+            }
+            None => shared_tls(),
+        };
         Http {
             idle: Default::default(),
-            tls: shared_tls(),
+            tls,
             connect_timeout,
         }
     }

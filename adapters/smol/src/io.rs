@@ -57,7 +57,7 @@ impl Io for SmolIo {
 
     fn new(s: &Settings) -> Self {
         SmolIo {
-            http: Http::new(s.connect_timeout),
+            http: Http::new(s.connect_timeout, s.tls_roots()),
             stdio: s.stdio_link(),
         }
     }

@@ -166,7 +166,16 @@ impl Io for Ureq {
     type Body = UreqBody;
 
     fn new(s: &Settings) -> Self {
+        let mut tls = ureq::tls::TlsConfig::builder();
+        if let Some(roots) = s.tls_roots() {
+            let certs = roots
+                .iter()
+                .map(|der| ureq::tls::Certificate::from_der(der).to_owned())
+                .collect();
+            tls = tls.root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(certs)));
+        }
         let config = ureq::Agent::config_builder()
+            .tls_config(tls.build())
             .http_status_as_error(false)
             .max_redirects(0)
             .timeout_connect(Some(s.connect_timeout))
