@@ -18,6 +18,7 @@
 //! re-initialize while the others wait.
 
 use crate::request::{First, Next, Request};
+use crate::stdio::StdioLink;
 use crate::{answer, ready_deadline, Caller, Credentials, Error, Memory, ProgressFn};
 use crate::{CancelHandle, Watch};
 use crate::{RefreshError, Settings};
@@ -89,16 +90,11 @@ pub trait Io: Clone + Send + Sync + 'static {
         until: Instant,
         reply: fn(&[u8]) -> Vec<u8>,
     ) -> impl Future<Output = std::io::Result<Option<Vec<u8>>>> + Send;
-
-    /// The client's last handle was dropped, while tasks of its own (the
-    /// listening stream's reader) may hold the I/O a while longer: end
-    /// what must not outlive the client (a stdio server's child). The
-    /// default does nothing.
-    fn detach(&self) {}
 }
 
-/// What a client holds: the driver, and on drop of the last handle,
-/// [`Io::detach`].
+/// What a client holds: the driver. When the last handle goes, a stdio
+/// server's child is ended, even while tasks of the client's own (the
+/// listening stream's reader) still hold the driver a while.
 pub struct Handle<I: Io>(Arc<Driver<I>>);
 
 impl<I: Io> Handle<I> {
@@ -117,7 +113,9 @@ impl<I: Io> std::ops::Deref for Handle<I> {
 
 impl<I: Io> Drop for Handle<I> {
     fn drop(&mut self) {
-        self.0.io.detach();
+        if let Some(link) = &self.0.stdio {
+            link.detach();
+        }
     }
 }
 
@@ -165,6 +163,21 @@ pub trait Body: Send {
     ) -> impl Future<Output = Result<Option<&[u8]>, TransportFailure>> + Send;
 }
 
+/// A response body: the adapter's HTTP one, or a stdio child's stream.
+enum Wire<B, S> {
+    Http(B),
+    Stdio(S),
+}
+
+impl<B: Body, S: Body> Body for Wire<B, S> {
+    async fn chunk(&mut self, read_timeout: Duration) -> Result<Option<&[u8]>, TransportFailure> {
+        match self {
+            Wire::Http(b) => b.chunk(read_timeout).await,
+            Wire::Stdio(s) => s.chunk(read_timeout).await,
+        }
+    }
+}
+
 /// How long the rest of an answered event stream is waited for, and how
 /// much of it is read, before its connection is given up instead.
 const DRAIN_WAIT: Duration = Duration::from_millis(10);
@@ -204,6 +217,9 @@ pub struct Driver<I: Io> {
     state: Mutex<Dispatcher>,
     event: Event,
     io: I,
+    /// A stdio server's child processes, in place of HTTP: every adapter
+    /// gets stdio from here, its `Io` only doing the waiting.
+    stdio: Option<StdioLink>,
     settings: Settings,
     memory: Memory,
 }
@@ -324,6 +340,7 @@ impl<I: Io> Driver<I> {
             state: Mutex::new(Dispatcher::new(engine, settings.observer.is_some())),
             event: Event::new(),
             io,
+            stdio: settings.stdio_link(),
             memory: Memory {
                 limits: settings.limits,
                 check_output: settings.check_output,
@@ -567,11 +584,23 @@ impl<I: Io> Driver<I> {
             deadline: me.watch.deadline,
             cancel: if mine { me.watch.cancel.clone() } else { None },
         };
+        let sent = match &self.stdio {
+            Some(link) => link.send(&x, &self.io).await.map(|r| Response {
+                status: r.status,
+                headers: r.headers,
+                body: Wire::Stdio(r.body),
+            }),
+            None => self.io.send(&x).await.map(|r| Response {
+                status: r.status,
+                headers: r.headers,
+                body: Wire::Http(r.body),
+            }),
+        };
         let Response {
             status,
             headers,
             mut body,
-        } = match self.io.send(&x).await {
+        } = match sent {
             Ok(r) => r,
             // The call gave up (cancel, its own deadline): that is what cut
             // the exchange short, and its caller tells the core so.

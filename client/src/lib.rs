@@ -549,9 +549,9 @@ impl Settings {
         self.tls_roots.as_deref()
     }
 
-    /// The link to the child process, for a client of a stdio server (an
-    /// adapter's [`drive::Io::new`] makes one).
-    pub fn stdio_link(&self) -> Option<stdio::StdioLink> {
+    /// The link to the child process, for a client of a stdio server (the
+    /// driver makes one; adapters never see stdio).
+    pub(crate) fn stdio_link(&self) -> Option<stdio::StdioLink> {
         let command = self.stdio.clone()?;
         Some(stdio::StdioLink::new(command, self.config.max_body_size))
     }

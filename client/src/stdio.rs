@@ -46,7 +46,7 @@
 //!   for a child that exits without having said anything (a start-up
 //!   failure says why there; a running server's log may hold anything).
 
-use crate::drive::{Exchange, Io, Response};
+use crate::drive::{Body, Exchange, Io, Response};
 use crate::{CancelHandle, Error};
 use event_listener::Event;
 use http::{HeaderMap, HeaderValue};
@@ -1197,13 +1197,10 @@ impl<W> fmt::Debug for StdioBody<W> {
     }
 }
 
-impl<W: Io> StdioBody<W> {
+impl<W: Io> Body for StdioBody<W> {
     /// The next chunk: one event, `None` after the answer, a failure when
     /// the child exits first or stays silent for `read_timeout`.
-    pub async fn chunk(
-        &mut self,
-        read_timeout: Duration,
-    ) -> Result<Option<&[u8]>, TransportFailure> {
+    async fn chunk(&mut self, read_timeout: Duration) -> Result<Option<&[u8]>, TransportFailure> {
         if self.key.is_none() {
             // A short answer: its body once, then the end.
             return Ok(match self.short.take() {
@@ -1219,7 +1216,9 @@ impl<W: Io> StdioBody<W> {
             false => Ok(None),
         }
     }
+}
 
+impl<W: Io> StdioBody<W> {
     /// Waits until the stream has a message (taken into `frame` if `take`),
     /// has ended (`false`), or failed: the child gone, silent for
     /// `read_timeout`, or the call cancelled.

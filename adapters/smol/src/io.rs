@@ -9,7 +9,6 @@ use event_listener::EventListener;
 use futures_lite::future;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use mcp_recovery_client::drive::{Body, Exchange, Io, Response};
-use mcp_recovery_client::stdio::{StdioBody, StdioLink};
 use mcp_recovery_client::{CancelHandle, Settings};
 use mcp_recovery_core::oauth::redirect_head_done;
 use mcp_recovery_core::{FailureKind, TransportFailure};
@@ -32,48 +31,23 @@ async fn cancelled(cancel: &CancelHandle) -> TransportFailure {
     TransportFailure::after_send(FailureKind::Cancelled, "call cancelled")
 }
 
-/// A response body and the cancel handle of the call reading it, or a
-/// stdio child's stream.
-// The HTTP variant is the one nearly every exchange has: boxing it would
-// cost an allocation each, to shrink the rare stdio one.
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum SmolBody {
-    Http {
-        inner: HttpBody,
-        cancel: Option<CancelHandle>,
-    },
-    Stdio(StdioBody<SmolIo>),
+/// A response body and the cancel handle of the call reading it.
+pub(crate) struct SmolBody {
+    inner: HttpBody,
+    cancel: Option<CancelHandle>,
 }
 
-/// HTTP, or, with a stdio server, its child process.
-#[derive(Clone)]
-pub(crate) struct SmolIo {
-    http: Http,
-    stdio: Option<StdioLink>,
-}
-
-impl Io for SmolIo {
+impl Io for Http {
     type Body = SmolBody;
 
     fn new(s: &Settings) -> Self {
-        SmolIo {
-            http: Http::new(s.connect_timeout, s.tls_roots()),
-            stdio: s.stdio_link(),
-        }
+        Http::new(s.connect_timeout, s.tls_roots())
     }
 
     async fn send(&self, x: &Exchange<'_>) -> Result<Response<SmolBody>, TransportFailure> {
-        if let Some(link) = &self.stdio {
-            let r = link.send(x, self).await?;
-            return Ok(Response {
-                status: r.status,
-                headers: r.headers,
-                body: SmolBody::Stdio(r.body),
-            });
-        }
         // Each read's timeout comes from the driver, cut to the call's
         // deadline, so `x.deadline` needs nothing more here.
-        let sent = Http::send(&self.http, x.request, x.read_timeout);
+        let sent = Http::send(self, x.request, x.read_timeout);
         let response = match &x.cancel {
             Some(c) => future::or(sent, async { Err(cancelled(c).await) }).await,
             None => sent.await,
@@ -81,7 +55,7 @@ impl Io for SmolIo {
         Ok(Response {
             status: response.status,
             headers: response.headers,
-            body: SmolBody::Http {
+            body: SmolBody {
                 inner: response.body,
                 cancel: x.cancel.clone(),
             },
@@ -110,12 +84,6 @@ impl Io for SmolIo {
     fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) -> Result<(), String> {
         smol::spawn(task).detach();
         Ok(())
-    }
-
-    fn detach(&self) {
-        if let Some(link) = &self.stdio {
-            link.detach();
-        }
     }
 
     type Listener = TcpListener;
@@ -163,12 +131,8 @@ impl Io for SmolIo {
 
 impl Body for SmolBody {
     async fn chunk(&mut self, read_timeout: Duration) -> Result<Option<&[u8]>, TransportFailure> {
-        let (inner, cancel) = match self {
-            SmolBody::Http { inner, cancel } => (inner, cancel),
-            SmolBody::Stdio(b) => return b.chunk(read_timeout).await,
-        };
-        let read = HttpBody::chunk(inner, read_timeout);
-        match cancel {
+        let read = HttpBody::chunk(&mut self.inner, read_timeout);
+        match &self.cancel {
             Some(c) => future::or(read, async { Err(cancelled(c).await) }).await,
             None => read.await,
         }

@@ -45,12 +45,12 @@ mod io;
 
 pub use mcp_recovery_client::*;
 
-use crate::io::SmolIo;
+use crate::http::Http;
 use std::convert::identity;
 
 mcp_recovery_client::client! {
     /// An async MCP client with one session, shared by all tasks.
-    SmolIo; async; identity; .await
+    Http; async; identity; .await
 }
 
 impl Client {

@@ -12,7 +12,6 @@
 
 use event_listener::{EventListener, Listener};
 use mcp_recovery_client::drive::{Body, Exchange, Io, Response};
-use mcp_recovery_client::stdio::{StdioBody, StdioLink};
 use mcp_recovery_client::CancelHandle;
 use mcp_recovery_client::Settings;
 use mcp_recovery_core::oauth::redirect_head_done;
@@ -132,17 +131,8 @@ impl Transport for CancellableTransport {
     }
 }
 
-/// A response body: HTTP, or a stdio child's stream.
-// The HTTP variant is the one nearly every exchange has: boxing it would
-// cost an allocation each, to shrink the rare stdio one.
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum UreqBody {
-    Http(HttpBody),
-    Stdio(StdioBody<Ureq>),
-}
-
-/// An HTTP response body, read into a buffer of its own.
-pub(crate) struct HttpBody {
+/// A response body, read into a buffer of its own.
+pub(crate) struct UreqBody {
     reader: ureq::BodyReader<'static>,
     /// The reading call's cancel handle.
     cancel: Option<CancelHandle>,
@@ -155,11 +145,9 @@ pub(crate) struct HttpBody {
 
 /// A ureq agent: HTTP/1.1 with keep-alive, no redirects (a bearer token
 /// never follows one), HTTP statuses as answers, not errors.
-/// With a stdio server, its child process instead.
 #[derive(Clone)]
 pub(crate) struct Ureq {
     agent: ureq::Agent,
-    stdio: Option<StdioLink>,
 }
 
 impl Io for Ureq {
@@ -187,21 +175,10 @@ impl Io for Ureq {
             DefaultConnector::default().chain(Cancellable),
             ureq::unversioned::resolver::DefaultResolver::default(),
         );
-        Ureq {
-            agent,
-            stdio: s.stdio_link(),
-        }
+        Ureq { agent }
     }
 
     async fn send(&self, x: &Exchange<'_>) -> Result<Response<UreqBody>, TransportFailure> {
-        if let Some(link) = &self.stdio {
-            let r = link.send(x, self).await?;
-            return Ok(Response {
-                status: r.status,
-                headers: r.headers,
-                body: UreqBody::Stdio(r.body),
-            });
-        }
         let result = (|| {
             let req =
                 build(x.request).map_err(|e| TransportFailure::not_sent(FailureKind::Other, e))?;
@@ -222,13 +199,13 @@ impl Io for Ureq {
             Ok(Response {
                 status: parts.status.as_u16(),
                 headers: parts.headers,
-                body: UreqBody::Http(HttpBody {
+                body: UreqBody {
                     // The core enforces the body size limit; the reader has none.
                     reader: body.into_with_config().limit(u64::MAX).reader(),
                     cancel: x.cancel.clone(),
                     read_timeout: x.read_timeout,
                     buf: [0; 8 * 1024],
-                }),
+                },
             })
         })();
         result
@@ -261,12 +238,6 @@ impl Io for Ureq {
             .map_err(|e| e.to_string())
     }
 
-    fn detach(&self) {
-        if let Some(link) = &self.stdio {
-            link.detach();
-        }
-    }
-
     type Listener = TcpListener;
 
     fn bind_loopback(&self, port: u16) -> io::Result<(TcpListener, u16)> {
@@ -289,26 +260,22 @@ impl Io for Ureq {
 }
 
 impl Body for UreqBody {
-    async fn chunk(&mut self, read_timeout: Duration) -> Result<Option<&[u8]>, TransportFailure> {
-        match self {
-            UreqBody::Http(b) => b.chunk(read_timeout),
-            UreqBody::Stdio(b) => b.chunk(read_timeout).await,
-        }
-    }
-}
-
-impl HttpBody {
     /// The read timeouts were set on the request (ureq's are per request):
     /// the client's per read, and the call's deadline as a whole; a
     /// `read_timeout` shorter than the client's (a drain) bounds this read.
-    fn chunk(&mut self, read_timeout: Duration) -> Result<Option<&[u8]>, TransportFailure> {
+    fn chunk(
+        &mut self,
+        read_timeout: Duration,
+    ) -> impl Future<Output = Result<Option<&[u8]>, TransportFailure>> + Send {
         let until = (read_timeout < self.read_timeout).then(|| Instant::now() + read_timeout);
         UNTIL.with(|u| u.set(until));
         let r = self.read();
         UNTIL.with(|u| u.set(None));
-        r
+        std::future::ready(r)
     }
+}
 
+impl UreqBody {
     fn read(&mut self) -> Result<Option<&[u8]>, TransportFailure> {
         let (reader, buf) = (&mut self.reader, &mut self.buf);
         let result = with_cancel(&self.cancel, || loop {
