@@ -232,29 +232,18 @@ pub trait ServerHandler: Send + Sync {
 /// what the builder was given for them, the rest by the handler; `ping`
 /// even with no handler.
 pub(crate) fn answer(s: &Settings, method: &str, params: Option<Value>) -> Result<Value, RpcError> {
-    match method {
-        "roots/list" if s.roots.is_some() => {
-            let roots = s
-                .roots
-                .as_deref()
-                .map(|r| r.lock().unwrap_or_else(PoisonError::into_inner).clone());
-            return Ok(json!({ "roots": roots.unwrap_or_default() }));
-        }
-        "elicitation/create" if s.elicit.is_some() => {
-            let request: ElicitRequest = params
-                .and_then(|p| serde_json::from_value(p).ok())
-                .ok_or_else(|| RpcError::new(-32602, "invalid elicitation request"))?;
-            return Ok(s
-                .elicit
-                .as_deref()
-                .map(|f| f(request).to_value())
-                .unwrap_or_default());
-        }
-        "sampling/createMessage" if s.sample.is_some() => {
-            let params = params.ok_or_else(|| RpcError::new(-32602, "no params"))?;
-            return s.sample.as_deref().map_or(Ok(Value::Null), |f| f(params));
-        }
-        _ => {}
+    if let ("roots/list", Some(roots)) = (method, &s.roots) {
+        let roots = roots.lock().unwrap_or_else(PoisonError::into_inner);
+        return Ok(json!({ "roots": *roots }));
+    }
+    if let ("elicitation/create", Some(elicit)) = (method, &s.elicit) {
+        let request: ElicitRequest = params
+            .and_then(|p| serde_json::from_value(p).ok())
+            .ok_or_else(|| RpcError::new(-32602, "invalid elicitation request"))?;
+        return Ok(elicit(request).to_value());
+    }
+    if let ("sampling/createMessage", Some(sample)) = (method, &s.sample) {
+        return sample(params.ok_or_else(|| RpcError::new(-32602, "no params"))?);
     }
     match (s.handler.as_deref(), method) {
         (Some(h), _) => h.request(method, params),
@@ -1016,8 +1005,8 @@ struct Known {
     /// server since).
     generation: u64,
     /// The schema compiled, at the tool's first call (most listed tools
-    /// are never called); the error text when it does not compile.
-    validator: Option<Arc<Result<jsonschema::Validator, String>>>,
+    /// are never called): `Some(None)` when it does not compile.
+    validator: Option<Option<Arc<jsonschema::Validator>>>,
 }
 
 impl Memory {
@@ -1081,9 +1070,7 @@ impl Memory {
             };
             known
                 .validator
-                .get_or_insert_with(|| {
-                    Arc::new(jsonschema::validator_for(schema).map_err(|e| e.to_string()))
-                })
+                .get_or_insert_with(|| jsonschema::validator_for(schema).ok().map(Arc::new))
                 .clone()
         };
         let invalid = |message: String| Error::InvalidOutput {
@@ -1093,7 +1080,7 @@ impl Memory {
         // A schema this client cannot compile (a remote `$ref`, which it
         // never fetches; a dialect it does not know) checks nothing: the
         // tool has run, and its answer is not refused for our limits.
-        let Ok(validator) = &*validator else {
+        let Some(validator) = validator else {
             return Ok(());
         };
         let Some(structured) = &result.structured_content else {
