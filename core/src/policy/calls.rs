@@ -841,18 +841,9 @@ impl Engine {
             // the session the request went to.
             // On the stateless wire closing the response stream (the
             // `Abort` below) is the cancellation.
-            if matches!(self.phase, Phase::Ready)
-                && generation == self.generation
-                && !self.session.is_stateless()
-            {
+            if generation == self.generation {
                 let params = json!({"requestId": rpc_id, "reason": "cancelled by the client"});
-                let request = self.session.notification(
-                    "notifications/cancelled",
-                    Some(&params),
-                    self.auth.token.as_ref(),
-                );
-                let sent = self.session.id().is_some();
-                self.transmit(Purpose::Notify, None, sent, request);
+                self.notify("notifications/cancelled", Some(&params));
             }
         }
         self.end(id, Err(CallError::Cancelled), Verdict::Neutral, now);
