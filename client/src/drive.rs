@@ -204,7 +204,7 @@ async fn drain<B: Body>(body: &mut B) {
 }
 
 /// The headers whose values are strings (the others cannot matter to MCP).
-fn strings(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+pub(crate) fn strings(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
     headers
         .iter()
         .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
@@ -257,13 +257,13 @@ impl HttpLimits {
 }
 
 /// One request read whole (OAuth's discovery, registration and token
-/// requests): its status and body, within `limits` as a whole, so a server
-/// trickling a byte now and then cannot hold it.
+/// requests): its status, headers and body, within `limits` as a whole, so
+/// a server trickling a byte now and then cannot hold it.
 pub(crate) async fn fetch<I: Io>(
     io: &I,
     request: &HttpRequest,
     limits: HttpLimits,
-) -> Result<(u16, Vec<u8>), TransportFailure> {
+) -> Result<(u16, HeaderMap, Vec<u8>), TransportFailure> {
     let deadline = ready_deadline(Instant::now(), limits.whole);
     let left = || deadline.saturating_duration_since(Instant::now());
     let exchange = Exchange {
@@ -273,7 +273,9 @@ pub(crate) async fn fetch<I: Io>(
         cancel: None,
     };
     let Response {
-        status, mut body, ..
+        status,
+        headers,
+        mut body,
     } = io.send(&exchange).await?;
     let mut bytes = Vec::new();
     loop {
@@ -285,7 +287,7 @@ pub(crate) async fn fetch<I: Io>(
             ));
         }
         let Some(chunk) = body.chunk(limits.read.min(left)).await? else {
-            return Ok((status, bytes));
+            return Ok((status, headers, bytes));
         };
         if bytes.len() + chunk.len() > WHOLE_BODY_LIMIT {
             return Err(TransportFailure::after_send(
@@ -584,18 +586,16 @@ impl<I: Io> Driver<I> {
             deadline: me.watch.deadline,
             cancel: if mine { me.watch.cancel.clone() } else { None },
         };
-        let sent = match &self.stdio {
-            Some(link) => link.send(&x, &self.io).await.map(|r| Response {
-                status: r.status,
-                headers: r.headers,
-                body: Wire::Stdio(r.body),
-            }),
-            None => self.io.send(&x).await.map(|r| Response {
-                status: r.status,
-                headers: r.headers,
-                body: Wire::Http(r.body),
-            }),
-        };
+        let mut sent = self.send_proved(&x).await;
+        // A DPoP server that wants its nonce in the proof refuses the
+        // request before acting on it (RFC 9449 §9): it goes once more,
+        // with a new proof naming the nonce.
+        if let (Ok(r), Credentials::OAuth(oauth)) = (&sent, &self.settings.credentials) {
+            let headers: Vec<_> = strings(&r.headers).collect();
+            if oauth.dpop_answer(r.status, &headers) {
+                sent = self.send_proved(&x).await;
+            }
+        }
         let Response {
             status,
             headers,
@@ -657,6 +657,36 @@ impl<I: Io> Driver<I> {
             // A server request on this stream (elicitation, sampling) waits
             // for our answer before the stream goes on: answer it now.
             self.run(jobs, me).await;
+        }
+    }
+
+    /// Sends `request` on its way (a stdio child, or HTTP), with a fresh
+    /// DPoP proof when it presents a DPoP-bound token.
+    async fn send_proved(
+        &self,
+        x: &Exchange<'_>,
+    ) -> Result<Response<Wire<I::Body, crate::stdio::StdioBody<I>>>, TransportFailure> {
+        let proved = match &self.settings.credentials {
+            Credentials::OAuth(oauth) => oauth.prove(x.request),
+            _ => None,
+        };
+        let x = &Exchange {
+            request: proved.as_ref().unwrap_or(x.request),
+            read_timeout: x.read_timeout,
+            deadline: x.deadline,
+            cancel: x.cancel.clone(),
+        };
+        match &self.stdio {
+            Some(link) => link.send(x, &self.io).await.map(|r| Response {
+                status: r.status,
+                headers: r.headers,
+                body: Wire::Stdio(r.body),
+            }),
+            None => self.io.send(x).await.map(|r| Response {
+                status: r.status,
+                headers: r.headers,
+                body: Wire::Http(r.body),
+            }),
         }
     }
 

@@ -36,6 +36,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod dpop;
 pub mod drive;
 pub mod oauth;
 #[cfg(feature = "redis")]

@@ -6,13 +6,15 @@
 //! its way of waiting), so the async client runs it without parking a
 //! thread, and keeps the tokens in a [`TokenStore`].
 
+use crate::dpop::DpopKey;
 use crate::drive::{fetch, HttpLimits, Io};
 use crate::RefreshError;
 use mcp_recovery_core::oauth::{
     self, Authorized, BearerChallenge, Client, ClientAuth, Flow, FlowError, FlowParams, FlowStep,
-    OAuthError, TokenResponse,
+    OAuthError, ProofRequest, TokenResponse,
 };
-use mcp_recovery_core::{Token, TransportFailure};
+pub use mcp_recovery_core::oauth::{Enterprise, Grant};
+use mcp_recovery_core::{HttpRequest, Token, TransportFailure};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -47,6 +49,15 @@ pub struct StoredTokens {
     /// `resource` when absent (tokens stored before it was kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_indicator: Option<String>,
+    /// `DPoP` for a token bound to [`StoredTokens::dpop_key`] (RFC 9449);
+    /// absent for a Bearer token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<String>,
+    /// The DPoP private key the tokens are bound to (PKCS#8, base64url):
+    /// without it they cannot be presented or refreshed. As secret as the
+    /// refresh token; never in `Debug`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_key: Option<String>,
 }
 
 impl fmt::Debug for StoredTokens {
@@ -309,14 +320,33 @@ pub struct OAuthConfig {
     /// server refused. Without one, those calls end in `NeedsReauth` and
     /// the application calls the client's `authorize`.
     pub opener: Option<Arc<Opener>>,
-    /// The client credentials grant (a service with no person at hand,
-    /// MCP's SEP-1046): the pre-registered client gets tokens for itself,
-    /// again whenever they run out; no browser, no opener.
-    pub client_credentials: bool,
+    /// How tokens are granted: a person's authorization in a browser (the
+    /// default), or a grant with nobody at hand, run again whenever the
+    /// tokens run out: the client credentials grant
+    /// ([`OAuthConfig::client_credentials`]), a workload's identity token
+    /// ([`OAuthConfig::jwt_bearer`]), enterprise-managed authorization
+    /// ([`OAuthConfig::enterprise`]).
+    pub grant: Grant,
+    /// Sender-constrained tokens (DPoP, RFC 9449, [`OAuthConfig::dpop`]).
+    pub dpop: bool,
     /// With the client credentials grant: authenticate with a signed JWT
     /// (`private_key_jwt`) instead of a secret
     /// ([`OAuthConfig::client_credentials_jwt`]).
     pub client_assertion: Option<Arc<oauth::AssertionSigner>>,
+}
+
+/// A token source reading a JWT from `path` each time it is asked (a file
+/// the platform or an SSO agent rewrites as it rotates), for
+/// [`OAuthConfig::jwt_bearer`] or [`Enterprise::new`].
+pub fn token_file(
+    path: impl Into<PathBuf>,
+) -> impl Fn(&str) -> Result<String, String> + Send + Sync + 'static {
+    let path = path.into();
+    move |_| {
+        std::fs::read_to_string(&path)
+            .map(|t| t.trim().to_owned())
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+    }
 }
 
 /// Shows a person an authorization URL (opens a browser, prints it...). It
@@ -336,9 +366,53 @@ impl OAuthConfig {
             redirect_timeout: Duration::from_secs(300),
             store: Arc::new(store),
             opener: None,
-            client_credentials: false,
+            grant: Grant::AuthorizationCode,
+            dpop: false,
             client_assertion: None,
         }
+    }
+
+    /// Binds tokens to a key of this client's (DPoP, RFC 9449): each token
+    /// request and each request to the MCP server carries a fresh proof
+    /// signed with it (ES256), so a stolen token is useless without the
+    /// key. The key is made when the first tokens are asked for and kept
+    /// with them in the store; a server's nonce is taken when it asks for
+    /// one (each request sent again at most once).
+    pub fn dpop(mut self) -> Self {
+        self.dpop = true;
+        self
+    }
+
+    /// Authorizes as a workload with its own identity token (workload
+    /// identity federation, RFC 7523's JWT bearer grant, MCP's SEP-1933):
+    /// `assertion` gives the token for an audience (the authorization
+    /// server's issuer) each time tokens are needed. A refused assertion
+    /// surfaces as an error; it is not sent again.
+    pub fn jwt_bearer(
+        mut self,
+        assertion: impl Fn(&str) -> Result<String, String> + Send + Sync + 'static,
+    ) -> Self {
+        self.grant = Grant::JwtBearer(Arc::new(assertion));
+        self
+    }
+
+    /// [`OAuthConfig::jwt_bearer`] with the token read from `path` each
+    /// time (the file a platform rotates: a Kubernetes projected service
+    /// account token, a CI job's OIDC token).
+    pub fn jwt_bearer_file(self, path: impl Into<PathBuf>) -> Self {
+        self.jwt_bearer(token_file(path))
+    }
+
+    /// Enterprise-managed authorization (MCP's SEP-990): the person's ID
+    /// token from the enterprise identity provider `idp` is exchanged
+    /// there for an ID-JAG, which this pre-registered client (`id`,
+    /// `secret`) presents to the MCP server's authorization server. No
+    /// browser: the enterprise's single sign-on already happened.
+    pub fn enterprise(mut self, idp: Enterprise, id: &str, secret: Option<&str>) -> Self {
+        self.client_id = Some(id.to_owned());
+        self.client_secret = secret.map(str::to_owned);
+        self.grant = Grant::Enterprise(Arc::new(idp));
+        self
     }
 
     /// Authorizes as the pre-registered client `id` itself (the client
@@ -384,7 +458,7 @@ impl OAuthConfig {
         };
         self.client_id = Some(id.to_owned());
         self.client_secret = None;
-        self.client_credentials = true;
+        self.grant = Grant::ClientCredentials;
         self.client_assertion = Some(Arc::new(sign));
         Ok(self)
     }
@@ -395,7 +469,7 @@ impl OAuthConfig {
     pub fn client_credentials(mut self, id: &str, secret: &str) -> Self {
         self.client_id = Some(id.to_owned());
         self.client_secret = Some(secret.to_owned());
-        self.client_credentials = true;
+        self.grant = Grant::ClientCredentials;
         self
     }
 
@@ -458,9 +532,11 @@ pub(crate) struct OAuth {
     handed: Mutex<Option<String>>,
     /// When that token expires (Unix seconds), if known.
     expiry: Mutex<Option<u64>>,
+    /// The DPoP key the tokens in use are bound to (with DPoP on).
+    dpop: Mutex<Option<Arc<DpopKey>>>,
 }
 
-fn now_unix() -> u64 {
+pub(crate) fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -502,7 +578,73 @@ impl OAuth {
             config,
             handed: Mutex::new(None),
             expiry: Mutex::new(None),
+            dpop: Mutex::new(None),
         }
+    }
+
+    /// The DPoP key for new tokens: the one in use, else a new one. `None`
+    /// without DPoP.
+    fn dpop_key(&self) -> Result<Option<Arc<DpopKey>>, AuthError> {
+        if !self.config.dpop {
+            return Ok(None);
+        }
+        let mut held = self.dpop.lock().unwrap_or_else(PoisonError::into_inner);
+        if held.is_none() {
+            *held = Some(Arc::new(DpopKey::generate().map_err(AuthError::Random)?));
+        }
+        Ok(held.clone())
+    }
+
+    /// Takes the key `stored` tokens are bound to as the one in use (a new
+    /// process, another process's refresh). Tokens bound to no key leave
+    /// the key in use as it is.
+    fn adopt_key(&self, stored: &StoredTokens) -> Option<Arc<DpopKey>> {
+        let mut held = self.dpop.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(b64) = &stored.dpop_key {
+            if held.as_ref().is_none_or(|k| &k.stored() != b64) {
+                // An unreadable key leaves the tokens unusable: the next
+                // 401 ends in a new authorization, with a new key.
+                *held = DpopKey::from_stored(b64).ok().map(Arc::new);
+            }
+        }
+        held.clone()
+    }
+
+    /// `request` to the MCP server with a fresh DPoP proof, when it
+    /// presents a DPoP-bound token; `None` otherwise (sent as it is).
+    pub(crate) fn prove(&self, request: &HttpRequest) -> Option<HttpRequest> {
+        let token = request.header("authorization")?.strip_prefix("DPoP ")?;
+        let key = self
+            .dpop
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()?;
+        let nonce = key.nonce();
+        let mut what = ProofRequest::new(request.method.as_str(), &request.url);
+        what.nonce = nonce.as_deref();
+        what.access_token = Some(token);
+        // Without a proof the server answers 401, which ends in a refresh
+        // or a new authorization: a failed signature is no worse.
+        let proof = key.prove(&what).ok()?;
+        Some(oauth::with_proof(request.clone(), proof))
+    }
+
+    /// What the MCP server's answer says about DPoP: its next nonce is
+    /// kept; `true` when it refused the request for want of that nonce
+    /// (send it again, once, with a new proof).
+    pub(crate) fn dpop_answer(&self, status: u16, headers: &[(&str, &str)]) -> bool {
+        let Some(key) = self
+            .dpop
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+        else {
+            return false;
+        };
+        if let Some(n) = oauth::offered_nonce(headers) {
+            key.set_nonce(n);
+        }
+        oauth::nonce_challenge(status, headers, b"").is_some()
     }
 
     /// Runs the whole authorization flow over `io` and stores the tokens:
@@ -520,8 +662,8 @@ impl OAuth {
         open: &(dyn Fn(&str) + Sync),
         step_up: bool,
     ) -> Result<Token, AuthError> {
-        // The client credentials grant sends nobody anywhere: no listener.
-        let listener = match self.config.client_credentials {
+        // A grant with nobody at hand sends nobody anywhere: no listener.
+        let listener = match self.config.grant.unattended() {
             true => None,
             false => Some(
                 io.bind_loopback(self.config.redirect_port)
@@ -553,15 +695,22 @@ impl OAuth {
             .client_metadata_url
             .clone_from(&self.config.client_metadata_url);
         params.client_name.clone_from(&self.config.client_name);
-        params.client_credentials = self.config.client_credentials;
+        params.grant = self.config.grant.clone();
         params
             .client_assertion
             .clone_from(&self.config.client_assertion);
+        let key = self.dpop_key()?;
+        if let Some(key) = key.clone() {
+            params.dpop = Some(Arc::new(move |r: &ProofRequest<'_>| key.prove(r)));
+        }
         let (mut flow, mut step) = Flow::start(params);
         loop {
             step = match step {
                 FlowStep::Fetch(request) => match fetch(io, &request, limits).await {
-                    Ok((status, body)) => flow.on_response(status, &body),
+                    Ok((status, headers, body)) => {
+                        let headers: Vec<_> = crate::drive::strings(&headers).collect();
+                        flow.on_answer(status, &headers, &body)
+                    }
                     Err(failure) => flow.on_failure(failure),
                 },
                 FlowStep::Open(url) => {
@@ -572,7 +721,7 @@ impl OAuth {
                     let query = self.redirect(io, listener, &state).await?;
                     flow.on_redirect(&query)
                 }
-                FlowStep::Done(done) => return self.store_authorized(io, *done).await,
+                FlowStep::Done(done) => return self.store_authorized(io, *done, key).await,
                 FlowStep::Failed(e) => return Err(e.into()),
                 _ => return Err(OAuthError::Malformed("unknown flow step".into()).into()),
             };
@@ -582,7 +731,12 @@ impl OAuth {
     /// Stores what a finished flow got (the client, its secret, the
     /// resource and the parameter it was asked with) and returns the
     /// access token.
-    async fn store_authorized<I: Io>(&self, io: &I, done: Authorized) -> Result<Token, AuthError> {
+    async fn store_authorized<I: Io>(
+        &self,
+        io: &I,
+        done: Authorized,
+        key: Option<Arc<DpopKey>>,
+    ) -> Result<Token, AuthError> {
         let secret = match &done.client.auth {
             ClientAuth::Basic(s) | ClientAuth::Post(s) => Some(s.header_value().to_owned()),
             _ => None,
@@ -597,13 +751,18 @@ impl OAuth {
             client_secret: secret,
             resource: done.resource,
             resource_indicator: Some(done.resource_indicator),
+            token_type: None,
+            // Kept only with tokens the server bound to it.
+            dpop_key: key
+                .filter(|_| done.tokens.access_token.dpop_token().is_some())
+                .map(|k| k.stored()),
         };
         self.save(io, stored, &done.tokens).await
     }
 
-    /// The client credentials grant: discovery, then the token endpoint
+    /// A grant with nobody at hand: discovery, then the token endpoint
     /// (the same flow, with nobody to send anywhere).
-    async fn client_credentials<I: Io>(
+    async fn unattended<I: Io>(
         &self,
         io: &I,
         limits: HttpLimits,
@@ -674,8 +833,18 @@ impl OAuth {
         answer: &TokenResponse,
         lock: Option<StoreLock>,
     ) -> Result<Token, AuthError> {
-        let access = answer.access_token.header_value();
-        base.access_token = access.strip_prefix("Bearer ").unwrap_or(access).to_owned();
+        let access = &answer.access_token;
+        base.token_type = access.dpop_token().map(|_| "DPoP".to_owned());
+        base.access_token = match access.dpop_token() {
+            Some(t) => t.to_owned(),
+            None => {
+                let v = access.header_value();
+                v.strip_prefix("Bearer ").unwrap_or(v).to_owned()
+            }
+        };
+        if base.token_type.is_none() {
+            base.dpop_key = None;
+        }
         if let Some(r) = &answer.refresh_token {
             base.refresh_token = Some(r.header_value().to_owned());
         }
@@ -685,6 +854,10 @@ impl OAuth {
         }
         let store = self.config.store.clone();
         let (access, expires_at) = (base.access_token.clone(), base.expires_at);
+        let saved_key = StoredTokens {
+            dpop_key: base.dpop_key.clone(),
+            ..StoredTokens::default()
+        };
         io.blocking(move || {
             let saved = match &lock {
                 Some(l) => store.save_locked(l, &base),
@@ -696,6 +869,7 @@ impl OAuth {
         .await?;
         self.hand(&access);
         *self.expiry.lock().unwrap_or_else(PoisonError::into_inner) = expires_at;
+        self.adopt_key(&saved_key);
         Ok(answer.access_token.clone())
     }
 
@@ -726,9 +900,10 @@ impl OAuth {
         if refreshed_elsewhere {
             self.hand(&stored.access_token);
             *self.expiry.lock().unwrap_or_else(PoisonError::into_inner) = stored.expires_at;
+            self.adopt_key(&stored);
             // Releasing may talk to the store: off the caller's path.
             io.blocking(move || drop(guard)).await;
-            return Ok(Token::bearer(&stored.access_token));
+            return Ok(presented(&stored));
         }
         let refresh = stored
             .refresh_token
@@ -747,9 +922,14 @@ impl OAuth {
             ),
             None,
         );
-        let (status, body) = fetch(io, &request, limits)
-            .await
-            .map_err(|e| RefreshError::Failed(AuthError::Transport(e).to_string()))?;
+        // Tokens bound to a key are refreshed with a proof of it.
+        let key = match stored.token_type.as_deref() {
+            Some("DPoP") => self.adopt_key(&stored),
+            _ => None,
+        };
+        let answer = Self::token_request(io, request, key.as_deref(), limits).await;
+        let (status, body) =
+            answer.map_err(|e| RefreshError::Failed(AuthError::Transport(e).to_string()))?;
         match oauth::parse_token_response(status, &body) {
             // Saved under the lock, which is released right after, off the
             // caller's path: the next process finds the new tokens.
@@ -785,11 +965,11 @@ impl OAuth {
         } else {
             self.refresh_now(io, limits).await
         };
-        if self.config.client_credentials {
+        if self.config.grant.unattended() {
             // No person involved: a new grant whenever the tokens run out.
             return match outcome {
                 Err(RefreshError::NeedsReauth(_)) => self
-                    .client_credentials(io, limits, challenge)
+                    .unattended(io, limits, challenge)
                     .await
                     .map_err(|e| match e {
                         AuthError::OAuth(o) if o.needs_reauth() => {
@@ -806,6 +986,37 @@ impl OAuth {
                 .await
                 .map_err(|e| RefreshError::NeedsReauth(e.to_string())),
             (outcome, _) => outcome,
+        }
+    }
+
+    /// A token request sent outside the flow (a refresh): with a proof of
+    /// `key` when the tokens are bound to one, sent once more with the
+    /// server's nonce when it asks for one.
+    async fn token_request<I: Io>(
+        io: &I,
+        request: HttpRequest,
+        key: Option<&DpopKey>,
+        limits: HttpLimits,
+    ) -> Result<(u16, Vec<u8>), TransportFailure> {
+        let Some(key) = key else {
+            return fetch(io, &request, limits).await.map(|(s, _, b)| (s, b));
+        };
+        let prove = |nonce: Option<&str>| {
+            let mut what = ProofRequest::new(request.method.as_str(), &request.url);
+            what.nonce = nonce;
+            match key.prove(&what) {
+                Ok(proof) => oauth::with_proof(request.clone(), proof),
+                // Sent without: the server's refusal says what went wrong.
+                Err(_) => request.clone(),
+            }
+        };
+        let (status, headers, body) = fetch(io, &prove(None), limits).await?;
+        let headers: Vec<_> = crate::drive::strings(&headers).collect();
+        match oauth::nonce_challenge(status, &headers, &body) {
+            Some(nonce) => fetch(io, &prove(Some(&nonce)), limits)
+                .await
+                .map(|(s, _, b)| (s, b)),
+            None => Ok((status, body)),
         }
     }
 
@@ -827,7 +1038,8 @@ impl OAuth {
         let t = self.token_for_this_server()?;
         self.hand(&t.access_token);
         *self.expiry.lock().unwrap_or_else(PoisonError::into_inner) = t.expires_at;
-        Some(Token::bearer(&t.access_token))
+        self.adopt_key(&t);
+        Some(presented(&t))
     }
 
     /// Remembers the access token the engine now uses.
@@ -841,6 +1053,14 @@ impl OAuth {
     pub fn expires_in(&self) -> Option<Duration> {
         let at = (*self.expiry.lock().unwrap_or_else(PoisonError::into_inner))?;
         Some(Duration::from_secs(at.saturating_sub(now_unix())))
+    }
+}
+
+/// The credential stored tokens are presented as: `DPoP` or `Bearer`.
+fn presented(t: &StoredTokens) -> Token {
+    match t.token_type.as_deref() {
+        Some("DPoP") => Token::dpop(&t.access_token),
+        _ => Token::bearer(&t.access_token),
     }
 }
 
@@ -944,7 +1164,7 @@ mod tests {
         let config = OAuthConfig::new(MemoryTokenStore::default())
             .client_credentials_jwt("svc", &pem)
             .unwrap();
-        assert!(config.client_credentials && config.client_secret.is_none());
+        assert!(config.grant.unattended() && config.client_secret.is_none());
         let sign = config.client_assertion.clone().unwrap();
         let jwt = sign("https://as.example").unwrap();
         let parts: Vec<&str> = jwt.split('.').collect();

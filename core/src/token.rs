@@ -24,6 +24,19 @@ impl Token {
         }
     }
 
+    /// A DPoP-bound access token (RFC 9449 §7.1): the `Authorization`
+    /// value becomes `DPoP <token>`, and each request needs a proof.
+    pub fn dpop(token: &str) -> Self {
+        Token {
+            header: format!("DPoP {token}").into(),
+        }
+    }
+
+    /// The access token of a `DPoP` credential, `None` for any other.
+    pub fn dpop_token(&self) -> Option<&str> {
+        self.header.strip_prefix("DPoP ")
+    }
+
     /// A credential used verbatim as a header value (a user's own
     /// `Authorization` or `Cookie` header).
     pub fn raw(value: &str) -> Self {

@@ -2,11 +2,12 @@
 //! answer an input, so each path runs here without a socket or a clock.
 
 use mcp_recovery_core::oauth::{
-    redirect_head_done, redirect_query, redirect_reply, Flow, FlowError, FlowParams, FlowStep,
-    OAuthError,
+    redirect_head_done, redirect_query, redirect_reply, Enterprise, Flow, FlowError, FlowParams,
+    FlowStep, Grant, OAuthError, ProofRequest,
 };
 use mcp_recovery_core::{FailureKind, HttpRequest, TransportFailure};
 use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
 
 const SERVER: &str = "http://127.0.0.1:8000/mcp";
 const REDIRECT: &str = "http://127.0.0.1:5555/callback";
@@ -392,7 +393,7 @@ fn loopback_is_a_parsed_address_and_discovery_urls_obey_the_endpoint_policy() {
 #[test]
 fn the_client_credentials_grant_needs_no_person() {
     let mut p = FlowParams::new(SERVER, REDIRECT);
-    p.client_credentials = true;
+    p.grant = Grant::ClientCredentials;
     p.client_id = Some("svc".into());
     p.client_secret = Some("s3cret".into());
     let (mut flow, step) = Flow::start(p);
@@ -425,7 +426,7 @@ fn the_client_credentials_grant_needs_no_person() {
     }
     // Without a client id there is nobody to be.
     let mut p = FlowParams::new(SERVER, REDIRECT);
-    p.client_credentials = true;
+    p.grant = Grant::ClientCredentials;
     let (mut flow, step) = Flow::start(p);
     fetch(step);
     fetch(flow.on_response(200, &prm()));
@@ -438,7 +439,7 @@ fn the_client_credentials_grant_needs_no_person() {
 #[test]
 fn a_client_assertion_is_signed_for_the_issuer_and_sent_instead_of_a_secret() {
     let mut p = FlowParams::new(SERVER, REDIRECT);
-    p.client_credentials = true;
+    p.grant = Grant::ClientCredentials;
     p.client_id = Some("svc".into());
     let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = asked.clone();
@@ -498,4 +499,258 @@ fn a_server_in_trouble_is_not_a_2025_03_26_server() {
             .all(|u| u.contains("oauth-protected-resource")),
         "{fetched:?}"
     );
+}
+
+fn form_of(r: &HttpRequest) -> String {
+    String::from_utf8(r.body.clone()).unwrap()
+}
+
+#[test]
+fn a_workload_assertion_is_asked_for_the_issuer_and_a_refusal_ends_the_flow() {
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let seen = asked.clone();
+    let mut p = FlowParams::new(SERVER, REDIRECT);
+    p.client_id = Some("workload".into());
+    p.grant = Grant::JwtBearer(Arc::new(move |aud: &str| {
+        seen.lock().unwrap().push(aud.to_owned());
+        Ok("wl.jwt.sig".to_owned())
+    }));
+    let (mut flow, step) = Flow::start(p);
+    fetch(step);
+    fetch(flow.on_response(200, &prm()));
+    let extra = json!({"grant_types_supported": ["urn:ietf:params:oauth:grant-type:jwt-bearer"],
+        "token_endpoint_auth_methods_supported": ["none"]});
+    let token = fetch(flow.on_response(200, &asm(extra.clone())));
+    assert_eq!(*asked.lock().unwrap(), [AS.to_owned()]);
+    let form = form_of(&token);
+    assert!(
+        form.starts_with(
+            "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=wl.jwt.sig"
+        ),
+        "{form}"
+    );
+    assert!(
+        form.contains("resource=http%3A%2F%2F127.0.0.1%3A8000%2Fmcp"),
+        "{form}"
+    );
+    assert!(form.contains("client_id=workload"), "{form}");
+    assert!(
+        !format!("{token:?}").contains("wl.jwt"),
+        "the assertion is a secret"
+    );
+    // A refusal is the end: no second request, no other grant.
+    match flow.on_response(400, &json(json!({"error": "invalid_grant"}))) {
+        FlowStep::Failed(FlowError::OAuth(e)) => assert!(e.needs_reauth(), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(flow.on_response(200, b"{}"), FlowStep::Failed(_)));
+
+    // No client id: the assertion alone names the workload.
+    let mut p = FlowParams::new(SERVER, REDIRECT);
+    p.grant = Grant::JwtBearer(Arc::new(|_: &str| Ok("a.b.c".to_owned())));
+    let (mut flow, step) = Flow::start(p);
+    fetch(step);
+    fetch(flow.on_response(200, &prm()));
+    let form = form_of(&fetch(flow.on_response(200, &asm(extra))));
+    assert!(!form.contains("client_id"), "{form}");
+    // A source that cannot give one: a typed failure, nothing sent.
+    let mut p = FlowParams::new(SERVER, REDIRECT);
+    p.grant = Grant::JwtBearer(Arc::new(|_: &str| Err("token file missing".to_owned())));
+    let (mut flow, step) = Flow::start(p);
+    fetch(step);
+    fetch(flow.on_response(200, &prm()));
+    assert!(matches!(
+        flow.on_response(200, &asm(json!({}))),
+        FlowStep::Failed(_)
+    ));
+}
+
+#[test]
+fn enterprise_managed_exchanges_the_id_token_then_presents_the_id_jag() {
+    const IDP: &str = "http://127.0.0.1:9100/token";
+    let mut p = FlowParams::new(SERVER, REDIRECT);
+    p.client_id = Some("mcp-client".into());
+    p.client_secret = Some("mcp-secret".into());
+    let mut idp = Enterprise::new(IDP, "idp-client", |_: &str| Ok("id.token.sig".to_owned()));
+    idp.client_secret = None;
+    p.grant = Grant::Enterprise(Arc::new(idp));
+    let (mut flow, step) = Flow::start(p);
+    fetch(step);
+    fetch(flow.on_response(200, &prm()));
+    let extra = json!({"token_endpoint_auth_methods_supported": ["client_secret_basic"]});
+    let exchange = fetch(flow.on_response(200, &asm(extra)));
+    assert_eq!(&*exchange.url, IDP);
+    let form = form_of(&exchange);
+    for part in [
+        "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange",
+        "requested_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Aid-jag",
+        "audience=http%3A%2F%2F127.0.0.1%3A9000",
+        "resource=http%3A%2F%2F127.0.0.1%3A8000%2Fmcp",
+        "subject_token=id.token.sig",
+        "subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Aid_token",
+        "client_id=idp-client",
+    ] {
+        assert!(form.contains(part), "{part} in {form}");
+    }
+    assert!(
+        !form.contains("mcp-secret"),
+        "the MCP client's secret stays with its server"
+    );
+    // The identity provider's answer: an ID-JAG, no access token.
+    let jag = json(json!({"access_token": "jag.jwt.sig", "token_type": "N_A",
+        "issued_token_type": "urn:ietf:params:oauth:token-type:id-jag"}));
+    let token = fetch(flow.on_response(200, &jag));
+    assert_eq!(&*token.url, format!("{AS}/token"));
+    let form = form_of(&token);
+    assert!(form.contains("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=jag.jwt.sig"), "{form}");
+    assert!(token
+        .header("authorization")
+        .is_some_and(|h| h.starts_with("Basic ")));
+    match flow.on_response(
+        200,
+        &json(json!({"access_token": "at", "token_type": "Bearer"})),
+    ) {
+        FlowStep::Done(done) => assert_eq!(done.client.id, "mcp-client"),
+        other => panic!("{other:?}"),
+    }
+
+    // Anything but an ID-JAG from the identity provider ends the flow.
+    let mut p = FlowParams::new(SERVER, REDIRECT);
+    p.client_id = Some("mcp-client".into());
+    p.grant = Grant::Enterprise(Arc::new(Enterprise::new(IDP, "idp", |_: &str| {
+        Ok("t".to_owned())
+    })));
+    let (mut flow, step) = Flow::start(p);
+    fetch(step);
+    fetch(flow.on_response(200, &prm()));
+    fetch(flow.on_response(200, &asm(json!({}))));
+    let wrong = json(json!({"access_token": "x", "token_type": "Bearer",
+        "issued_token_type": "urn:ietf:params:oauth:token-type:access_token"}));
+    assert!(matches!(flow.on_response(200, &wrong), FlowStep::Failed(_)));
+    // An identity provider over plain HTTP elsewhere is never sent the ID token.
+    let mut p = FlowParams::new(SERVER, REDIRECT);
+    p.client_id = Some("c".into());
+    p.grant = Grant::Enterprise(Arc::new(Enterprise::new(
+        "http://idp.example/token",
+        "idp",
+        |_: &str| Ok("t".to_owned()),
+    )));
+    let (mut flow, step) = Flow::start(p);
+    fetch(step);
+    fetch(flow.on_response(200, &prm()));
+    assert!(matches!(
+        flow.on_response(200, &asm(json!({}))),
+        FlowStep::Failed(FlowError::OAuth(OAuthError::Endpoint(_)))
+    ));
+}
+
+/// A prover that records what it was asked and returns a numbered proof.
+fn recording_prover() -> (
+    Arc<mcp_recovery_core::oauth::DpopProver>,
+    Arc<Mutex<Vec<String>>>,
+) {
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let seen = asked.clone();
+    let prover = move |r: &ProofRequest<'_>| {
+        let mut seen = seen.lock().unwrap();
+        seen.push(format!(
+            "{} {} {:?} {:?}",
+            r.method, r.url, r.nonce, r.access_token
+        ));
+        Ok(format!("proof-{}", seen.len()))
+    };
+    (Arc::new(prover), asked)
+}
+
+#[test]
+fn dpop_proves_each_token_request_and_takes_the_servers_nonce_once() {
+    let (prover, asked) = recording_prover();
+    let mut p = params();
+    p.client_id = Some("c1".into());
+    p.dpop = Some(prover);
+    let (mut flow, step) = Flow::start(p);
+    let md = fetch(step);
+    assert!(md.header("dpop").is_none(), "no proof for discovery");
+    fetch(flow.on_response(200, &prm()));
+    let extra = json!({"dpop_signing_alg_values_supported": ["ES256"]});
+    let FlowStep::Open(_) = flow.on_response(200, &asm(extra)) else {
+        panic!()
+    };
+    let token = fetch(flow.on_redirect("code=c&state=state-789"));
+    assert_eq!(token.header("dpop"), Some("proof-1"));
+    // The authorization server wants a nonce: the same request, a new proof.
+    let again = fetch(flow.on_answer(
+        400,
+        &[("DPoP-Nonce", "as-nonce")],
+        &json(json!({"error": "use_dpop_nonce"})),
+    ));
+    assert_eq!(again.header("dpop"), Some("proof-2"));
+    assert_eq!(again.body, token.body);
+    assert_eq!(
+        *asked.lock().unwrap(),
+        [
+            "POST http://127.0.0.1:9000/token None None",
+            "POST http://127.0.0.1:9000/token Some(\"as-nonce\") None"
+        ]
+    );
+    match flow.on_response(
+        200,
+        &json(json!({"access_token": "at", "token_type": "DPoP"})),
+    ) {
+        FlowStep::Done(done) => {
+            assert_eq!(done.tokens.access_token.header_value(), "DPoP at");
+            assert_eq!(done.tokens.access_token.dpop_token(), Some("at"));
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Asked for a nonce a second time: no loop, the flow fails.
+    let (prover, _) = recording_prover();
+    let mut p = FlowParams::new(SERVER, REDIRECT);
+    p.grant = Grant::ClientCredentials;
+    p.client_id = Some("svc".into());
+    p.client_secret = Some("s".into());
+    p.dpop = Some(prover);
+    let (mut flow, step) = Flow::start(p);
+    fetch(step);
+    fetch(flow.on_response(200, &prm()));
+    let first = fetch(flow.on_response(200, &asm(json!({}))));
+    assert_eq!(first.header("dpop"), Some("proof-1"));
+    let nonce = json(json!({"error": "use_dpop_nonce"}));
+    fetch(flow.on_answer(400, &[("DPoP-Nonce", "n1")], &nonce));
+    assert!(matches!(
+        flow.on_answer(400, &[("DPoP-Nonce", "n2")], &nonce),
+        FlowStep::Failed(_)
+    ));
+
+    // An authorization server that takes no ES256 proofs: said at once.
+    let (prover, asked) = recording_prover();
+    let mut p = params();
+    p.dpop = Some(prover);
+    let (mut flow, step) = Flow::start(p);
+    fetch(step);
+    fetch(flow.on_response(200, &prm()));
+    match flow.on_response(
+        200,
+        &asm(json!({"dpop_signing_alg_values_supported": ["RS256"]})),
+    ) {
+        FlowStep::Failed(FlowError::OAuth(OAuthError::Discovery(m))) => {
+            assert!(m.contains("RS256"), "{m}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(asked.lock().unwrap().is_empty());
+    // Without DPoP a nonce challenge is just a failed token request.
+    let mut p = FlowParams::new(SERVER, REDIRECT);
+    p.grant = Grant::ClientCredentials;
+    p.client_id = Some("svc".into());
+    let (mut flow, step) = Flow::start(p);
+    fetch(step);
+    fetch(flow.on_response(200, &prm()));
+    let token = fetch(flow.on_response(200, &asm(json!({}))));
+    assert!(token.header("dpop").is_none());
+    assert!(matches!(
+        flow.on_answer(400, &[("DPoP-Nonce", "n1")], &nonce),
+        FlowStep::Failed(_)
+    ));
 }

@@ -19,7 +19,7 @@ impl Challenge {
     }
 }
 
-/// What a Bearer challenge tells a client.
+/// What a Bearer (or DPoP, RFC 9449 §7.1) challenge tells a client.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BearerChallenge {
     /// `invalid_token`, `insufficient_scope`, `invalid_request`...
@@ -33,11 +33,16 @@ pub struct BearerChallenge {
 }
 
 impl BearerChallenge {
-    /// The Bearer challenge of a `WWW-Authenticate` header, if there is one.
+    /// The Bearer challenge of a `WWW-Authenticate` header, if there is
+    /// one, else its DPoP challenge: both name the same parameters.
     pub fn from_header(header: &str) -> Option<Self> {
-        let c = parse_www_authenticate(header)
-            .into_iter()
-            .find(|c| c.scheme.eq_ignore_ascii_case("bearer"))?;
+        let challenges = parse_www_authenticate(header);
+        let scheme = |name: &str| {
+            challenges
+                .iter()
+                .find(|c| c.scheme.eq_ignore_ascii_case(name))
+        };
+        let c = scheme("bearer").or_else(|| scheme("dpop"))?;
         let get = |n: &str| c.param(n).map(str::to_owned);
         Some(BearerChallenge {
             error: get("error"),

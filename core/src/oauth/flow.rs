@@ -27,8 +27,88 @@
 use super::*;
 use crate::http::TransportFailure;
 
-/// Makes a signed client assertion for an audience, or says why it cannot.
+/// Makes a signed assertion (a JWT) for an audience, or says why it
+/// cannot: a client assertion, a workload's identity token, a person's ID
+/// token. The caller makes it (a key, a clock, a file the platform
+/// rotates); the flow asks once it knows the audience.
 pub type AssertionSigner = dyn Fn(&str) -> Result<String, String> + Send + Sync;
+
+/// How the flow gets its tokens.
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub enum Grant {
+    /// A person authorizes in a browser: the authorization code grant with
+    /// PKCE.
+    #[default]
+    AuthorizationCode,
+    /// The client credentials grant (OAuth 2.1 §4.2, MCP's SEP-1046): the
+    /// pre-registered client gets a token for itself; no browser.
+    ClientCredentials,
+    /// The JWT bearer grant (RFC 7523) with a workload's own identity token
+    /// (workload identity federation, SEP-1933), asked for the
+    /// authorization server's issuer as audience; no browser. A refused
+    /// assertion ends the flow: it is not sent again, nor another grant
+    /// tried.
+    JwtBearer(Arc<AssertionSigner>),
+    /// Enterprise-managed authorization (SEP-990): the person's ID token
+    /// from the enterprise identity provider is exchanged there (RFC 8693)
+    /// for an ID-JAG naming this authorization server and MCP server,
+    /// which the client then presents in the JWT bearer grant; no browser.
+    Enterprise(Arc<Enterprise>),
+}
+
+impl fmt::Debug for Grant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Grant::AuthorizationCode => "AuthorizationCode",
+            Grant::ClientCredentials => "ClientCredentials",
+            Grant::JwtBearer(_) => "JwtBearer",
+            Grant::Enterprise(_) => "Enterprise",
+        })
+    }
+}
+
+impl Grant {
+    /// Whether the grant gets tokens with nobody at hand (everything but
+    /// the authorization code): the client may run it again whenever the
+    /// tokens run out.
+    pub fn unattended(&self) -> bool {
+        !matches!(self, Grant::AuthorizationCode)
+    }
+}
+
+/// The enterprise identity provider of [`Grant::Enterprise`].
+#[non_exhaustive]
+pub struct Enterprise {
+    /// The identity provider's token endpoint (RFC 8693 token exchange).
+    pub token_endpoint: String,
+    /// This client's id at the identity provider.
+    pub client_id: String,
+    /// Its secret there, if it has one.
+    pub client_secret: Option<String>,
+    /// The person's ID token from the identity provider's single sign-on,
+    /// asked for each exchange (called with the authorization server's
+    /// issuer, the ID-JAG's audience): an application refreshes it as its
+    /// SSO session goes on.
+    pub id_token: Arc<AssertionSigner>,
+}
+
+impl Enterprise {
+    /// The identity provider at `token_endpoint`, where this client is
+    /// `client_id`, with the ID token from `id_token`.
+    pub fn new(
+        token_endpoint: &str,
+        client_id: &str,
+        id_token: impl Fn(&str) -> Result<String, String> + Send + Sync + 'static,
+    ) -> Self {
+        Enterprise {
+            token_endpoint: token_endpoint.to_owned(),
+            client_id: client_id.to_owned(),
+            client_secret: None,
+            id_token: Arc::new(id_token),
+        }
+    }
+}
 
 /// What a flow starts from. `Debug` does not show the client secret, the
 /// verifier or the state.
@@ -67,10 +147,14 @@ pub struct FlowParams {
     /// instead of a secret. The caller makes it (it needs a clock, a key
     /// and randomness); the flow asks once it knows the audience.
     pub client_assertion: Option<Arc<AssertionSigner>>,
-    /// The client credentials grant instead of a person's authorization:
-    /// discovery, then a token for the pre-registered client itself (no
-    /// browser, no redirect).
-    pub client_credentials: bool,
+    /// How tokens are granted: a person's authorization (the default) or
+    /// one of the grants with nobody at hand.
+    pub grant: Grant,
+    /// Sender-constrained tokens (DPoP, RFC 9449): every token request
+    /// carries a proof from this prover (sent again once with the
+    /// server's nonce when it asks for one), so the tokens are bound to
+    /// its key.
+    pub dpop: Option<Arc<DpopProver>>,
 }
 
 impl fmt::Debug for FlowParams {
@@ -82,6 +166,8 @@ impl fmt::Debug for FlowParams {
             .field("client_id", &self.client_id)
             .field("client_metadata_url", &self.client_metadata_url)
             .field("redirect_uri", &self.redirect_uri)
+            .field("grant", &self.grant)
+            .field("dpop", &self.dpop.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -104,7 +190,8 @@ impl FlowParams {
             code_challenge: String::new(),
             state: String::new(),
             client_assertion: None,
-            client_credentials: false,
+            grant: Grant::AuthorizationCode,
+            dpop: None,
         }
     }
 
@@ -190,11 +277,22 @@ enum Stage {
         client: Client,
         scope: Option<String>,
     },
-    /// Exchanging the code.
+    /// Exchanging the person's ID token for an ID-JAG at the enterprise
+    /// identity provider.
+    Exchange {
+        asm: Box<ServerMetadata>,
+        client: Client,
+        scope: Option<String>,
+    },
+    /// At the token endpoint (the code, a grant with nobody at hand).
     Token {
         asm: Box<ServerMetadata>,
         client: Client,
         scope: Option<String>,
+        /// The request, for sending again with a DPoP nonce.
+        request: HttpRequest,
+        /// Whether it was already sent again so.
+        nonce_tried: bool,
     },
     Over,
 }
@@ -267,7 +365,15 @@ impl Flow {
     }
 
     /// The answer to the last [`FlowStep::Fetch`]: its status and body.
+    /// Headers matter only with DPoP: see [`Flow::on_answer`].
     pub fn on_response(&mut self, status: u16, body: &[u8]) -> FlowStep {
+        self.on_answer(status, &[], body)
+    }
+
+    /// The answer to the last [`FlowStep::Fetch`]: its status, headers and
+    /// body. With DPoP, a token endpoint's `use_dpop_nonce` (its nonce in
+    /// a header) gets the token request sent once more with that nonce.
+    pub fn on_answer(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]) -> FlowStep {
         match std::mem::replace(&mut self.stage, Stage::Over) {
             Stage::Resource { urls, next } => {
                 self.only_404 &= status == 404;
@@ -309,7 +415,44 @@ impl Flow {
                 Ok(client) => self.send_to_browser(asm, client, scope),
                 Err(e) => self.fail(e.into()),
             },
-            Stage::Token { asm, client, scope } => match parse_token_response(status, body) {
+            Stage::Exchange { asm, client, scope } => match parse_id_jag_response(status, body) {
+                Ok(id_jag) => {
+                    let request = jwt_bearer_request(
+                        &asm.token_endpoint,
+                        &client,
+                        id_jag.header_value(),
+                        Some(&self.indicator),
+                        scope.as_deref(),
+                    );
+                    self.token(asm, client, scope, request)
+                }
+                Err(e) => self.fail(e.into()),
+            },
+            Stage::Token {
+                asm,
+                client,
+                scope,
+                request,
+                nonce_tried: false,
+            } if self.params.dpop.is_some() && nonce_challenge(status, headers, body).is_some() => {
+                let nonce = nonce_challenge(status, headers, body);
+                match self.prove(request.clone(), nonce.as_deref()) {
+                    Ok(again) => {
+                        self.stage = Stage::Token {
+                            asm,
+                            client,
+                            scope,
+                            request,
+                            nonce_tried: true,
+                        };
+                        FlowStep::Fetch(again)
+                    }
+                    Err(e) => self.fail(e.into()),
+                }
+            }
+            Stage::Token {
+                asm, client, scope, ..
+            } => match parse_token_response(status, body) {
                 Ok(tokens) => {
                     self.stage = Stage::Over;
                     FlowStep::Done(Box::new(Authorized {
@@ -368,8 +511,7 @@ impl Flow {
                             &self.params.redirect_uri,
                             Some(&self.indicator),
                         );
-                        self.stage = Stage::Token { asm, client, scope };
-                        FlowStep::Fetch(request)
+                        self.token(asm, client, scope, request)
                     }
                     Err(e) => self.fail(e.into()),
                 }
@@ -504,8 +646,11 @@ impl Flow {
     /// The scope to ask for, then the client: pre-registered, a metadata
     /// document where the server takes one, or registered now.
     fn choose_client(&mut self, prm: ResourceMetadata, asm: ServerMetadata) -> FlowStep {
-        if self.params.client_credentials {
-            return self.client_credentials(prm, asm);
+        if let Err(e) = self.dpop_usable(&asm) {
+            return self.fail(e.into());
+        }
+        if self.params.grant.unattended() {
+            return self.unattended(prm, asm);
         }
         if let Err(e) = asm.require_pkce() {
             return self.fail(e.into());
@@ -545,12 +690,18 @@ impl Flow {
         FlowStep::Fetch(request)
     }
 
-    /// The client credentials grant: the pre-registered client asks the
-    /// token endpoint for a token of its own.
-    fn client_credentials(&mut self, prm: ResourceMetadata, asm: ServerMetadata) -> FlowStep {
-        let Some(id) = self.params.client_id.clone() else {
-            let e = OAuthError::Discovery("the client credentials grant needs a client id".into());
-            return self.fail(e.into());
+    /// A grant with nobody at hand: the client credentials grant (the
+    /// pre-registered client asks for a token of its own), a workload's
+    /// JWT bearer assertion, or the enterprise identity provider's ID-JAG.
+    fn unattended(&mut self, prm: ResourceMetadata, asm: ServerMetadata) -> FlowStep {
+        let id = match (&self.params.client_id, &self.params.grant) {
+            (Some(id), _) => id.clone(),
+            // A workload may be known by its assertion alone.
+            (None, Grant::JwtBearer(_)) => String::new(),
+            (None, _) => {
+                let e = OAuthError::Discovery("this grant needs a pre-registered client id".into());
+                return self.fail(e.into());
+            }
         };
         let offered =
             self.bearer.scope.clone().or_else(|| {
@@ -576,18 +727,114 @@ impl Flow {
             },
             None => Client::with_secret(&id, self.params.client_secret.as_deref(), methods),
         };
-        let request = client_credentials_request(
-            &asm.token_endpoint,
-            &client,
-            Some(&self.indicator),
+        let asm = Box::new(asm);
+        let request = match self.params.grant.clone() {
+            Grant::JwtBearer(assertion) => match assertion(&asm.issuer) {
+                Ok(jwt) => jwt_bearer_request(
+                    &asm.token_endpoint,
+                    &client,
+                    &jwt,
+                    Some(&self.indicator),
+                    scope.as_deref(),
+                ),
+                Err(why) => {
+                    let e = OAuthError::Malformed(format!("workload assertion: {why}"));
+                    return self.fail(e.into());
+                }
+            },
+            Grant::Enterprise(idp) => return self.exchange(&idp, asm, client, scope),
+            _ => client_credentials_request(
+                &asm.token_endpoint,
+                &client,
+                Some(&self.indicator),
+                scope.as_deref(),
+            ),
+        };
+        self.token(asm, client, scope, request)
+    }
+
+    /// Enterprise-managed authorization, first leg: the person's ID token
+    /// for an ID-JAG at the identity provider (its endpoint under the same
+    /// policy as every other).
+    fn exchange(
+        &mut self,
+        idp: &Enterprise,
+        asm: Box<ServerMetadata>,
+        client: Client,
+        scope: Option<String>,
+    ) -> FlowStep {
+        if let Err(e) = check_endpoint(&idp.token_endpoint) {
+            return self.fail(e.into());
+        }
+        let id_token = match (idp.id_token)(&asm.issuer) {
+            Ok(t) => t,
+            Err(why) => {
+                let e = OAuthError::Malformed(format!("ID token: {why}"));
+                return self.fail(e.into());
+            }
+        };
+        let idp_client = Client::with_secret(&idp.client_id, idp.client_secret.as_deref(), &[]);
+        let request = id_jag_request(
+            &idp.token_endpoint,
+            &idp_client,
+            &id_token,
+            &asm.issuer,
+            &self.indicator,
             scope.as_deref(),
         );
-        self.stage = Stage::Token {
-            asm: Box::new(asm),
-            client,
-            scope,
-        };
+        self.stage = Stage::Exchange { asm, client, scope };
         FlowStep::Fetch(request)
+    }
+
+    /// Sends `request` to the token endpoint (with a DPoP proof when the
+    /// tokens are to be bound) and waits for its answer.
+    fn token(
+        &mut self,
+        asm: Box<ServerMetadata>,
+        client: Client,
+        scope: Option<String>,
+        request: HttpRequest,
+    ) -> FlowStep {
+        match self.prove(request.clone(), None) {
+            Ok(sent) => {
+                self.stage = Stage::Token {
+                    asm,
+                    client,
+                    scope,
+                    request,
+                    nonce_tried: false,
+                };
+                FlowStep::Fetch(sent)
+            }
+            Err(e) => self.fail(e.into()),
+        }
+    }
+
+    /// `request` with a DPoP proof when DPoP is on (with `nonce` when the
+    /// server gave one); as it is otherwise.
+    fn prove(&self, request: HttpRequest, nonce: Option<&str>) -> Result<HttpRequest, OAuthError> {
+        let Some(prover) = &self.params.dpop else {
+            return Ok(request);
+        };
+        let mut what = ProofRequest::new(request.method.as_str(), &request.url);
+        what.nonce = nonce;
+        let proof =
+            prover(&what).map_err(|why| OAuthError::Malformed(format!("DPoP proof: {why}")))?;
+        Ok(with_proof(request, proof))
+    }
+
+    /// DPoP needs an authorization server that takes ES256 proofs, when it
+    /// lists the algorithms it takes (one that lists none may still bind
+    /// the token, or ignore the proof and issue a Bearer token).
+    fn dpop_usable(&self, asm: &ServerMetadata) -> Result<(), OAuthError> {
+        let algs = &asm.dpop_signing_alg_values_supported;
+        if self.params.dpop.is_none() || algs.is_empty() || algs.iter().any(|a| a == "ES256") {
+            return Ok(());
+        }
+        Err(OAuthError::Discovery(format!(
+            "the authorization server takes DPoP proofs signed with {}, not ES256",
+            crate::error::sanitize(&algs.join(", "))
+        )))
     }
 
     fn send_to_browser(

@@ -81,6 +81,8 @@ pub struct ServerMetadata {
     pub client_id_metadata_document_supported: bool,
     /// Whether the redirect carries `iss` (RFC 9207).
     pub authorization_response_iss_parameter_supported: bool,
+    /// The algorithms it takes DPoP proofs signed with (RFC 9449 §5.1).
+    pub dpop_signing_alg_values_supported: Vec<String>,
 }
 
 impl ServerMetadata {
@@ -108,6 +110,7 @@ impl ServerMetadata {
                 .get("authorization_response_iss_parameter_supported")
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
+            dpop_signing_alg_values_supported: strings(&m, "dpop_signing_alg_values_supported"),
         };
         check_endpoint(&md.authorization_endpoint)?;
         check_endpoint(&md.token_endpoint)?;

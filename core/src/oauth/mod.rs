@@ -9,16 +9,19 @@
 //! Modules by concern: `challenge` (what a 401 or 403 says), `url`
 //! (encodings, endpoint policy, discovery URLs), `metadata` (protected
 //! resource and authorization server metadata), `requests` (clients, the
-//! token, registration and authorization requests, their answers), and
+//! token, registration and authorization requests, their answers),
+//! `dpop` (sender-constrained tokens: proofs as data, nonces), and
 //! `flow` (the whole authorization flow as a state machine over those).
 
 mod challenge;
+mod dpop;
 mod flow;
 mod metadata;
 mod requests;
 mod url;
 
 pub use challenge::*;
+pub use dpop::*;
 pub use flow::*;
 pub use metadata::*;
 pub use requests::*;

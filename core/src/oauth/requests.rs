@@ -89,6 +89,9 @@ pub(super) fn token_request(
     ];
     let mut pairs: Vec<(&str, &str)> = pairs;
     match &client.auth {
+        // No client at all (a workload proving itself with its assertion
+        // alone): nothing to name.
+        ClientAuth::None if client.id.is_empty() => {}
         ClientAuth::None => pairs.push(("client_id", &client.id)),
         ClientAuth::Assertion(jwt) => {
             pairs.push(("client_id", &client.id));
@@ -163,6 +166,92 @@ pub fn client_credentials_request(
         pairs.push(("scope", s));
     }
     token_request(token_endpoint, client, pairs)
+}
+
+/// The grant type of a JWT bearer assertion (RFC 7523 §2.1).
+pub const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+
+/// The token type of an identity assertion JWT authorization grant (an
+/// ID-JAG, MCP's enterprise-managed authorization).
+pub const ID_JAG: &str = "urn:ietf:params:oauth:token-type:id-jag";
+
+/// The JWT bearer grant (RFC 7523 §2.1): a signed assertion becomes a
+/// token. A workload's identity token (workload identity federation, MCP's
+/// SEP-1933), or an ID-JAG from the enterprise's identity provider.
+pub fn jwt_bearer_request(
+    token_endpoint: &str,
+    client: &Client,
+    assertion: &str,
+    resource: Option<&str>,
+    scope: Option<&str>,
+) -> HttpRequest {
+    let mut pairs = vec![("grant_type", JWT_BEARER), ("assertion", assertion)];
+    if let Some(r) = resource {
+        pairs.push(("resource", r));
+    }
+    if let Some(s) = scope {
+        pairs.push(("scope", s));
+    }
+    token_request(token_endpoint, client, pairs)
+}
+
+/// Token exchange (RFC 8693) at the enterprise's identity provider: the
+/// person's ID token becomes an ID-JAG for the authorization server
+/// `audience` (its issuer) and the MCP server `resource`.
+pub fn id_jag_request(
+    idp_token_endpoint: &str,
+    idp_client: &Client,
+    id_token: &str,
+    audience: &str,
+    resource: &str,
+    scope: Option<&str>,
+) -> HttpRequest {
+    let mut pairs = vec![
+        (
+            "grant_type",
+            "urn:ietf:params:oauth:grant-type:token-exchange",
+        ),
+        ("requested_token_type", ID_JAG),
+        ("audience", audience),
+        ("resource", resource),
+        ("subject_token", id_token),
+        (
+            "subject_token_type",
+            "urn:ietf:params:oauth:token-type:id_token",
+        ),
+    ];
+    if let Some(s) = scope {
+        pairs.push(("scope", s));
+    }
+    token_request(idp_token_endpoint, idp_client, pairs)
+}
+
+/// The identity provider's answer to [`id_jag_request`]: the ID-JAG (RFC
+/// 8693 §2.2.1; its `token_type` is `N_A`, it is no access token).
+pub fn parse_id_jag_response(status: u16, body: &[u8]) -> Result<Token, OAuthError> {
+    let m = match json_object(body) {
+        Ok(m) => m,
+        Err(_) if !(200..300).contains(&status) => {
+            return Err(OAuthError::Malformed(format!("HTTP {status}, not JSON")))
+        }
+        Err(e) => return Err(e),
+    };
+    if !(200..300).contains(&status) || m.contains_key("error") {
+        return Err(server_error(&m, status));
+    }
+    match string(&m, "issued_token_type") {
+        Some(t) if t == ID_JAG => {}
+        other => {
+            return Err(OAuthError::Malformed(format!(
+                "the identity provider issued {:?}, not an ID-JAG",
+                other.map(|t| crate::error::sanitize(&t))
+            )))
+        }
+    }
+    string(&m, "access_token")
+        .filter(|t| !t.is_empty())
+        .map(|t| Token::raw(&t))
+        .ok_or_else(|| OAuthError::Malformed("no `access_token`".into()))
 }
 
 /// The authorization-code exchange with the PKCE verifier.
@@ -353,8 +442,8 @@ pub(super) fn server_error(m: &Map<String, Value>, status: u16) -> OAuthError {
     }
 }
 
-/// Parses a token endpoint's answer (RFC 6749 §5). Only `Bearer` tokens
-/// are accepted.
+/// Parses a token endpoint's answer (RFC 6749 §5). `Bearer` tokens, and
+/// `DPoP` tokens (RFC 9449 §5), which become [`Token::dpop`] credentials.
 pub fn parse_token_response(status: u16, body: &[u8]) -> Result<TokenResponse, OAuthError> {
     let m = match json_object(body) {
         Ok(m) => m,
@@ -369,17 +458,18 @@ pub fn parse_token_response(status: u16, body: &[u8]) -> Result<TokenResponse, O
     let access = string(&m, "access_token")
         .filter(|t| !t.is_empty())
         .ok_or_else(|| OAuthError::Malformed("no `access_token`".into()))?;
-    match string(&m, "token_type") {
-        Some(t) if t.eq_ignore_ascii_case("bearer") => {}
+    let access_token = match string(&m, "token_type") {
+        Some(t) if t.eq_ignore_ascii_case("bearer") => Token::bearer(&access),
+        Some(t) if t.eq_ignore_ascii_case("dpop") => Token::dpop(&access),
         other => {
             return Err(OAuthError::Malformed(format!(
-                "token type {:?} is not Bearer",
+                "token type {:?} is neither Bearer nor DPoP",
                 other.map(|t| crate::error::sanitize(&t))
             )))
         }
-    }
+    };
     Ok(TokenResponse {
-        access_token: Token::bearer(&access),
+        access_token,
         refresh_token: string(&m, "refresh_token")
             .filter(|t| !t.is_empty())
             .map(|t| Token::raw(&t)),

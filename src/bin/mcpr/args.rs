@@ -134,6 +134,53 @@ pub struct OAuthArgs {
     #[arg(long, global = true, requires = "oauth_client_secret")]
     pub oauth_client_credentials: bool,
 
+    /// Bind the tokens to a key of this client's (DPoP, RFC 9449): a
+    /// stolen token is useless without the key, kept with the tokens
+    #[arg(long, global = true, requires = "oauth")]
+    pub oauth_dpop: bool,
+
+    /// Authorize as a workload with the identity token in PATH, read each
+    /// time tokens are needed (workload identity federation: a Kubernetes
+    /// service account token, a CI job's OIDC token); no browser
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        requires = "oauth",
+        conflicts_with_all = ["oauth_client_credentials", "oauth_id_token_file"]
+    )]
+    pub oauth_jwt_bearer_file: Option<std::path::PathBuf>,
+
+    /// Enterprise-managed authorization: the ID token in PATH (from the
+    /// enterprise's single sign-on) is exchanged at --oauth-idp-token-url
+    /// for a grant this client presents; needs --oauth-client-id; no browser
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        requires_all = ["oauth_client_id", "oauth_idp_token_url", "oauth_idp_client_id"],
+        conflicts_with = "oauth_client_credentials"
+    )]
+    pub oauth_id_token_file: Option<std::path::PathBuf>,
+
+    /// The enterprise identity provider's token endpoint
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        requires = "oauth_id_token_file"
+    )]
+    pub oauth_idp_token_url: Option<String>,
+
+    /// This client's id at the enterprise identity provider
+    #[arg(
+        long,
+        global = true,
+        value_name = "ID",
+        requires = "oauth_id_token_file"
+    )]
+    pub oauth_idp_client_id: Option<String>,
+
     /// Where the tokens live (default:
     /// $XDG_CONFIG_HOME/mcpr/tokens-SERVER.json, or ~/.config/mcpr/...)
     #[arg(long, global = true, value_name = "PATH", requires = "oauth")]

@@ -13,7 +13,7 @@
 use crate::args::OAuthArgs;
 use crate::exit::{Exit, Failure};
 use mcp_recovery::blocking::Client;
-use mcp_recovery::client::oauth::{FileTokenStore, OAuthConfig};
+use mcp_recovery::client::oauth::{token_file, Enterprise, FileTokenStore, OAuthConfig};
 use mcp_recovery::client::redis_store::RedisTokenStore;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -160,6 +160,21 @@ pub fn settings(mut config: OAuthConfig, args: &OAuthArgs, opener: Opener) -> OA
     }
     if let Some(scope) = &args.oauth_scope {
         config = config.scope(scope);
+    }
+    if args.oauth_dpop {
+        config = config.dpop();
+    }
+    if let Some(path) = &args.oauth_jwt_bearer_file {
+        config = config.jwt_bearer_file(path);
+    }
+    if let (Some(path), Some(url), Some(idp_id), Some(id)) = (
+        &args.oauth_id_token_file,
+        &args.oauth_idp_token_url,
+        &args.oauth_idp_client_id,
+        &args.oauth_client_id,
+    ) {
+        let idp = Enterprise::new(url, idp_id, token_file(path));
+        config = config.enterprise(idp, id, args.oauth_client_secret.as_deref());
     }
     if opener == Opener::Follow {
         config.redirect_timeout = FOLLOW_TIMEOUT;

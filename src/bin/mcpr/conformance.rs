@@ -19,7 +19,7 @@
 use crate::auth::{self, Opener};
 use crate::exit::{classify, Exit, Failure};
 use mcp_recovery::blocking::{Client, Error, ServerHandler};
-use mcp_recovery::client::oauth::{MemoryTokenStore, OAuthConfig};
+use mcp_recovery::client::oauth::{Enterprise, MemoryTokenStore, OAuthConfig};
 use mcp_recovery::core::{Protocol, RpcError};
 use serde_json::{json, Map, Value};
 use std::cell::Cell;
@@ -163,6 +163,12 @@ fn oauth_config(scenario: &str) -> Result<OAuthConfig, Failure> {
         // secret for them.
         oauth_client_credentials: scenario.starts_with("auth/client-credentials-")
             && field("client_secret").is_some(),
+        // Sender-constrained tokens where the scenario is about them.
+        oauth_dpop: scenario.starts_with("auth/dpop"),
+        oauth_jwt_bearer_file: None,
+        oauth_id_token_file: None,
+        oauth_idp_token_url: None,
+        oauth_idp_client_id: None,
     };
     // With an opener the client authorizes on its own where a person
     // would be asked (no tokens, a refused refresh, a 403 step-up), with
@@ -182,6 +188,24 @@ fn oauth_config(scenario: &str) -> Result<OAuthConfig, Failure> {
                 .client_credentials_jwt(id, pem)
                 .map_err(|e| Failure::input(e.to_string()))?;
         }
+    }
+    // A workload's identity token (workload identity federation), where
+    // the runner gives one made for its authorization server.
+    if let Some(jwt) = field("valid_jwt") {
+        let jwt = jwt.to_owned();
+        config = config.jwt_bearer(move |_| Ok(jwt.clone()));
+    }
+    // Enterprise-managed authorization: the person's ID token from the
+    // runner's identity provider.
+    if let (Some(id_token), Some(endpoint), Some(idp_client), Some(id)) = (
+        field("idp_id_token"),
+        field("idp_token_endpoint"),
+        field("idp_client_id"),
+        field("client_id"),
+    ) {
+        let id_token = id_token.to_owned();
+        let idp = Enterprise::new(endpoint, idp_client, move |_| Ok(id_token.clone()));
+        config = config.enterprise(idp, id, field("client_secret"));
     }
     Ok(config)
 }
