@@ -457,6 +457,46 @@ fn oauth_authorizes_once_stores_refreshes_and_reauthorizes() {
     let _ = std::fs::remove_dir_all(&config);
 }
 
+/// `--oauth-dpop` against a server that binds its tokens (the Python SDK's
+/// OAuth server behind `tests/peers/dpop_gate.py`, a new nonce every 2
+/// requests): the first run authorizes and stores the tokens with their
+/// key; later runs (other processes) present them with that key, and an
+/// expired token is refreshed with a proof of it. The server accepted
+/// every proof and never saw a bound token as Bearer.
+#[test]
+fn oauth_dpop_tokens_and_their_key_serve_later_processes() {
+    let peer = Peer::start(Kind::PythonDpop { nonce_every: 2 });
+    let url = peer.url();
+    let config = std::env::temp_dir().join(format!("mcpr-cli-dpop-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&config);
+    let dpop = |args: &[&str]| {
+        let mut all = vec!["--oauth-dpop"];
+        all.extend_from_slice(args);
+        oauth(&config, &url, "follow", &all)
+    };
+    let run = dpop(&["call", "echo", r#"{"text": "bound"}"#]).expect(0);
+    assert_eq!(run.stdout, "bound\n");
+    let file = config.join("mcpr").join(format!(
+        "tokens-http_3A_2F_2F127.0.0.1_3A{}_2Fmcp.json",
+        peer.port
+    ));
+    let tokens: Value = serde_json::from_slice(&std::fs::read(&file).expect("token file"))
+        .expect("token file is JSON");
+    assert_eq!(tokens["token_type"], "DPoP");
+    let key = tokens["dpop_key"]
+        .as_str()
+        .expect("the key beside the tokens");
+    dpop(&["ping"]).expect(0);
+    peer.hook("/test/expire-access");
+    let run = dpop(&["--json", "tools"]).expect(0);
+    assert_eq!(peer.refreshes(), 1);
+    assert!(!format!("{}{}", run.stdout, run.stderr).contains(key));
+    assert_eq!(peer.count("dpop_refused"), 0);
+    assert_eq!(peer.count("bearer_presented"), 0);
+    assert!(peer.count("dpop_nonce_challenges") > 0);
+    let _ = std::fs::remove_dir_all(&config);
+}
+
 /// A server that refuses the token and offers no OAuth metadata: the
 /// authorization flow cannot start, exit 4, with one line saying so.
 #[test]

@@ -1207,6 +1207,23 @@ mod tests {
     }
 
     #[test]
+    fn a_token_file_is_read_again_each_time_it_is_asked() {
+        let dir = private_dir("token-file");
+        let path = dir.join("token");
+        let source = token_file(&path);
+        let e = source("aud").unwrap_err();
+        assert!(e.contains("cannot read"), "{e}");
+        std::fs::write(&path, "first.jwt.sig\n").unwrap();
+        assert_eq!(source("aud").unwrap(), "first.jwt.sig");
+        // The platform rotates it: the next grant sends the new one.
+        std::fs::write(&path, "second.jwt.sig").unwrap();
+        assert_eq!(source("aud").unwrap(), "second.jwt.sig");
+        let config = OAuthConfig::new(MemoryTokenStore::default()).jwt_bearer_file(&path);
+        assert!(matches!(config.grant, Grant::JwtBearer(_)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn a_directory_others_can_write_to_is_refused() {
         use std::os::unix::fs::PermissionsExt;
         let dir = private_dir("shared");

@@ -26,6 +26,11 @@ pub enum Kind {
     /// (`mcp.server.auth`): access tokens live `access_ttl` seconds,
     /// refresh tokens rotate.
     PythonAuth { access_ttl: f64 },
+    /// [`Kind::PythonAuth`] with DPoP-bound tokens (`tests/peers/dpop_gate.py`):
+    /// proofs checked at the token endpoint and the MCP endpoint, the
+    /// server's nonce required and changed every `nonce_every` accepted
+    /// requests (0: no nonce).
+    PythonDpop { nonce_every: u32 },
     /// The Python peer (SSE) keeping its events for resumption: streams
     /// resume with `Last-Event-ID`, and `polled_increment` closes its
     /// response stream before answering.
@@ -121,6 +126,13 @@ impl Peer {
                 c.arg(dir.join("python_server.py"))
                     .args(["--mode", "sse", "--auth"])
                     .args(["--access-ttl", &access_ttl.to_string()]);
+                c
+            }
+            Kind::PythonDpop { nonce_every } => {
+                let mut c = Command::new(python_bin(&dir));
+                c.arg(dir.join("python_server.py"))
+                    .args(["--mode", "sse", "--auth", "--dpop"])
+                    .args(["--dpop-nonce-every", &nonce_every.to_string()]);
                 c
             }
             Kind::Python { mode, idle } => {

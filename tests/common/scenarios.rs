@@ -1193,6 +1193,66 @@ pub fn oauth_flow_refresh_and_reauth<C: Mcp>() {
     let _ = std::fs::remove_file(&path);
 }
 
+/// DPoP against a server that binds its tokens (the Python SDK's OAuth
+/// server behind `tests/peers/dpop_gate.py`, changing its nonce every 3
+/// requests): the tokens come bound to a key kept in the token file, every
+/// request carries a proof the server accepts (a stale nonce costs one
+/// resend, never a failed call), an expired token is refreshed with a
+/// proof of the same key, and a client started later presents the stored
+/// tokens with the stored key. Never a bound token as Bearer.
+pub fn oauth_dpop_lifecycle<C: Mcp>() {
+    let peer = Peer::start(Kind::PythonDpop { nonce_every: 3 });
+    let path = token_file(&peer);
+    let dpop_client = || -> C {
+        builder(&peer)
+            .oauth(OAuthConfig::new(FileTokenStore::new(&path)).dpop())
+            .build()
+            .expect("client")
+    };
+    let c = dpop_client();
+    assert!(matches!(
+        c.ping(),
+        Err(Error::Call(CallError::NeedsReauth { .. }))
+    ));
+    c.authorize(browser).unwrap();
+    let first = stored(&path);
+    assert_eq!(first.token_type.as_deref(), Some("DPoP"));
+    let key = first
+        .dpop_key
+        .clone()
+        .expect("the key kept with its tokens");
+    for _ in 0..6 {
+        op(&c, "tools/call");
+    }
+    assert!(
+        peer.count("dpop_nonce_challenges") >= 2,
+        "the nonce changed under the client"
+    );
+
+    // Expired: one refresh, with a proof of the key the refresh token is
+    // bound to (the server refuses any other).
+    peer.hook("/test/expire-access");
+    op(&c, "tools/call");
+    assert_eq!(peer.refreshes(), 1);
+    let second = stored(&path);
+    assert_ne!(second.access_token, first.access_token);
+    assert_eq!(second.dpop_key.as_deref(), Some(key.as_str()), "same key");
+
+    // Another process: the stored tokens, presented with the stored key.
+    let later = dpop_client();
+    op(&later, "tools/call");
+    op(&later, "ping");
+    assert_eq!(peer.refreshes(), 1, "no refresh needed");
+
+    assert_eq!(peer.count("dpop_refused"), 0, "every proof accepted");
+    assert_eq!(peer.count("bearer_presented"), 0);
+    let text = format!("{c:?} {later:?} {second:?}");
+    for secret in [&key, &second.access_token] {
+        assert!(!text.contains(secret.as_str()), "a secret leaked: {text}");
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
 /// 16 callers fail on the same expired token at once: exactly one
 /// refresh request reaches the server (a rotating refresh token is spent
 /// once), and all 16 succeed with the new token.
@@ -1375,6 +1435,10 @@ macro_rules! scenario_tests {
         #[test]
         fn oauth_flow_then_one_refresh_keeps_the_session_and_revocation_needs_reauth() {
             oauth_flow_refresh_and_reauth::<$c>();
+        }
+        #[test]
+        fn oauth_dpop_bound_tokens_refresh_nonces_and_a_later_process() {
+            oauth_dpop_lifecycle::<$c>();
         }
         #[test]
         fn oauth_16_callers_on_an_expired_token_share_one_refresh() {

@@ -37,6 +37,10 @@ parser.add_argument("--idle-timeout", type=float, default=None)
 parser.add_argument("--require-bearer", metavar="TOKEN", default=None)
 parser.add_argument("--resumable", action="store_true", help="keep events for resumption (Last-Event-ID)")
 parser.add_argument("--auth", action="store_true", help="be a protected resource with its own OAuth server")
+parser.add_argument("--dpop", action="store_true",
+                    help="with --auth: DPoP-bound tokens, proofs checked on /token and /mcp (dpop_gate.py)")
+parser.add_argument("--dpop-nonce-every", type=int, default=0,
+                    help="with --dpop: require the server's nonce in proofs, a new one every N accepted requests")
 parser.add_argument("--access-ttl", type=float, default=3600, help="seconds an access token lives (--auth)")
 parser.add_argument("--cache-ttl-ms", type=int, default=0, help="ttlMs of listings and reads (2026-07-28 wire)")
 parser.add_argument("--count-posts", action="store_true", help="count POSTs to /mcp in the `posts` file")
@@ -538,6 +542,10 @@ if args.stdio:
 asgi_app = CountInitialize(starlette_app)
 if args.require_bearer is not None:
     asgi_app = RequireBearer(asgi_app, args.require_bearer)
+if args.dpop:
+    from dpop_gate import DpopGate
+
+    asgi_app = DpopGate(asgi_app, base_url, bump, args.dpop_nonce_every)
 
 os.makedirs(args.state, exist_ok=True)
 tls_kwargs = {}
