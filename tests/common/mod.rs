@@ -31,6 +31,10 @@ pub enum Kind {
     /// server's nonce required and changed every `nonce_every` accepted
     /// requests (0: no nonce).
     PythonDpop { nonce_every: u32 },
+    /// [`Kind::PythonAuth`] taking ID-JAGs at its token endpoint (the SDK's
+    /// jwt-bearer grant, SEP-990), with an enterprise identity provider of
+    /// its own under `/idp` (`tests/peers/enterprise_idp.py`).
+    PythonEnterprise,
     /// The Python peer (SSE) keeping its events for resumption: streams
     /// resume with `Last-Event-ID`, and `polled_increment` closes its
     /// response stream before answering.
@@ -126,6 +130,16 @@ impl Peer {
                 c.arg(dir.join("python_server.py"))
                     .args(["--mode", "sse", "--auth"])
                     .args(["--access-ttl", &access_ttl.to_string()]);
+                c
+            }
+            Kind::PythonEnterprise => {
+                let mut c = Command::new(python_bin(&dir));
+                c.arg(dir.join("python_server.py")).args([
+                    "--mode",
+                    "sse",
+                    "--auth",
+                    "--enterprise",
+                ]);
                 c
             }
             Kind::PythonDpop { nonce_every } => {

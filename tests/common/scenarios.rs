@@ -1253,6 +1253,68 @@ pub fn oauth_dpop_lifecycle<C: Mcp>() {
     let _ = std::fs::remove_file(&path);
 }
 
+/// Enterprise-managed authorization against the Python SDK's
+/// authorization server (its jwt-bearer grant for ID-JAGs) and an identity
+/// provider (`tests/peers/enterprise_idp.py`): no browser; the first call
+/// exchanges the person's ID token for an ID-JAG and presents it; once the
+/// access token expires (no refresh token is issued) the next call does
+/// it again with the ID token the SSO renewed meanwhile (read from its
+/// file each time). An ID token the identity provider refuses: a typed
+/// error, one attempt, no loop.
+pub fn oauth_enterprise_managed<C: Mcp>() {
+    use mcp_recovery::client::oauth::{token_file as read_each_time, Enterprise, MemoryTokenStore};
+    let peer = Peer::start(Kind::PythonEnterprise);
+    let id_token = token_file(&peer).with_file_name("id_token");
+    let sso = || {
+        let url = format!("http://127.0.0.1:{}/test/id-token", peer.port);
+        let token = ureq::get(&url)
+            .call()
+            .expect("id token")
+            .body_mut()
+            .read_to_string()
+            .expect("id token body");
+        std::fs::write(&id_token, token).expect("write the ID token");
+    };
+    sso();
+    let idp = Enterprise::new(
+        &format!("http://127.0.0.1:{}/idp/token", peer.port),
+        "idp-client",
+        read_each_time(&id_token),
+    );
+    let oauth = OAuthConfig::new(MemoryTokenStore::default()).enterprise(
+        idp,
+        "enterprise-client",
+        Some("enterprise-secret"),
+    );
+    let c: C = builder(&peer).oauth(oauth).build().expect("client");
+    op(&c, "tools/call");
+    assert_eq!(
+        (peer.count("token_exchanges"), peer.count("id_jag_grants")),
+        (1, 1)
+    );
+
+    // The SSO renewed the ID token; the access token expires.
+    sso();
+    peer.hook("/test/expire-access");
+    op(&c, "tools/call");
+    assert_eq!(
+        (peer.count("token_exchanges"), peer.count("id_jag_grants")),
+        (2, 2)
+    );
+    assert_eq!(peer.refreshes(), 0, "no refresh token to spend");
+    assert_eq!(peer.count("id_jag_refused"), 0);
+
+    // The person's session ended: the identity provider refuses.
+    std::fs::write(&id_token, "not.an.idtoken").unwrap();
+    peer.hook("/test/expire-access");
+    match c.ping() {
+        Err(Error::Call(CallError::NeedsReauth { .. })) => {}
+        other => panic!("expected NeedsReauth, got {other:?}"),
+    }
+    assert_eq!(peer.count("token_exchanges"), 2, "refused, not retried");
+    let _ = std::fs::remove_file(&id_token);
+}
+
 /// 16 callers fail on the same expired token at once: exactly one
 /// refresh request reaches the server (a rotating refresh token is spent
 /// once), and all 16 succeed with the new token.
@@ -1439,6 +1501,10 @@ macro_rules! scenario_tests {
         #[test]
         fn oauth_dpop_bound_tokens_refresh_nonces_and_a_later_process() {
             oauth_dpop_lifecycle::<$c>();
+        }
+        #[test]
+        fn oauth_enterprise_id_token_to_id_jag_to_token_against_the_python_sdk() {
+            oauth_enterprise_managed::<$c>();
         }
         #[test]
         fn oauth_16_callers_on_an_expired_token_share_one_refresh() {

@@ -22,7 +22,7 @@ import uvicorn
 from typing import Annotated
 
 from pydantic import BaseModel, Field
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, PlainTextResponse
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context, Elicit, Resolve
 from mcp.shared.exceptions import MCPError
@@ -37,6 +37,8 @@ parser.add_argument("--idle-timeout", type=float, default=None)
 parser.add_argument("--require-bearer", metavar="TOKEN", default=None)
 parser.add_argument("--resumable", action="store_true", help="keep events for resumption (Last-Event-ID)")
 parser.add_argument("--auth", action="store_true", help="be a protected resource with its own OAuth server")
+parser.add_argument("--enterprise", action="store_true",
+                    help="with --auth: the SDK's jwt-bearer grant for ID-JAGs, and an identity provider under /idp")
 parser.add_argument("--dpop", action="store_true",
                     help="with --auth: DPoP-bound tokens, proofs checked on /token and /mcp (dpop_gate.py)")
 parser.add_argument("--dpop-nonce-every", type=int, default=0,
@@ -105,6 +107,7 @@ if args.auth:
             revocation_options=RevocationOptions(enabled=True),
             required_scopes=["mcp"],
             validate_token_resource=False,
+            identity_assertion_enabled=args.enterprise,
         ),
     }
 
@@ -238,6 +241,18 @@ async def expire_access(request):
     """Test hook (--auth): every access token expires now."""
     provider.expire_access()
     return JSONResponse({"ok": True})
+
+
+if args.enterprise:
+    from enterprise_idp import EnterpriseIdp
+
+    idp = EnterpriseIdp(base_url, provider, bump)
+    app.custom_route("/idp/token", methods=["POST"])(idp.token_exchange)
+
+    @app.custom_route("/test/id-token", methods=["GET"])
+    async def id_token(request):
+        """Test hook (--enterprise): an ID token from the enterprise's SSO."""
+        return PlainTextResponse(idp.id_token())
 
 
 @app.custom_route("/test/revoke-refresh", methods=["POST"])

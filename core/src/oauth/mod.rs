@@ -238,7 +238,7 @@ mod tests {
             None,
         );
         let body = String::from_utf8(r.body.clone()).unwrap();
-        assert_eq!(body, "grant_type=refresh_token&refresh_token=rt%2F1&resource=https%3A%2F%2Fmcp.example%2Fmcp");
+        assert_eq!(body, "grant_type=refresh_token&refresh_token=rt%2F1&resource=https%3A%2F%2Fmcp.example%2Fmcp&client_id=c%201");
         assert_eq!(
             r.header("authorization"),
             Some(format!("Basic {}", base64(b"c%201:s3cret", false)).as_str())

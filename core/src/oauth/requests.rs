@@ -106,6 +106,9 @@ pub(super) fn token_request(
             pairs.push(("client_secret", s.header_value()));
         }
         ClientAuth::Basic(s) => {
+            // The id in the body too (RFC 6749 §3.2.1 allows it): some
+            // servers (the Python SDK's) require it whatever the method.
+            pairs.push(("client_id", &client.id));
             // RFC 6749 §2.3.1: both parts form-encoded before base64.
             let pair = format!(
                 "{}:{}",
