@@ -778,6 +778,94 @@ fn processes_sharing_a_redis_store_refresh_once_past_a_dead_holder() {
     assert_eq!(redis.cli(&["KEYS", "*:lock"]), "");
 }
 
+/// A grant with nobody at hand is single-flight across processes too:
+/// eight `mcpr` processes sharing a token file, started at once with no
+/// tokens, authorize by enterprise-managed authorization (the Python SDK's
+/// jwt-bearer grant for ID-JAGs, an identity provider of the test's own).
+/// Under the store's lock one process exchanges the ID token and gets
+/// the access token; the others find it in the file: exactly one token
+/// exchange and one grant, 32 of 32 calls answered. Once it expires, the
+/// same again: one more of each.
+#[test]
+fn processes_sharing_a_token_file_run_an_unattended_grant_once() {
+    let peer = Peer::start(Kind::PythonEnterprise);
+    let url = peer.url();
+    let config = std::env::temp_dir().join(format!(
+        "mcpr-cli-enterprise-{}-{}",
+        std::process::id(),
+        peer.port
+    ));
+    let _ = std::fs::remove_dir_all(&config);
+    std::fs::create_dir_all(&config).unwrap();
+    let id_token = config.join("id_token");
+    let sso = ureq::get(&format!("http://127.0.0.1:{}/test/id-token", peer.port))
+        .call()
+        .expect("id token")
+        .body_mut()
+        .read_to_string()
+        .expect("id token body");
+    std::fs::write(&id_token, sso).unwrap();
+    let idp = format!("http://127.0.0.1:{}/idp/token", peer.port);
+    let wave = || {
+        let children: Vec<Child> = (0..8)
+            .map(|i| {
+                let text = format!(r#"{{"text": "e{i}"}}"#);
+                command(&[
+                    "--url",
+                    &url,
+                    "--oauth",
+                    "--oauth-client-id",
+                    "enterprise-client",
+                    "--oauth-client-secret",
+                    "enterprise-secret",
+                    "--oauth-id-token-file",
+                    id_token.to_str().unwrap(),
+                    "--oauth-idp-token-url",
+                    &idp,
+                    "--oauth-idp-client-id",
+                    "idp-client",
+                    "call",
+                    "echo",
+                    &text,
+                    "--repeat",
+                    "4",
+                ])
+                .env("XDG_CONFIG_HOME", &config)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start mcpr")
+            })
+            .collect();
+        let mut answered = 0;
+        for (i, child) in children.into_iter().enumerate() {
+            let out = child.wait_with_output().expect("mcpr ends");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(0), "process {i}: {stderr}");
+            assert!(!stderr.contains("enterprise-secret"), "{stderr}");
+            answered += String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| l.ends_with(&format!(": e{i}")))
+                .count();
+        }
+        assert_eq!(answered, 32);
+    };
+    wave();
+    assert_eq!(
+        (peer.count("token_exchanges"), peer.count("id_jag_grants")),
+        (1, 1),
+        "one grant for all eight"
+    );
+    peer.hook("/test/expire-access");
+    wave();
+    assert_eq!(
+        (peer.count("token_exchanges"), peer.count("id_jag_grants")),
+        (2, 2),
+        "one more once it expired"
+    );
+    let _ = std::fs::remove_dir_all(&config);
+}
+
 /// A URL without its `/mcp` path answers 404 to everything: that is the
 /// wrong URL (exit 7, said so), not a lost session. The URL may come first,
 /// as the MCP Inspector takes it; `-v` says what it tried in words.

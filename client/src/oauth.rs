@@ -662,6 +662,39 @@ impl OAuth {
         open: &(dyn Fn(&str) + Sync),
         step_up: bool,
     ) -> Result<Token, AuthError> {
+        self.authorize_under(io, limits, challenge, open, step_up, None)
+            .await
+    }
+
+    /// [`OAuth::authorize`], saving under the store's `lock` when one is
+    /// held (released once saved, or once the flow failed).
+    async fn authorize_under<I: Io>(
+        &self,
+        io: &I,
+        limits: HttpLimits,
+        challenge: Option<&str>,
+        open: &(dyn Fn(&str) + Sync),
+        step_up: bool,
+        mut lock: Option<StoreLock>,
+    ) -> Result<Token, AuthError> {
+        let outcome = self
+            .run_flow(io, limits, challenge, open, step_up, &mut lock)
+            .await;
+        if let Some(l) = lock {
+            io.blocking(move || drop(l)).await;
+        }
+        outcome
+    }
+
+    async fn run_flow<I: Io>(
+        &self,
+        io: &I,
+        limits: HttpLimits,
+        challenge: Option<&str>,
+        open: &(dyn Fn(&str) + Sync),
+        step_up: bool,
+        lock: &mut Option<StoreLock>,
+    ) -> Result<Token, AuthError> {
         // A grant with nobody at hand sends nobody anywhere: no listener.
         let listener = match self.config.grant.unattended() {
             true => None,
@@ -721,7 +754,9 @@ impl OAuth {
                     let query = self.redirect(io, listener, &state).await?;
                     flow.on_redirect(&query)
                 }
-                FlowStep::Done(done) => return self.store_authorized(io, *done, key).await,
+                FlowStep::Done(done) => {
+                    return self.store_authorized(io, *done, key, lock.take()).await
+                }
                 FlowStep::Failed(e) => return Err(e.into()),
                 _ => return Err(OAuthError::Malformed("unknown flow step".into()).into()),
             };
@@ -736,6 +771,7 @@ impl OAuth {
         io: &I,
         done: Authorized,
         key: Option<Arc<DpopKey>>,
+        lock: Option<StoreLock>,
     ) -> Result<Token, AuthError> {
         let secret = match &done.client.auth {
             ClientAuth::Basic(s) | ClientAuth::Post(s) => Some(s.header_value().to_owned()),
@@ -757,7 +793,7 @@ impl OAuth {
                 .filter(|_| done.tokens.access_token.dpop_token().is_some())
                 .map(|k| k.stored()),
         };
-        self.save(io, stored, &done.tokens).await
+        self.save_under(io, stored, &done.tokens, lock).await
     }
 
     /// A grant with nobody at hand: discovery, then the token endpoint
@@ -814,18 +850,8 @@ impl OAuth {
 
     /// Stores a token answer over `base` (a rotated refresh token replaces
     /// the old one; an answer without one keeps it) and returns the access
-    /// token. Saved before anyone uses the new tokens.
-    async fn save<I: Io>(
-        &self,
-        io: &I,
-        base: StoredTokens,
-        answer: &TokenResponse,
-    ) -> Result<Token, AuthError> {
-        self.save_under(io, base, answer, None).await
-    }
-
-    /// [`OAuth::save`], under the store's lock when one is held (which is
-    /// released once the save is done).
+    /// token. Saved before anyone uses the new tokens, under the store's
+    /// lock when one is held (released once the save is done).
     async fn save_under<I: Io>(
         &self,
         io: &I,
@@ -875,15 +901,52 @@ impl OAuth {
 
     /// Refreshes the stored tokens once. `invalid_grant` and friends (or
     /// nothing to refresh) mean a person must authorize again.
-    async fn refresh_now<I: Io>(&self, io: &I, limits: HttpLimits) -> Result<Token, RefreshError> {
+    async fn refresh_now<I: Io>(
+        &self,
+        io: &I,
+        limits: HttpLimits,
+        challenge: Option<&str>,
+    ) -> Result<Token, RefreshError> {
         // Processes sharing the store refresh one at a time: under the
         // lock, the store read again tells whether another one already did.
         let store = self.config.store.clone();
         let wait = limits.whole;
-        let guard = io
+        let mut guard = io
             .blocking(move || store.lock(wait))
             .await
             .map_err(|e| RefreshError::Failed(format!("token store: {e}")))?;
+        let outcome = self.refresh_locked(io, limits, &mut guard).await;
+        // A grant with nobody at hand runs under the same lock: one process
+        // gets the tokens, the others find them in the store (the
+        // `refreshed elsewhere` path) instead of each asking for its own.
+        let outcome = match outcome {
+            Err(RefreshError::NeedsReauth(_)) if self.config.grant.unattended() => self
+                .authorize_under(io, limits, challenge, &|_| {}, false, guard.take())
+                .await
+                .map_err(|e| match e {
+                    AuthError::OAuth(o) if o.needs_reauth() => {
+                        RefreshError::NeedsReauth(o.to_string())
+                    }
+                    other => RefreshError::Failed(other.to_string()),
+                }),
+            other => other,
+        };
+        // Releasing may talk to the store: off the caller's path.
+        if let Some(g) = guard {
+            io.blocking(move || drop(g)).await;
+        }
+        outcome
+    }
+
+    /// [`OAuth::refresh_now`] under the store's lock: the tokens another
+    /// process just got, else a refresh. A save takes the lock from
+    /// `guard` (and releases it).
+    async fn refresh_locked<I: Io>(
+        &self,
+        io: &I,
+        limits: HttpLimits,
+        guard: &mut Option<StoreLock>,
+    ) -> Result<Token, RefreshError> {
         let stored = self
             .load(io)
             .await
@@ -893,16 +956,15 @@ impl OAuth {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let refreshed_elsewhere = handed.is_some()
-            && !stored.access_token.is_empty()
+        // Tokens this client never handed, still fresh: another process
+        // (or another client of this one) got them meanwhile.
+        let refreshed_elsewhere = !stored.access_token.is_empty()
             && handed.as_deref() != Some(stored.access_token.as_str())
             && stored.expires_at.is_none_or(|at| at > now_unix() + 5);
         if refreshed_elsewhere {
             self.hand(&stored.access_token);
             *self.expiry.lock().unwrap_or_else(PoisonError::into_inner) = stored.expires_at;
             self.adopt_key(&stored);
-            // Releasing may talk to the store: off the caller's path.
-            io.blocking(move || drop(guard)).await;
             return Ok(presented(&stored));
         }
         let refresh = stored
@@ -934,16 +996,13 @@ impl OAuth {
             // Saved under the lock, which is released right after, off the
             // caller's path: the next process finds the new tokens.
             Ok(tokens) => self
-                .save_under(io, stored, &tokens, guard)
+                .save_under(io, stored, &tokens, guard.take())
                 .await
                 .map_err(|e| RefreshError::Failed(e.to_string())),
-            Err(e) => {
-                io.blocking(move || drop(guard)).await;
-                Err(match e.needs_reauth() {
-                    true => RefreshError::NeedsReauth(e.to_string()),
-                    false => RefreshError::Failed(e.to_string()),
-                })
-            }
+            Err(e) => Err(match e.needs_reauth() {
+                true => RefreshError::NeedsReauth(e.to_string()),
+                false => RefreshError::Failed(e.to_string()),
+            }),
         }
     }
 
@@ -963,12 +1022,13 @@ impl OAuth {
                 "the token lacks a scope the server requires".into(),
             ))
         } else {
-            self.refresh_now(io, limits).await
+            self.refresh_now(io, limits, challenge).await
         };
         if self.config.grant.unattended() {
-            // No person involved: a new grant whenever the tokens run out.
+            // No person involved: the refresh ran the grant again when the
+            // tokens ran out; a step-up asks for one with more scope.
             return match outcome {
-                Err(RefreshError::NeedsReauth(_)) => self
+                Err(RefreshError::NeedsReauth(_)) if step_up => self
                     .unattended(io, limits, challenge)
                     .await
                     .map_err(|e| match e {
@@ -1331,7 +1391,10 @@ mod tests {
         (o, store, io)
     }
 
+    /// A refresh after a 401 on the stored token, which the client handed
+    /// to its engine when it was built.
     fn refresh(o: &OAuth, io: &Canned) -> Result<Token, RefreshError> {
+        o.token();
         block_on(o.refresh(io, HttpLimits::new(Duration::from_secs(1)), None))
     }
 
@@ -1357,6 +1420,20 @@ mod tests {
             body.contains("resource=http%3A%2F%2F127.0.0.1%3A9%2Fmcp"),
             "{body}"
         );
+    }
+
+    #[test]
+    fn tokens_another_process_stored_meanwhile_are_taken_without_a_request() {
+        // Built with an empty store (nothing handed); another process then
+        // saved tokens: the 401 on "no token" takes them, sends nothing.
+        let (o, store, io) = oauth(vec![]);
+        let tokens = store.load().unwrap();
+        store.save(&StoredTokens::default()).unwrap();
+        assert!(o.token().is_none());
+        store.save(&tokens).unwrap();
+        let t = block_on(o.refresh(&io, HttpLimits::new(Duration::from_secs(1)), None)).unwrap();
+        assert_eq!(t.header_value(), "Bearer a1");
+        assert!(io.bodies.lock().unwrap().is_empty(), "no request");
     }
 
     #[test]
