@@ -437,6 +437,12 @@ fn oauth_authorizes_once_stores_refreshes_and_reauthorizes() {
     assert_eq!(run.stdout, "again\n");
     assert!(run.stderr.contains(FLOW), "{}", run.stderr);
     assert_eq!(peer.refreshes(), 2, "one refused refresh, then the flow");
+    // The second flow used the client registered by the first (on its
+    // redirect URI): one registration in all.
+    assert_eq!(peer.count("registrations"), 1);
+    let again: Value = serde_json::from_slice(&std::fs::read(&file).expect("token file"))
+        .expect("token file is JSON");
+    assert_eq!(again["client_id"], tokens["client_id"]);
 
     // `login` with a token file of one's own.
     let own = config.join("own.json");

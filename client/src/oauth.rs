@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -49,6 +50,15 @@ pub struct StoredTokens {
     /// `resource` when absent (tokens stored before it was kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_indicator: Option<String>,
+    /// The loopback redirect URI the client was registered for, when it
+    /// registered itself (RFC 7591): the next authorization reuses the
+    /// registration on that URI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_uri: Option<String>,
+    /// The scope that registration asked for: a flow asking for more
+    /// registers anew.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registered_scope: Option<String>,
     /// `DPoP` for a token bound to [`StoredTokens::dpop_key`] (RFC 9449);
     /// absent for a Bearer token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -534,6 +544,9 @@ pub(crate) struct OAuth {
     expiry: Mutex<Option<u64>>,
     /// The DPoP key the tokens in use are bound to (with DPoP on).
     dpop: Mutex<Option<Arc<DpopKey>>>,
+    /// The client registered earlier was refused (`invalid_client`):
+    /// register anew.
+    forget_registration: AtomicBool,
 }
 
 pub(crate) fn now_unix() -> u64 {
@@ -579,6 +592,7 @@ impl OAuth {
             handed: Mutex::new(None),
             expiry: Mutex::new(None),
             dpop: Mutex::new(None),
+            forget_registration: AtomicBool::new(false),
         }
     }
 
@@ -695,12 +709,31 @@ impl OAuth {
         step_up: bool,
         lock: &mut Option<StoreLock>,
     ) -> Result<Token, AuthError> {
+        // A client this one registered earlier is used again (not one more
+        // registration per authorization), on the redirect URI it was
+        // registered for, when that port is free.
+        let attended = !self.config.grant.unattended();
+        let earlier = match attended
+            && self.config.client_id.is_none()
+            && !self.forget_registration.load(Ordering::Relaxed)
+        {
+            true => self.load(io).await.filter(|t| !t.client_id.is_empty()),
+            false => None,
+        };
+        let reuse = earlier.and_then(|t| {
+            let port = registered_port(t.redirect_uri.as_deref()?)?;
+            Some((io.bind_loopback(port).ok()?, t))
+        });
         // A grant with nobody at hand sends nobody anywhere: no listener.
-        let listener = match self.config.grant.unattended() {
-            true => None,
-            false => Some(
-                io.bind_loopback(self.config.redirect_port)
-                    .map_err(AuthError::Listener)?,
+        let (listener, reused) = match (attended, reuse) {
+            (false, _) => (None, None),
+            (true, Some((bound, earlier))) => (Some(bound), Some(earlier)),
+            (true, None) => (
+                Some(
+                    io.bind_loopback(self.config.redirect_port)
+                        .map_err(AuthError::Listener)?,
+                ),
+                None,
             ),
         };
         let redirect_uri = match &listener {
@@ -724,6 +757,14 @@ impl OAuth {
         .or(self.config.scope.clone());
         params.client_id.clone_from(&self.config.client_id);
         params.client_secret.clone_from(&self.config.client_secret);
+        if let Some(earlier) = &reused {
+            params.client_id = Some(earlier.client_id.clone());
+            params.client_secret.clone_from(&earlier.client_secret);
+            params.registered_for = Some(earlier.token_endpoint.clone());
+            params
+                .registered_scope
+                .clone_from(&earlier.registered_scope);
+        }
         params
             .client_metadata_url
             .clone_from(&self.config.client_metadata_url);
@@ -755,9 +796,21 @@ impl OAuth {
                     flow.on_redirect(&query)
                 }
                 FlowStep::Done(done) => {
-                    return self.store_authorized(io, *done, key, lock.take()).await
+                    let registered = done.registered.then(|| redirect_uri.clone());
+                    return self
+                        .store_authorized(io, *done, key, registered, lock.take())
+                        .await;
                 }
-                FlowStep::Failed(e) => return Err(e.into()),
+                FlowStep::Failed(e) => {
+                    // The server no longer knows the client registered
+                    // earlier: the next flow registers a new one.
+                    if reused.is_some()
+                        && matches!(&e, FlowError::OAuth(OAuthError::Server { error, .. }) if error == "invalid_client")
+                    {
+                        self.forget_registration.store(true, Ordering::Relaxed);
+                    }
+                    return Err(e.into());
+                }
                 _ => return Err(OAuthError::Malformed("unknown flow step".into()).into()),
             };
         }
@@ -771,6 +824,7 @@ impl OAuth {
         io: &I,
         done: Authorized,
         key: Option<Arc<DpopKey>>,
+        redirect_uri: Option<String>,
         lock: Option<StoreLock>,
     ) -> Result<Token, AuthError> {
         let secret = match &done.client.auth {
@@ -787,6 +841,8 @@ impl OAuth {
             client_secret: secret,
             resource: done.resource,
             resource_indicator: Some(done.resource_indicator),
+            registered_scope: redirect_uri.as_ref().and(done.registered_scope),
+            redirect_uri,
             token_type: None,
             // Kept only with tokens the server bound to it.
             dpop_key: key
@@ -1114,6 +1170,17 @@ impl OAuth {
         let at = (*self.expiry.lock().unwrap_or_else(PoisonError::into_inner))?;
         Some(Duration::from_secs(at.saturating_sub(now_unix())))
     }
+}
+
+/// The port of a loopback redirect URI this client registered
+/// (`http://127.0.0.1:PORT/callback`), if it is one.
+fn registered_port(redirect_uri: &str) -> Option<u16> {
+    redirect_uri
+        .strip_prefix("http://127.0.0.1:")?
+        .strip_suffix("/callback")?
+        .parse()
+        .ok()
+        .filter(|p| *p != 0)
 }
 
 /// The credential stored tokens are presented as: `DPoP` or `Bearer`.

@@ -754,3 +754,68 @@ fn dpop_proves_each_token_request_and_takes_the_servers_nonce_once() {
         FlowStep::Failed(_)
     ));
 }
+
+#[test]
+fn a_client_registered_earlier_is_reused_at_its_server_only() {
+    // The same authorization server: straight to the browser, no
+    // registration, and the outcome says the client is a registered one.
+    let mut p = params();
+    p.client_id = Some("registered-1".into());
+    p.registered_for = Some(format!("{AS}/token"));
+    p.registered_scope = Some("mcp extra".into());
+    let (mut flow, step) = Flow::start(p.clone());
+    fetch(step);
+    fetch(flow.on_response(200, &prm()));
+    let FlowStep::Open(url) = flow.on_response(200, &asm(json!({}))) else {
+        panic!("expected the browser step")
+    };
+    assert!(url.contains("client_id=registered-1"), "{url}");
+    let token = fetch(flow.on_redirect("code=c&state=state-789"));
+    assert!(form_of(&token).contains("client_id=registered-1"));
+    match flow.on_response(
+        200,
+        &json(json!({"access_token": "at", "token_type": "Bearer"})),
+    ) {
+        FlowStep::Done(done) => assert!(done.registered),
+        other => panic!("{other:?}"),
+    }
+    // The resource moved to another authorization server: a registration
+    // there, never the old client id.
+    let (mut flow, step) = Flow::start(p);
+    fetch(step);
+    fetch(flow.on_response(200, &prm()));
+    let moved = json!({"token_endpoint": format!("{AS}/v2/token")});
+    let register = fetch(flow.on_response(200, &asm(moved)));
+    assert_eq!(&*register.url, format!("{AS}/register"));
+    // Asking for more than the registration did: a new registration.
+    let mut more = params();
+    more.client_id = Some("registered-1".into());
+    more.registered_for = Some(format!("{AS}/token"));
+    more.registered_scope = Some("extra".into());
+    let (mut flow, step) = Flow::start(more);
+    fetch(step);
+    fetch(flow.on_response(200, &prm()));
+    let register = fetch(flow.on_response(200, &asm(json!({}))));
+    assert_eq!(
+        &*register.url,
+        format!("{AS}/register"),
+        "mcp was not registered for"
+    );
+    // A pre-registered client is no registered one.
+    let mut p = params();
+    p.client_id = Some("configured".into());
+    let (mut flow, step) = Flow::start(p);
+    fetch(step);
+    fetch(flow.on_response(200, &prm()));
+    let FlowStep::Open(_) = flow.on_response(200, &asm(json!({}))) else {
+        panic!()
+    };
+    fetch(flow.on_redirect("code=c&state=state-789"));
+    match flow.on_response(
+        200,
+        &json(json!({"access_token": "at", "token_type": "Bearer"})),
+    ) {
+        FlowStep::Done(done) => assert!(!done.registered),
+        other => panic!("{other:?}"),
+    }
+}

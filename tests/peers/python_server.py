@@ -96,6 +96,13 @@ if args.auth:
     from auth_provider import InMemoryProvider
 
     provider = InMemoryProvider(args.access_ttl)
+    _register = provider.register_client
+
+    async def counted_register(client_info):
+        bump("registrations")
+        await _register(client_info)
+
+    provider.register_client = counted_register
     auth_kwargs = {
         "auth_server_provider": provider,
         "auth": AuthSettings(

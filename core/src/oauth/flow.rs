@@ -150,6 +150,16 @@ pub struct FlowParams {
     /// How tokens are granted: a person's authorization (the default) or
     /// one of the grants with nobody at hand.
     pub grant: Grant,
+    /// The client id and secret above were registered dynamically, earlier,
+    /// with the authorization server whose token endpoint this is, for
+    /// this flow's redirect URI: they are reused there (no new
+    /// registration), and ignored in favour of a new one anywhere else (the
+    /// resource moved to another authorization server).
+    pub registered_for: Option<String>,
+    /// The scope that earlier registration asked for: a flow asking for
+    /// more (a step-up) registers anew, since the server may hold the
+    /// client to it.
+    pub registered_scope: Option<String>,
     /// Sender-constrained tokens (DPoP, RFC 9449): every token request
     /// carries a proof from this prover (sent again once with the
     /// server's nonce when it asks for one), so the tokens are bound to
@@ -191,6 +201,8 @@ impl FlowParams {
             state: String::new(),
             client_assertion: None,
             grant: Grant::AuthorizationCode,
+            registered_for: None,
+            registered_scope: None,
             dpop: None,
         }
     }
@@ -251,6 +263,12 @@ pub struct Authorized {
     /// resource metadata's own `resource`, exactly as published (RFC 8707),
     /// to be sent again with every refresh.
     pub resource_indicator: String,
+    /// Whether the client was registered dynamically (now, or reused from
+    /// an earlier registration): it can be reused for the next flow to the
+    /// same authorization server with the same redirect URI.
+    pub registered: bool,
+    /// The scope the registration asked for (what a reuse may ask).
+    pub registered_scope: Option<String>,
 }
 
 #[derive(Debug)]
@@ -317,6 +335,10 @@ pub struct Flow {
     stage: Stage,
     /// The last discovery failure, reported when every URL failed.
     last: OAuthError,
+    /// Whether the client is a dynamically registered one, and the scope
+    /// it was registered for.
+    registered: bool,
+    registered_scope: Option<String>,
 }
 
 impl Flow {
@@ -335,6 +357,8 @@ impl Flow {
             only_404: true,
             stage: Stage::Over,
             last: OAuthError::Discovery("nothing to try".into()),
+            registered: false,
+            registered_scope: None,
             params,
         };
         let first = canonical_resource(&flow.params.server_url).and_then(|resource| {
@@ -412,7 +436,10 @@ impl Flow {
                 }
             }
             Stage::Register { asm, scope } => match parse_registration(status, body) {
-                Ok(client) => self.send_to_browser(asm, client, scope),
+                Ok(client) => {
+                    self.registered = true;
+                    self.send_to_browser(asm, client, scope)
+                }
                 Err(e) => self.fail(e.into()),
             },
             Stage::Exchange { asm, client, scope } => match parse_id_jag_response(status, body) {
@@ -462,6 +489,8 @@ impl Flow {
                         client,
                         resource: std::mem::take(&mut self.resource),
                         resource_indicator: std::mem::take(&mut self.indicator),
+                        registered: self.registered,
+                        registered_scope: self.registered_scope.take(),
                     }))
                 }
                 Err(e) => self.fail(e.into()),
@@ -665,8 +694,18 @@ impl Flow {
         };
         let asm = Box::new(asm);
         let methods = &asm.token_endpoint_auth_methods_supported;
-        if let Some(id) = &self.params.client_id {
+        // A registration is only good at the server it was made with.
+        // A registration is only good at the server it was made with, and
+        // for the scope it asked for.
+        let registered_here = self.params.registered_for.as_deref().map(|at| {
+            at == asm.token_endpoint
+                && within(scope.as_deref(), self.params.registered_scope.as_deref())
+        });
+        if let (Some(id), None | Some(true)) = (&self.params.client_id, registered_here) {
             let client = Client::with_secret(id, self.params.client_secret.as_deref(), methods);
+            self.registered = registered_here.is_some();
+            self.registered_scope
+                .clone_from(&self.params.registered_scope);
             return self.send_to_browser(asm, client, scope);
         }
         if let (Some(url), true) = (
@@ -686,6 +725,7 @@ impl Flow {
             &self.params.redirect_uri,
             scope.as_deref(),
         );
+        self.registered_scope.clone_from(&scope);
         self.stage = Stage::Register { asm, scope };
         FlowStep::Fetch(request)
     }
@@ -865,6 +905,16 @@ impl Flow {
     fn over(&mut self) -> FlowStep {
         self.fail(OAuthError::Malformed("the flow is over".into()).into())
     }
+}
+
+/// Whether every scope of `asked` is in `granted` (nothing asked: yes;
+/// something asked of a registration that named none: no).
+fn within(asked: Option<&str>, granted: Option<&str>) -> bool {
+    let granted: Vec<&str> = granted.unwrap_or("").split_whitespace().collect();
+    asked
+        .unwrap_or("")
+        .split_whitespace()
+        .all(|s| granted.contains(&s))
 }
 
 /// Space-separated scopes of `a` and `b`, each once, in order.
