@@ -80,10 +80,11 @@ pub trait Io: Clone + Send + Sync + 'static {
     /// and its port.
     fn bind_loopback(&self, port: u16) -> std::io::Result<(Self::Listener, u16)>;
 
-    /// Accepts one connection on `listener` before `until`, reads its
-    /// request head (to the blank line, at most 16 KiB, a few seconds at
-    /// most), writes `reply(head)` back and closes it; returns the head,
-    /// or `None` once `until` passed.
+    /// Waits until one connection on `listener` has sent a whole request
+    /// head (to the blank line, at most 16 KiB; connections are read side
+    /// by side, so a silent one holds up no other), writes `reply(head)`
+    /// back and closes it; returns the head, or `None` once `until`
+    /// passed. [`crate::loopback::Loopback`] does the work.
     fn serve_one(
         &self,
         listener: &Self::Listener,

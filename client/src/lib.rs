@@ -38,6 +38,7 @@
 
 mod dpop;
 pub mod drive;
+pub mod loopback;
 pub mod oauth;
 #[cfg(feature = "redis")]
 pub mod redis_store;

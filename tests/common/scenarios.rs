@@ -1060,19 +1060,25 @@ pub fn listening_stream_carries_session_messages<C: Mcp>() {
 /// loopback listener.
 pub fn browser(url: &str) {
     let url = url.to_owned();
-    std::thread::spawn(move || {
+    std::thread::spawn(move || follow_to_loopback(&url));
+}
+
+/// What a person's browser does with the authorization URL, on this
+/// thread: the server grants at once, the redirect goes to the loopback.
+fn follow_to_loopback(url: &str) {
+    {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .max_redirects(0)
             .http_status_as_error(false)
             .build()
             .into();
-        let response = agent.get(&url).call().expect("authorization endpoint");
+        let response = agent.get(url).call().expect("authorization endpoint");
         assert_eq!(response.status(), 302, "the server grants at once");
         let location = response.headers()["location"].to_str().unwrap().to_owned();
         assert!(location.starts_with("http://127.0.0.1:"), "{location}");
         let back = agent.get(&location).call().expect("loopback redirect");
         assert_eq!(back.status(), 200);
-    });
+    }
 }
 
 fn oauth_client<C: Mcp>(peer: &Peer, store: FileTokenStore) -> C {
@@ -1117,6 +1123,41 @@ pub fn forged_then_browser(url: &str) {
         let _ = agent.get(&forged).call().expect("the listener answers");
         browser(&url);
     });
+}
+
+/// Local processes (or a browser's speculative pre-connections) connect
+/// to the loopback listener first and say nothing, holding their
+/// connections open; then the person's browser comes back.
+pub fn silent_then_browser(url: &str) {
+    let url = url.to_owned();
+    std::thread::spawn(move || {
+        let redirect = url::Url::parse(&url)
+            .unwrap()
+            .query_pairs()
+            .find(|(k, _)| k == "redirect_uri")
+            .map(|(_, v)| v.into_owned())
+            .expect("redirect_uri");
+        let port = url::Url::parse(&redirect).unwrap().port().unwrap();
+        let silent: Vec<_> = (0..3)
+            .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect"))
+            .collect();
+        // Held open until the browser's redirect was answered.
+        follow_to_loopback(&url);
+        drop(silent);
+    });
+}
+
+/// The loopback listener reads its connections side by side: three silent
+/// ones held open for longer than the whole redirect wait (3 s here) do
+/// not keep the browser's redirect out.
+pub fn oauth_listener_not_held_by_silent_connections<C: Mcp>() {
+    let peer = Peer::start(Kind::PythonAuth { access_ttl: 3600.0 });
+    let mut config = OAuthConfig::new(mcp_recovery::client::oauth::MemoryTokenStore::default());
+    config.redirect_timeout = Duration::from_secs(3);
+    let c: C = builder(&peer).oauth(config).build().expect("client");
+    c.authorize(silent_then_browser)
+        .expect("authorized past the silent connections");
+    op(&c, "tools/call");
 }
 
 fn stored(path: &std::path::Path) -> StoredTokens {
@@ -1505,6 +1546,10 @@ macro_rules! scenario_tests {
         #[test]
         fn oauth_enterprise_id_token_to_id_jag_to_token_against_the_python_sdk() {
             oauth_enterprise_managed::<$c>();
+        }
+        #[test]
+        fn oauth_redirect_listener_is_not_held_by_silent_connections() {
+            oauth_listener_not_held_by_silent_connections::<$c>();
         }
         #[test]
         fn oauth_16_callers_on_an_expired_token_share_one_refresh() {

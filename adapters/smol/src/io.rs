@@ -7,12 +7,10 @@ use crate::http::{Body as HttpBody, Http};
 use async_io::Timer;
 use event_listener::EventListener;
 use futures_lite::future;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use mcp_recovery_client::drive::{Body, Exchange, Io, Response};
+use mcp_recovery_client::loopback::{self, Loopback};
 use mcp_recovery_client::{CancelHandle, Settings};
-use mcp_recovery_core::oauth::redirect_head_done;
 use mcp_recovery_core::{FailureKind, TransportFailure};
-use smol::net::TcpListener;
 use std::future::Future;
 use std::io;
 use std::time::{Duration, Instant};
@@ -86,46 +84,29 @@ impl Io for Http {
         Ok(())
     }
 
-    type Listener = TcpListener;
+    type Listener = Loopback;
 
-    fn bind_loopback(&self, port: u16) -> io::Result<(TcpListener, u16)> {
-        let listener = std::net::TcpListener::bind(("127.0.0.1", port))?;
-        let listener = TcpListener::try_from(listener)?;
-        let port = listener.local_addr()?.port();
-        Ok((listener, port))
+    fn bind_loopback(&self, port: u16) -> io::Result<(Loopback, u16)> {
+        Loopback::bind(port)
     }
 
+    /// Polls the listener (non-blocking, every few milliseconds) until a
+    /// request head is in, or `until`.
     async fn serve_one(
         &self,
-        listener: &TcpListener,
+        listener: &Loopback,
         until: Instant,
         reply: fn(&[u8]) -> Vec<u8>,
     ) -> io::Result<Option<Vec<u8>>> {
-        let accepted = future::or(async { Some(listener.accept().await) }, async {
-            Timer::at(until).await;
-            None
-        });
-        let Some(accepted) = accepted.await else {
-            return Ok(None);
-        };
-        let (mut stream, _) = accepted?;
-        let mut head = Vec::new();
-        let mut chunk = [0u8; 1024];
-        // Never past the flow's own deadline.
-        let read_until = until.min(Instant::now() + Duration::from_secs(5));
-        while !redirect_head_done(&head) {
-            let read = future::or(async { Some(stream.read(&mut chunk).await) }, async {
-                Timer::at(read_until).await;
-                None
-            });
-            match read.await {
-                Some(Ok(n)) if n > 0 => head.extend_from_slice(&chunk[..n]),
-                _ => break,
+        loop {
+            if let Some(head) = listener.poll(reply)? {
+                return Ok(Some(head));
             }
+            if Instant::now() >= until {
+                return Ok(None);
+            }
+            Timer::after(loopback::POLL).await;
         }
-        // The browser may have gone: its page is all that is lost.
-        let _ = stream.write_all(&reply(&head)).await;
-        Ok(Some(head))
     }
 }
 

@@ -12,14 +12,13 @@
 
 use event_listener::{EventListener, Listener};
 use mcp_recovery_client::drive::{Body, Exchange, Io, Response};
+use mcp_recovery_client::loopback::{self, Loopback};
 use mcp_recovery_client::CancelHandle;
 use mcp_recovery_client::Settings;
-use mcp_recovery_core::oauth::redirect_head_done;
 use mcp_recovery_core::{FailureKind, HttpRequest, TransportFailure};
 use std::cell::RefCell;
 use std::future::Future;
-use std::io::{self, Read, Write};
-use std::net::TcpListener;
+use std::io::{self, Read};
 use std::time::{Duration, Instant};
 use ureq::http::Request;
 use ureq::unversioned::transport::time::Duration as Wait;
@@ -238,20 +237,15 @@ impl Io for Ureq {
             .map_err(|e| e.to_string())
     }
 
-    type Listener = TcpListener;
+    type Listener = Loopback;
 
-    fn bind_loopback(&self, port: u16) -> io::Result<(TcpListener, u16)> {
-        let listener = TcpListener::bind(("127.0.0.1", port))?;
-        // Polled, so the wait can end at its deadline (std has no accept
-        // timeout).
-        listener.set_nonblocking(true)?;
-        let port = listener.local_addr()?.port();
-        Ok((listener, port))
+    fn bind_loopback(&self, port: u16) -> io::Result<(Loopback, u16)> {
+        Loopback::bind(port)
     }
 
     fn serve_one(
         &self,
-        listener: &TcpListener,
+        listener: &Loopback,
         until: Instant,
         reply: fn(&[u8]) -> Vec<u8>,
     ) -> impl Future<Output = io::Result<Option<Vec<u8>>>> + Send {
@@ -291,43 +285,21 @@ impl UreqBody {
 }
 
 /// Accepts one connection before `until`, reads its head, answers it.
+/// Polls the listener until a request head is in, or `until`.
 fn serve_one(
-    listener: &TcpListener,
+    listener: &Loopback,
     until: Instant,
     reply: fn(&[u8]) -> Vec<u8>,
 ) -> io::Result<Option<Vec<u8>>> {
-    let mut stream = loop {
-        match listener.accept() {
-            Ok((stream, _)) => break stream,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if Instant::now() >= until {
-                    return Ok(None);
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => return Err(e),
+    loop {
+        if let Some(head) = listener.poll(reply)? {
+            return Ok(Some(head));
         }
-    };
-    stream.set_nonblocking(false)?;
-    // A client that connects and says nothing holds the listener no longer
-    // than 5 s, and never past the flow's own deadline.
-    let read_until = until.min(Instant::now() + Duration::from_secs(5));
-    let mut head = Vec::new();
-    let mut chunk = [0u8; 1024];
-    while !redirect_head_done(&head) {
-        let left = read_until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
+        if Instant::now() >= until {
+            return Ok(None);
         }
-        stream.set_read_timeout(Some(left))?;
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => head.extend_from_slice(&chunk[..n]),
-        }
+        std::thread::sleep(loopback::POLL);
     }
-    // The browser may have gone: its page is all that is lost.
-    let _ = stream.write_all(&reply(&head));
-    Ok(Some(head))
 }
 
 fn build(request: &HttpRequest) -> Result<Request<&[u8]>, String> {
