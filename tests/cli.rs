@@ -215,7 +215,38 @@ fn bad_input_exits_2_and_sends_nothing() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.set_nonblocking(true).expect("nonblocking");
     let url = format!("http://{}/mcp", listener.local_addr().expect("addr"));
+    // A client key that is no P-256 key (its text must never be echoed),
+    // and one that is not there.
+    let key = std::env::temp_dir().join(format!("mcpr-bad-key-{}.pem", std::process::id()));
+    std::fs::write(
+        &key,
+        "-----BEGIN PRIVATE KEY-----\nsecret-value\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let key = key.to_str().unwrap();
+    let oauth_key: &[&str] = &[
+        "--url",
+        &url,
+        "--oauth",
+        "--oauth-client-id",
+        "svc",
+        "--oauth-client-key",
+        key,
+        "ping",
+    ];
+    let no_key: &[&str] = &[
+        "--url",
+        &url,
+        "--oauth",
+        "--oauth-client-id",
+        "svc",
+        "--oauth-client-key",
+        "/nonexistent/key.pem",
+        "ping",
+    ];
     let cases: &[&[&str]] = &[
+        oauth_key,
+        no_key,
         &["--url", &url, "call", "echo", "{not json"],
         &["--url", &url, "call", "echo", "[1, 2]"],
         &["--url", &url, "prompt", "greet", "\"Ada\""],
@@ -241,6 +272,7 @@ fn bad_input_exits_2_and_sends_nothing() {
             );
         }
     }
+    let _ = std::fs::remove_file(key);
     match listener.accept() {
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
         other => panic!("bad input reached the server: {other:?}"),

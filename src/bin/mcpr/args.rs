@@ -134,6 +134,19 @@ pub struct OAuthArgs {
     #[arg(long, global = true, requires = "oauth_client_secret")]
     pub oauth_client_credentials: bool,
 
+    /// Authorize as the client itself (the client credentials grant) with
+    /// a signed JWT instead of a secret: the P-256 private key (PKCS#8
+    /// PEM) in PATH signs an ES256 assertion per token request
+    /// (private_key_jwt); needs --oauth-client-id; no browser
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        requires = "oauth_client_id",
+        conflicts_with_all = ["oauth_client_credentials", "oauth_client_secret"]
+    )]
+    pub oauth_client_key: Option<std::path::PathBuf>,
+
     /// Bind the tokens to a key of this client's (DPoP, RFC 9449): a
     /// stolen token is useless without the key, kept with the tokens
     #[arg(long, global = true, requires = "oauth")]

@@ -135,21 +135,21 @@ pub fn config(url: &str, args: &OAuthArgs, opener: Opener) -> Result<OAuthConfig
         let key = format!("mcpr:tokens:{}", sanitize(url));
         let store = RedisTokenStore::new(redis, key)
             .map_err(|e| Failure::new(Exit::NeedsReauth, "token store", e.to_string()))?;
-        return Ok(settings(OAuthConfig::new(store), args, opener));
+        return settings(OAuthConfig::new(store), args, opener);
     }
     let path = match &args.token_file {
         Some(p) => p.clone(),
         None => default_token_file(url)?,
     };
-    Ok(settings(
-        OAuthConfig::new(FileTokenStore::new(path)),
-        args,
-        opener,
-    ))
+    settings(OAuthConfig::new(FileTokenStore::new(path)), args, opener)
 }
 
 /// `args` applied to `config`.
-pub fn settings(mut config: OAuthConfig, args: &OAuthArgs, opener: Opener) -> OAuthConfig {
+pub fn settings(
+    mut config: OAuthConfig,
+    args: &OAuthArgs,
+    opener: Opener,
+) -> Result<OAuthConfig, Failure> {
     config.client_name = "mcpr".into();
     match (&args.oauth_client_id, &args.oauth_client_secret) {
         (Some(id), Some(secret)) if args.oauth_client_credentials => {
@@ -160,6 +160,13 @@ pub fn settings(mut config: OAuthConfig, args: &OAuthArgs, opener: Opener) -> OA
     }
     if let Some(scope) = &args.oauth_scope {
         config = config.scope(scope);
+    }
+    if let (Some(path), Some(id)) = (&args.oauth_client_key, &args.oauth_client_id) {
+        let pem = std::fs::read_to_string(path)
+            .map_err(|e| Failure::input(format!("cannot read {}: {e}", path.display())))?;
+        config = config
+            .client_credentials_jwt(id, &pem)
+            .map_err(|e| Failure::input(format!("{}: {e}", path.display())))?;
     }
     if args.oauth_dpop {
         config = config.dpop();
@@ -179,7 +186,7 @@ pub fn settings(mut config: OAuthConfig, args: &OAuthArgs, opener: Opener) -> OA
     if opener == Opener::Follow {
         config.redirect_timeout = FOLLOW_TIMEOUT;
     }
-    config
+    Ok(config)
 }
 
 /// `$XDG_CONFIG_HOME/mcpr/tokens-<host_port_path>.json` (or under

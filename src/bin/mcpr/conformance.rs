@@ -164,6 +164,7 @@ fn oauth_config(scenario: &str) -> Result<OAuthConfig, Failure> {
         oauth_client_credentials: scenario.starts_with("auth/client-credentials-")
             && field("client_secret").is_some(),
         // Sender-constrained tokens where the scenario is about them.
+        oauth_client_key: None,
         oauth_dpop: scenario.starts_with("auth/dpop"),
         oauth_jwt_bearer_file: None,
         oauth_id_token_file: None,
@@ -174,7 +175,7 @@ fn oauth_config(scenario: &str) -> Result<OAuthConfig, Failure> {
     // would be asked (no tokens, a refused refresh, a 403 step-up), with
     // the server's challenge at hand (its resource_metadata and scope).
     let config = config.opener(|url| Opener::Follow.open(url));
-    let mut config = auth::settings(config, &args, Opener::Follow);
+    let mut config = auth::settings(config, &args, Opener::Follow)?;
     config.client_name = "mcpr-conformance".into();
     // A signed JWT instead of a secret (private_key_jwt), where the runner
     // gives the key.
