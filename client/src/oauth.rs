@@ -694,9 +694,7 @@ impl OAuth {
         let outcome = self
             .run_flow(io, limits, challenge, open, step_up, &mut lock)
             .await;
-        if let Some(l) = lock {
-            io.blocking(move || drop(l)).await;
-        }
+        release(io, lock).await;
         outcome
     }
 
@@ -979,18 +977,10 @@ impl OAuth {
             Err(RefreshError::NeedsReauth(_)) if self.config.grant.unattended() => self
                 .authorize_under(io, limits, challenge, &|_| {}, false, guard.take())
                 .await
-                .map_err(|e| match e {
-                    AuthError::OAuth(o) if o.needs_reauth() => {
-                        RefreshError::NeedsReauth(o.to_string())
-                    }
-                    other => RefreshError::Failed(other.to_string()),
-                }),
+                .map_err(grant_failed),
             other => other,
         };
-        // Releasing may talk to the store: off the caller's path.
-        if let Some(g) = guard {
-            io.blocking(move || drop(g)).await;
-        }
+        release(io, guard).await;
         outcome
     }
 
@@ -1087,12 +1077,7 @@ impl OAuth {
                 Err(RefreshError::NeedsReauth(_)) if step_up => self
                     .unattended(io, limits, challenge)
                     .await
-                    .map_err(|e| match e {
-                        AuthError::OAuth(o) if o.needs_reauth() => {
-                            RefreshError::NeedsReauth(o.to_string())
-                        }
-                        other => RefreshError::Failed(other.to_string()),
-                    }),
+                    .map_err(grant_failed),
                 other => other,
             };
         }
@@ -1169,6 +1154,23 @@ impl OAuth {
     pub fn expires_in(&self) -> Option<Duration> {
         let at = (*self.expiry.lock().unwrap_or_else(PoisonError::into_inner))?;
         Some(Duration::from_secs(at.saturating_sub(now_unix())))
+    }
+}
+
+/// A failed grant with nobody at hand: refused (a person, or new
+/// credentials, must step in), or failed on the way.
+fn grant_failed(e: AuthError) -> RefreshError {
+    match e {
+        AuthError::OAuth(o) if o.needs_reauth() => RefreshError::NeedsReauth(o.to_string()),
+        other => RefreshError::Failed(other.to_string()),
+    }
+}
+
+/// Releases a store lock, if held. Releasing may talk to the store (Redis):
+/// off the caller's path.
+async fn release<I: Io>(io: &I, lock: Option<StoreLock>) {
+    if let Some(l) = lock {
+        io.blocking(move || drop(l)).await;
     }
 }
 

@@ -1103,18 +1103,23 @@ fn token_file(peer: &Peer) -> std::path::PathBuf {
     dir.join("tokens.json")
 }
 
+/// The `redirect_uri` an authorization URL names.
+fn redirect_uri(authorization_url: &str) -> String {
+    url::Url::parse(authorization_url)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "redirect_uri")
+        .map(|(_, v)| v.into_owned())
+        .expect("redirect_uri")
+}
+
 /// A local process reaching the loopback listener first with a forged
 /// redirect (another `state`), then the person's browser: the forged one
 /// must be ignored, never end the flow.
 pub fn forged_then_browser(url: &str) {
     let url = url.to_owned();
     std::thread::spawn(move || {
-        let redirect = url::Url::parse(&url)
-            .unwrap()
-            .query_pairs()
-            .find(|(k, _)| k == "redirect_uri")
-            .map(|(_, v)| v.into_owned())
-            .expect("redirect_uri");
+        let redirect = redirect_uri(&url);
         let forged = format!("{redirect}?code=attacker-code&state=forged");
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -1131,12 +1136,7 @@ pub fn forged_then_browser(url: &str) {
 pub fn silent_then_browser(url: &str) {
     let url = url.to_owned();
     std::thread::spawn(move || {
-        let redirect = url::Url::parse(&url)
-            .unwrap()
-            .query_pairs()
-            .find(|(k, _)| k == "redirect_uri")
-            .map(|(_, v)| v.into_owned())
-            .expect("redirect_uri");
+        let redirect = redirect_uri(&url);
         let port = url::Url::parse(&redirect).unwrap().port().unwrap();
         let silent: Vec<_> = (0..3)
             .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect"))

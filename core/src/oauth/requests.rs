@@ -140,10 +140,22 @@ pub fn refresh_request(
     resource: Option<&str>,
     scope: Option<&str>,
 ) -> HttpRequest {
-    let mut pairs = vec![
+    let pairs = vec![
         ("grant_type", "refresh_token"),
         ("refresh_token", refresh_token.header_value()),
     ];
+    grant_request(token_endpoint, client, pairs, resource, scope)
+}
+
+/// A token request for a grant: its own `pairs`, then the `resource`
+/// indicator (RFC 8707) and the scope when given.
+fn grant_request<'a>(
+    token_endpoint: &str,
+    client: &Client,
+    mut pairs: Vec<(&'a str, &'a str)>,
+    resource: Option<&'a str>,
+    scope: Option<&'a str>,
+) -> HttpRequest {
     if let Some(r) = resource {
         pairs.push(("resource", r));
     }
@@ -161,14 +173,8 @@ pub fn client_credentials_request(
     resource: Option<&str>,
     scope: Option<&str>,
 ) -> HttpRequest {
-    let mut pairs = vec![("grant_type", "client_credentials")];
-    if let Some(r) = resource {
-        pairs.push(("resource", r));
-    }
-    if let Some(s) = scope {
-        pairs.push(("scope", s));
-    }
-    token_request(token_endpoint, client, pairs)
+    let pairs = vec![("grant_type", "client_credentials")];
+    grant_request(token_endpoint, client, pairs, resource, scope)
 }
 
 /// The grant type of a JWT bearer assertion (RFC 7523 §2.1).
@@ -188,14 +194,8 @@ pub fn jwt_bearer_request(
     resource: Option<&str>,
     scope: Option<&str>,
 ) -> HttpRequest {
-    let mut pairs = vec![("grant_type", JWT_BEARER), ("assertion", assertion)];
-    if let Some(r) = resource {
-        pairs.push(("resource", r));
-    }
-    if let Some(s) = scope {
-        pairs.push(("scope", s));
-    }
-    token_request(token_endpoint, client, pairs)
+    let pairs = vec![("grant_type", JWT_BEARER), ("assertion", assertion)];
+    grant_request(token_endpoint, client, pairs, resource, scope)
 }
 
 /// Token exchange (RFC 8693) at the enterprise's identity provider: the
