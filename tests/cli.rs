@@ -749,38 +749,70 @@ fn processes_refresh_once(store: &[&str], before_start: impl FnOnce()) {
     peer.hook("/test/expire-access");
     let before = peer.refreshes();
     before_start();
+    let answered = eight_processes(&config, Some("follow"), |i| {
+        let mut args = vec!["--url".to_owned(), url.clone(), "--oauth".to_owned()];
+        args.extend(store.iter().map(|s| s.to_string()));
+        args.extend(["call", "echo"].map(String::from));
+        args.push(format!(r#"{{"text": "p{i}"}}"#));
+        args.extend(["--repeat", "4"].map(String::from));
+        args
+    })
+    .into_iter()
+    .enumerate()
+    .map(|(i, (stdout, stderr))| {
+        assert!(
+            !stderr.contains(FLOW),
+            "process {i} authorized again: {stderr}"
+        );
+        answered_by(&stdout, &format!("p{i}"))
+    })
+    .sum::<usize>();
+    assert_eq!(answered, 32);
+    assert_eq!(peer.refreshes() - before, 1, "one refresh grant for all");
+    let _ = std::fs::remove_dir_all(&config);
+}
+
+/// Starts eight `mcpr` processes at once (`args(i)` for the i-th), with
+/// `$XDG_CONFIG_HOME` at `config` and `MCPR_OAUTH_OPEN` at `open`; each must
+/// exit 0. Their stdout and stderr, in order.
+fn eight_processes(
+    config: &Path,
+    open: Option<&str>,
+    args: impl Fn(usize) -> Vec<String>,
+) -> Vec<(String, String)> {
     let children: Vec<Child> = (0..8)
         .map(|i| {
-            let text = format!(r#"{{"text": "p{i}"}}"#);
-            let mut args = vec!["--url", &url, "--oauth"];
-            args.extend_from_slice(store);
-            args.extend_from_slice(&["call", "echo", &text, "--repeat", "4"]);
-            command(&args)
-                .env("XDG_CONFIG_HOME", &config)
-                .env("MCPR_OAUTH_OPEN", "follow")
-                .stdout(Stdio::piped())
+            let args = args(i);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let mut c = command(&args);
+            c.env("XDG_CONFIG_HOME", config);
+            if let Some(o) = open {
+                c.env("MCPR_OAUTH_OPEN", o);
+            }
+            c.stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
                 .expect("start mcpr")
         })
         .collect();
-    let mut answered = 0;
-    for (i, child) in children.into_iter().enumerate() {
-        let out = child.wait_with_output().expect("mcpr ends");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(0), "process {i}: {stderr}");
-        assert!(
-            !stderr.contains(FLOW),
-            "process {i} authorized again: {stderr}"
-        );
-        answered += String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| l.ends_with(&format!(": p{i}")))
-            .count();
-    }
-    assert_eq!(answered, 32);
-    assert_eq!(peer.refreshes() - before, 1, "one refresh grant for all");
-    let _ = std::fs::remove_dir_all(&config);
+    children
+        .into_iter()
+        .enumerate()
+        .map(|(i, child)| {
+            let out = child.wait_with_output().expect("mcpr ends");
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert_eq!(out.status.code(), Some(0), "process {i}: {stderr}");
+            (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+        })
+        .collect()
+}
+
+/// The `--repeat` lines of `stdout` that answered `text`.
+fn answered_by(stdout: &str, text: &str) -> usize {
+    stdout
+        .lines()
+        .filter(|l| l.ends_with(&format!(": {text}")))
+        .count()
 }
 
 #[test]
@@ -844,47 +876,36 @@ fn processes_sharing_a_token_file_run_an_unattended_grant_once() {
         .expect("id token body");
     std::fs::write(&id_token, sso).unwrap();
     let idp = format!("http://127.0.0.1:{}/idp/token", peer.port);
+    let id_token = id_token.to_str().unwrap().to_owned();
     let wave = || {
-        let children: Vec<Child> = (0..8)
-            .map(|i| {
-                let text = format!(r#"{{"text": "e{i}"}}"#);
-                command(&[
-                    "--url",
-                    &url,
-                    "--oauth",
-                    "--oauth-client-id",
-                    "enterprise-client",
-                    "--oauth-client-secret",
-                    "enterprise-secret",
-                    "--oauth-id-token-file",
-                    id_token.to_str().unwrap(),
-                    "--oauth-idp-token-url",
-                    &idp,
-                    "--oauth-idp-client-id",
-                    "idp-client",
-                    "call",
-                    "echo",
-                    &text,
-                    "--repeat",
-                    "4",
-                ])
-                .env("XDG_CONFIG_HOME", &config)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start mcpr")
-            })
-            .collect();
+        let outputs = eight_processes(&config, None, |i| {
+            [
+                "--url",
+                &url,
+                "--oauth",
+                "--oauth-client-id",
+                "enterprise-client",
+                "--oauth-client-secret",
+                "enterprise-secret",
+                "--oauth-id-token-file",
+                &id_token,
+                "--oauth-idp-token-url",
+                &idp,
+                "--oauth-idp-client-id",
+                "idp-client",
+                "call",
+                "echo",
+                &format!(r#"{{"text": "e{i}"}}"#),
+                "--repeat",
+                "4",
+            ]
+            .map(String::from)
+            .to_vec()
+        });
         let mut answered = 0;
-        for (i, child) in children.into_iter().enumerate() {
-            let out = child.wait_with_output().expect("mcpr ends");
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(out.status.code(), Some(0), "process {i}: {stderr}");
+        for (i, (stdout, stderr)) in outputs.into_iter().enumerate() {
             assert!(!stderr.contains("enterprise-secret"), "{stderr}");
-            answered += String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .filter(|l| l.ends_with(&format!(": e{i}")))
-                .count();
+            answered += answered_by(&stdout, &format!("e{i}"));
         }
         assert_eq!(answered, 32);
     };
