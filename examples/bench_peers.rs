@@ -29,21 +29,32 @@
 //! 6. Over stdio (`stdio`): the same 1 000 calls with the Python peer as
 //!    each client's child process, and the time from a crash of the child
 //!    to the next call's result.
+//! 7. Over TLS (`tls`): the comparison of (1) against the Python peer
+//!    serving HTTPS (a CA of its own, which every client is made to trust),
+//!    with kept connections and with a fresh connection per request (the
+//!    peer answers `Connection: close`), on loopback and through a proxy
+//!    adding 10 ms each way; TCP connections counted at the proxy, TLS
+//!    handshakes (full or resumed) at the peer.
 //!
 //! Run: `cargo run --release --features ureq,smol --example bench_peers`
-//! (scripts/bench.sh runs it). `BENCH_CALLS` sets the call count of (1);
-//! `BENCH_ONLY=clients,recovery,herd,wires,cancel,stdio` picks parts.
+//! (scripts/bench.sh runs it). `BENCH_CALLS` sets the call count of (1),
+//! (6) and (7) (a tenth of it through the delay proxy, where a call is
+//! round trips and varies little);
+//! `BENCH_ONLY=clients,recovery,herd,wires,cancel,stdio,tls` picks parts.
 //!
 //! The program re-runs itself as `bench_peers child calls ureq|smol URL N`
-//! for our clients' processes.
+//! for our clients' processes (`BENCH_CA_FILE`: trust only that CA).
 
 #[path = "../benches/common/peer.rs"]
 mod peer;
+#[path = "../benches/common/proxy.rs"]
+mod proxy;
 
 use mcp_recovery::client::stdio::StdioCommand;
 use mcp_recovery::core::{Action, Protocol};
 use mcp_recovery::{blocking, smol as smol_client};
 use peer::{median, Peer};
+use proxy::Proxy;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -120,6 +131,194 @@ fn main() {
     }
     if run("stdio") {
         stdio(calls);
+    }
+    if run("tls") {
+        tls(calls);
+    }
+}
+
+// ---------------------------------------------------------------- 7.
+
+/// One client process's run over TLS: the loop's wall and CPU seconds, the
+/// TCP connections the proxy accepted and the TLS handshakes the server
+/// completed (and of those, resumed) over the whole process (connect, 20
+/// warm-up calls, the loop, close).
+#[derive(Clone, Copy)]
+struct TlsRun {
+    wall: f64,
+    cpu: f64,
+    connections: f64,
+    handshakes: f64,
+    resumed: f64,
+}
+
+/// TLS handshakes a `Peer::python_tls` server completed so far, and how
+/// many of them resumed a session (`tls_peer.py`'s `/tls-stats`). Read
+/// straight from the peer (not through the proxy, so the proxy's count is
+/// the clients' alone) with a new agent each time: one full handshake per
+/// read, counted in the figures the read returns.
+fn tls_stats(peer: &Peer) -> (u64, u64) {
+    let ca = ureq::tls::Certificate::from_pem(peer.ca_pem().as_bytes()).expect("CA PEM");
+    let roots = ureq::tls::RootCerts::Specific(Arc::new(vec![ca]));
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build())
+        .build()
+        .into();
+    let body = agent
+        .get(format!("https://127.0.0.1:{}/tls-stats", peer.port))
+        .call()
+        .expect("tls-stats")
+        .body_mut()
+        .read_to_string()
+        .expect("tls-stats body");
+    let v: Value = serde_json::from_str(&body).expect("tls-stats json");
+    let n = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}"));
+    (n("handshakes"), n("resumed"))
+}
+
+/// Every client `rounds` times, alternating, `calls` calls each, through
+/// `proxy` to the TLS `peer`; per client, per round.
+fn tls_rounds(
+    tag: &str,
+    peer: &Peer,
+    proxy: &Proxy,
+    calls: usize,
+    rounds: usize,
+) -> Vec<Vec<TlsRun>> {
+    let url = peer.url_at(proxy.port);
+    let ca = peer.ca_file();
+    let mut results = vec![vec![]; CLIENTS.len()];
+    for round in 0..rounds {
+        for (i, which) in CLIENTS.iter().enumerate() {
+            let mut cmd = client_command(which, &url, calls);
+            // How each client is told to trust the peer's CA: the Python
+            // one builds its httpx client with it (py_client.py), Node adds
+            // it to its roots, ours read it in `child`.
+            cmd.env("BENCH_CA_FILE", &ca)
+                .env("NODE_EXTRA_CA_CERTS", &ca);
+            let (conns, stats) = (proxy.connections(), tls_stats(peer));
+            let v = run_json(cmd);
+            let (conns_after, stats_after) = (proxy.connections(), tls_stats(peer));
+            let f = |k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} in {v}"));
+            let r = TlsRun {
+                wall: f("wall_s"),
+                cpu: f("cpu_s"),
+                connections: (conns_after - conns) as f64,
+                // The second read's own handshake is not the client's.
+                handshakes: (stats_after.0 - stats.0 - 1) as f64,
+                resumed: (stats_after.1 - stats.1) as f64,
+            };
+            eprintln!(
+                "{tag}round {round}: {which}: wall {:.3} s, cpu {:.3} s, {} connections, \
+                 {} handshakes ({} resumed)",
+                r.wall, r.cpu, r.connections, r.handshakes, r.resumed
+            );
+            results[i].push(r);
+        }
+    }
+    results
+}
+
+/// Medians over rounds, per client.
+fn tls_medians(results: &[Vec<TlsRun>]) -> Vec<TlsRun> {
+    results
+        .iter()
+        .map(|runs| {
+            let m = |k: fn(&TlsRun) -> f64| median(&runs.iter().map(k).collect::<Vec<_>>());
+            TlsRun {
+                wall: m(|r| r.wall),
+                cpu: m(|r| r.cpu),
+                connections: m(|r| r.connections),
+                handshakes: m(|r| r.handshakes),
+                resumed: m(|r| r.resumed),
+            }
+        })
+        .collect()
+}
+
+/// Over TLS: `calls` sequential echo calls per client on loopback, then a
+/// tenth of that through a proxy adding 10 ms each way; each with the
+/// connections kept (the peer as it is) and with a fresh connection per
+/// request (the peer answers every request with `Connection: close`).
+fn tls(calls: usize) {
+    // Through the delay proxy a call costs one to three round trips of
+    // 20 ms and hardly varies: a tenth of the calls keeps the part short.
+    let far_calls = (calls / 10).max(1);
+    let networks = [
+        (
+            "loopback (through a counting proxy that adds no delay)",
+            std::time::Duration::ZERO,
+            calls,
+            2,
+        ),
+        (
+            "through a delay proxy: +10 ms each way (~20 ms round trip)",
+            std::time::Duration::from_millis(10),
+            far_calls,
+            1,
+        ),
+    ];
+    for (network, one_way, n, rounds) in networks {
+        println!(
+            "\n## Over TLS, {network}: {n} sequential tools/call \"echo\", Python peer \
+             (mcp 2.3.0, SSE mode, HTTPS), median of {rounds} round(s)\n"
+        );
+        println!(
+            "Connections and handshakes: the whole client process (connect, 20 warm-up \
+             calls, the {n} calls, close); TCP connections counted at the proxy, TLS \
+             handshakes (resumed ones in brackets) at the server.\n"
+        );
+        let mut by_mode = Vec::new();
+        for (close, mode) in [
+            (false, "connections kept (the peer as it is)"),
+            (
+                true,
+                "a fresh connection per request (the peer answers `Connection: close`)",
+            ),
+        ] {
+            let peer = Peer::python_tls(close);
+            let proxy = Proxy::start(peer.port, one_way);
+            let tag = format!(
+                "tls {}ms {}: ",
+                one_way.as_millis(),
+                if close { "fresh" } else { "kept" }
+            );
+            let m = tls_medians(&tls_rounds(&tag, &peer, &proxy, n, rounds));
+            println!("### {mode}\n");
+            println!("| client | wall | per call | wall vs Python | client CPU (user+sys) | CPU per call | **CPU vs Python** | TCP connections | TLS handshakes (resumed) |");
+            println!("|---|---|---|---|---|---|---|---|---|");
+            for (which, r) in CLIENTS.iter().zip(&m) {
+                println!(
+                    "| {which} | {:.2} s | {:.2} ms | {:.2}× | {:.3} s | {:.0} µs | **{:.3}×** | {:.0} | {:.0} ({:.0}) |",
+                    r.wall,
+                    r.wall / n as f64 * 1e3,
+                    r.wall / m[0].wall,
+                    r.cpu,
+                    r.cpu / n as f64 * 1e6,
+                    r.cpu / m[0].cpu,
+                    r.connections,
+                    r.handshakes,
+                    r.resumed
+                );
+            }
+            println!();
+            by_mode.push(m);
+        }
+        println!("### What a fresh connection per request costs, per call\n");
+        println!("| client | wall per call, kept → fresh | **fresh / kept** | CPU per call, kept → fresh | **fresh / kept** |");
+        println!("|---|---|---|---|---|");
+        for (i, which) in CLIENTS.iter().enumerate() {
+            let (k, f) = (by_mode[0][i], by_mode[1][i]);
+            println!(
+                "| {which} | {:.2} → {:.2} ms | **{:.2}×** | {:.0} → {:.0} µs | **{:.2}×** |",
+                k.wall / n as f64 * 1e3,
+                f.wall / n as f64 * 1e3,
+                f.wall / k.wall,
+                k.cpu / n as f64 * 1e6,
+                f.cpu / n as f64 * 1e6,
+                f.cpu / k.cpu
+            );
+        }
     }
 }
 
@@ -498,12 +697,20 @@ fn child(args: &[String]) {
     };
     assert_eq!(mode, "calls");
     let n: usize = n.parse().expect("N");
+    // An HTTPS peer's private CA (part `tls`): trusted alone, as an
+    // application pinning its server's CA would.
+    let ca = std::env::var_os("BENCH_CA_FILE")
+        .map(|f| std::fs::read_to_string(&f).unwrap_or_else(|e| panic!("{f:?}: {e}")));
     let (wall, cpu) = match which.as_str() {
         "ureq" => {
             // The handshake wire, as the official clients speak it here.
             let c = match url.strip_prefix("stdio:") {
                 Some(line) => blocking::Client::stdio(StdioCommand::parse(line).expect("command")),
                 None => blocking::Client::builder(url),
+            };
+            let c = match &ca {
+                Some(pem) => c.tls_roots_pem(pem),
+                None => c,
             }
             .protocol(Protocol::Legacy)
             .build()
@@ -526,6 +733,10 @@ fn child(args: &[String]) {
                     smol_client::Client::stdio(StdioCommand::parse(line).expect("command"))
                 }
                 None => smol_client::Client::builder(url),
+            };
+            let c = match &ca {
+                Some(pem) => c.tls_roots_pem(pem),
+                None => c,
             }
             .protocol(Protocol::Legacy)
             .build()

@@ -6,8 +6,9 @@
 #      overhead (our clients vs raw ureq / raw hyper, static responder and
 #      the TypeScript peer),
 #   3. the cross-client comparison, recovery latency and herd against the
-#      real peers (examples/bench_peers.rs, which also runs the official
-#      clients in benches/clients/).
+#      real peers, and the same comparison over TLS, on loopback and through
+#      a 20 ms round-trip delay proxy (examples/bench_peers.rs, which also
+#      runs the official clients in benches/clients/).
 # Prints Markdown; a copy goes to target/bench-report.md. Not part of
 # scripts/test.sh: nothing here asserts a timing.
 set -euo pipefail

@@ -1,7 +1,8 @@
 """Official Python SDK client (mcp==2.3.0) for the cross-client comparison.
 
 Run with the peer venv: tests/peers/.venv/bin/python benches/clients/py_client.py URL N
-(URL `stdio:COMMAND LINE`: the server as a child over stdio.)
+(URL `stdio:COMMAND LINE`: the server as a child over stdio. With
+BENCH_CA_FILE set, an https URL's server is trusted through that CA only.)
 Connects (ClientSession over streamable HTTP), makes 20 warm-up calls, then
 N sequential tools/call "echo", and prints one JSON line: the loop's wall
 time and the process's CPU time (user+sys, getrusage) spent in the loop, and
@@ -20,7 +21,10 @@ T_START = time.perf_counter()
 from mcp.client.session import ClientSession  # noqa: E402
 from mcp.client.streamable_http import streamable_http_client  # noqa: E402
 from mcp.client.stdio import StdioServerParameters, stdio_client  # noqa: E402
+from contextlib import asynccontextmanager  # noqa: E402
+import os  # noqa: E402
 import shlex  # noqa: E402
+import ssl  # noqa: E402
 
 
 def cpu() -> float:
@@ -28,11 +32,31 @@ def cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+@asynccontextmanager
+async def with_ca(url: str, ca: str):
+    """The SDK takes an httpx2 client for any HTTP setting: this one has the
+    SDK's own defaults (create_mcp_http_client: its timeouts, no redirects)
+    but trusts only the CA in the file `ca`. The SDK does not close a
+    client it was given, so this does."""
+    import httpx2
+    from mcp.shared._httpx_utils import MCP_DEFAULT_SSE_READ_TIMEOUT, MCP_DEFAULT_TIMEOUT
+
+    async with httpx2.AsyncClient(
+        timeout=httpx2.Timeout(MCP_DEFAULT_TIMEOUT, read=MCP_DEFAULT_SSE_READ_TIMEOUT),
+        verify=ssl.create_default_context(cafile=ca),
+    ) as http:
+        async with streamable_http_client(url, http_client=http) as streams:
+            yield streams
+
+
 def transport(url: str):
     """`stdio:COMMAND LINE` runs the server as a child over stdio."""
     if url.startswith("stdio:"):
         words = shlex.split(url[len("stdio:"):])
         return stdio_client(StdioServerParameters(command=words[0], args=words[1:]))
+    ca = os.environ.get("BENCH_CA_FILE")
+    if ca:
+        return with_ca(url, ca)
     return streamable_http_client(url)
 
 

@@ -31,6 +31,8 @@ pub struct Peer {
     state: PathBuf,
     pub port: u16,
     child: Option<Child>,
+    /// Serves HTTPS (`--tls`): its CA is `ca.pem` in the state directory.
+    tls: bool,
 }
 
 impl Peer {
@@ -63,6 +65,44 @@ impl Peer {
         );
         p.restart();
         p
+    }
+
+    /// The Python peer (SSE) over HTTPS, its certificate from a CA it makes
+    /// at start ([`Peer::ca_file`]), through `benches/clients/tls_peer.py`:
+    /// it serves `/tls-stats` (handshakes so far) and, with `close`,
+    /// answers every request with `Connection: close` (see there why).
+    pub fn python_tls(close: bool) -> Peer {
+        let mut args = vec![root()
+            .join("benches/clients/tls_peer.py")
+            .display()
+            .to_string()];
+        if close {
+            args.push("--close".into());
+        }
+        args.extend([
+            root()
+                .join("tests/peers/python_server.py")
+                .display()
+                .to_string(),
+            "--mode".into(),
+            "sse".into(),
+            "--tls".into(),
+        ]);
+        let mut p = Peer::start(python(), args);
+        p.tls = true;
+        p
+    }
+
+    /// The file holding the CA (PEM) that signed a TLS peer's certificate;
+    /// the peer writes it before it says READY.
+    pub fn ca_file(&self) -> PathBuf {
+        assert!(self.tls, "not a TLS peer");
+        self.state.join("ca.pem")
+    }
+
+    /// The CA of [`Peer::ca_file`], as PEM text.
+    pub fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self.ca_file()).expect("the peer wrote its CA")
     }
 
     /// The official TypeScript SDK peer.
@@ -112,6 +152,7 @@ impl Peer {
             state,
             port: 0,
             child: None,
+            tls: false,
         };
         p.spawn();
         p
@@ -144,7 +185,13 @@ impl Peer {
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/mcp", self.port)
+        self.url_at(self.port)
+    }
+
+    /// The MCP endpoint reached through `port` (a proxy in front of it).
+    pub fn url_at(&self, port: u16) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{port}/mcp")
     }
 
     pub fn stats_url(&self) -> String {
