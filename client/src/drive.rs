@@ -595,6 +595,12 @@ impl<I: Io> Driver<I> {
             let headers: Vec<_> = strings(&r.headers).collect();
             if oauth.dpop_answer(r.status, &headers) {
                 sent = self.send_proved(&x).await;
+                // Its nonce too, for the next request (never a third send:
+                // a second refusal goes to the engine as any 401 does).
+                if let Ok(again) = &sent {
+                    let headers: Vec<_> = strings(&again.headers).collect();
+                    oauth.dpop_answer(again.status, &headers);
+                }
             }
         }
         let Response {

@@ -59,6 +59,11 @@ pub struct StoredTokens {
     /// registers anew.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registered_scope: Option<String>,
+    /// How the client authenticates at the token endpoint
+    /// (`client_secret_basic`, `client_secret_post`, `none`...): the method
+    /// it was registered with, for its refreshes and reuse.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_method: Option<String>,
     /// `DPoP` for a token bound to [`StoredTokens::dpop_key`] (RFC 9449);
     /// absent for a Bearer token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -762,6 +767,7 @@ impl OAuth {
             params
                 .registered_scope
                 .clone_from(&earlier.registered_scope);
+            params.registered_auth.clone_from(&earlier.auth_method);
         }
         params
             .client_metadata_url
@@ -775,6 +781,43 @@ impl OAuth {
         if let Some(key) = key.clone() {
             params.dpop = Some(Arc::new(move |r: &ProofRequest<'_>| key.prove(r)));
         }
+        let outcome = self
+            .drive_flow(
+                io,
+                limits,
+                params,
+                key,
+                listener,
+                &state,
+                &redirect_uri,
+                open,
+                lock,
+            )
+            .await;
+        // The client registered earlier no longer works (the server forgot
+        // it, or refuses it, or the person never came back through it):
+        // the next flow registers a new one, in this process and the next.
+        if reused.is_some() && outcome.as_ref().is_err_and(registration_failed) {
+            self.forget_registration(io, limits.whole).await;
+        }
+        outcome
+    }
+
+    /// Runs the flow to its end: its fetches, the person's visit, the
+    /// tokens saved (under `lock` when held).
+    #[allow(clippy::too_many_arguments)]
+    async fn drive_flow<I: Io>(
+        &self,
+        io: &I,
+        limits: HttpLimits,
+        params: FlowParams,
+        key: Option<Arc<DpopKey>>,
+        listener: Option<(I::Listener, u16)>,
+        state: &str,
+        redirect_uri: &str,
+        open: &(dyn Fn(&str) + Sync),
+        lock: &mut Option<StoreLock>,
+    ) -> Result<Token, AuthError> {
         let (mut flow, mut step) = Flow::start(params);
         loop {
             step = match step {
@@ -790,25 +833,16 @@ impl OAuth {
                         return Err(OAuthError::Malformed("no redirect expected".into()).into());
                     };
                     open(&url);
-                    let query = self.redirect(io, listener, &state).await?;
+                    let query = self.redirect(io, listener, state).await?;
                     flow.on_redirect(&query)
                 }
                 FlowStep::Done(done) => {
-                    let registered = done.registered.then(|| redirect_uri.clone());
+                    let registered = done.registered.then(|| redirect_uri.to_owned());
                     return self
                         .store_authorized(io, *done, key, registered, lock.take())
                         .await;
                 }
-                FlowStep::Failed(e) => {
-                    // The server no longer knows the client registered
-                    // earlier: the next flow registers a new one.
-                    if reused.is_some()
-                        && matches!(&e, FlowError::OAuth(OAuthError::Server { error, .. }) if error == "invalid_client")
-                    {
-                        self.forget_registration.store(true, Ordering::Relaxed);
-                    }
-                    return Err(e.into());
-                }
+                FlowStep::Failed(e) => return Err(e.into()),
                 _ => return Err(OAuthError::Malformed("unknown flow step".into()).into()),
             };
         }
@@ -841,11 +875,12 @@ impl OAuth {
             resource_indicator: Some(done.resource_indicator),
             registered_scope: redirect_uri.as_ref().and(done.registered_scope),
             redirect_uri,
+            auth_method: Some(auth_method(&done.client.auth).to_owned()),
             token_type: None,
-            // Kept only with tokens the server bound to it.
-            dpop_key: key
-                .filter(|_| done.tokens.access_token.dpop_token().is_some())
-                .map(|k| k.stored()),
+            // Kept whenever the tokens were asked for with a proof: a
+            // server may bind only the refresh token (RFC 9449 §5), which
+            // then needs a proof of this key at every refresh.
+            dpop_key: key.map(|k| k.stored()),
         };
         self.save_under(io, stored, &done.tokens, lock).await
     }
@@ -895,6 +930,33 @@ impl OAuth {
         }
     }
 
+    /// Forgets the client registered earlier, here and in the store, so the
+    /// next flow registers anew. The tokens stay.
+    async fn forget_registration<I: Io>(&self, io: &I, wait: Duration) {
+        self.forget_registration.store(true, Ordering::Relaxed);
+        let store = self.config.store.clone();
+        let Ok(canonical) = oauth::canonical_resource(&self.server_url) else {
+            return;
+        };
+        // Under the store's lock, read again: a rotated refresh token
+        // another process saved meanwhile is never written over. A store
+        // that cannot do it now leaves the flag for this process.
+        let _ = io
+            .blocking(move || -> std::io::Result<()> {
+                let lock = store.lock(wait)?;
+                let Some(mut stored) = store.load().filter(|t| t.resource == canonical) else {
+                    return Ok(());
+                };
+                stored.redirect_uri = None;
+                stored.registered_scope = None;
+                match &lock {
+                    Some(l) => store.save_locked(l, &stored),
+                    None => store.save(&stored),
+                }
+            })
+            .await;
+    }
+
     /// This server's stored tokens, read off the caller's path (a store
     /// may block).
     async fn load<I: Io>(&self, io: &I) -> Option<StoredTokens> {
@@ -922,9 +984,6 @@ impl OAuth {
                 v.strip_prefix("Bearer ").unwrap_or(v).to_owned()
             }
         };
-        if base.token_type.is_none() {
-            base.dpop_key = None;
-        }
         if let Some(r) = &answer.refresh_token {
             base.refresh_token = Some(r.header_value().to_owned());
         }
@@ -1017,7 +1076,10 @@ impl OAuth {
             .refresh_token
             .as_deref()
             .ok_or_else(|| RefreshError::NeedsReauth("no refresh token".into()))?;
-        let client = Client::with_secret(&stored.client_id, stored.client_secret.as_deref(), &[]);
+        // The method the client authenticates with, as registered.
+        let methods: Vec<String> = stored.auth_method.iter().cloned().collect();
+        let client =
+            Client::with_secret(&stored.client_id, stored.client_secret.as_deref(), &methods);
         let request = oauth::refresh_request(
             &stored.token_endpoint,
             &client,
@@ -1031,9 +1093,9 @@ impl OAuth {
             None,
         );
         // Tokens bound to a key are refreshed with a proof of it.
-        let key = match stored.token_type.as_deref() {
-            Some("DPoP") => self.adopt_key(&stored),
-            _ => None,
+        let key = match stored.dpop_key {
+            Some(_) => self.adopt_key(&stored),
+            None => None,
         };
         let answer = Self::token_request(io, request, key.as_deref(), limits).await;
         let (status, body) =
@@ -1154,6 +1216,30 @@ impl OAuth {
     pub fn expires_in(&self) -> Option<Duration> {
         let at = (*self.expiry.lock().unwrap_or_else(PoisonError::into_inner))?;
         Some(Duration::from_secs(at.saturating_sub(now_unix())))
+    }
+}
+
+/// Whether a flow's failure says the client it reused is no good: refused
+/// by the token endpoint, or no redirect ever came back through it (an
+/// authorization server that no longer knows a client shows the person
+/// an error instead of redirecting).
+fn registration_failed(e: &AuthError) -> bool {
+    match e {
+        AuthError::OAuth(OAuthError::Server { error, .. }) => {
+            matches!(error.as_str(), "invalid_client" | "unauthorized_client")
+        }
+        AuthError::Timeout(_) => true,
+        _ => false,
+    }
+}
+
+/// The token endpoint method of a client's authentication.
+fn auth_method(auth: &ClientAuth) -> &'static str {
+    match auth {
+        ClientAuth::Basic(_) => "client_secret_basic",
+        ClientAuth::Post(_) => "client_secret_post",
+        ClientAuth::Assertion(_) => "private_key_jwt",
+        _ => "none",
     }
 }
 

@@ -501,6 +501,18 @@ fn a_server_in_trouble_is_not_a_2025_03_26_server() {
     );
 }
 
+/// An unsigned compact JWT whose claims name `aud` (the flow reads it,
+/// never verifies it).
+fn jwt_for(aud: Value) -> String {
+    use mcp_recovery_core::oauth::base64;
+    let claims = json!({"iss": "https://idp.example", "sub": "workload", "aud": aud});
+    format!(
+        "{}.{}.sig",
+        base64(br#"{"alg":"ES256"}"#, true),
+        base64(claims.to_string().as_bytes(), true)
+    )
+}
+
 fn form_of(r: &HttpRequest) -> String {
     String::from_utf8(r.body.clone()).unwrap()
 }
@@ -513,7 +525,7 @@ fn a_workload_assertion_is_asked_for_the_issuer_and_a_refusal_ends_the_flow() {
     p.client_id = Some("workload".into());
     p.grant = Grant::JwtBearer(Arc::new(move |aud: &str| {
         seen.lock().unwrap().push(aud.to_owned());
-        Ok("wl.jwt.sig".to_owned())
+        Ok(jwt_for(json!(aud)))
     }));
     let (mut flow, step) = Flow::start(p);
     fetch(step);
@@ -524,9 +536,10 @@ fn a_workload_assertion_is_asked_for_the_issuer_and_a_refusal_ends_the_flow() {
     assert_eq!(*asked.lock().unwrap(), [AS.to_owned()]);
     let form = form_of(&token);
     assert!(
-        form.starts_with(
-            "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=wl.jwt.sig"
-        ),
+        form.starts_with(&format!(
+            "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={}",
+            jwt_for(json!(AS))
+        )),
         "{form}"
     );
     assert!(
@@ -535,7 +548,7 @@ fn a_workload_assertion_is_asked_for_the_issuer_and_a_refusal_ends_the_flow() {
     );
     assert!(form.contains("client_id=workload"), "{form}");
     assert!(
-        !format!("{token:?}").contains("wl.jwt"),
+        !format!("{token:?}").contains(&jwt_for(json!(AS))),
         "the assertion is a secret"
     );
     // A refusal is the end: no second request, no other grant.
@@ -547,12 +560,30 @@ fn a_workload_assertion_is_asked_for_the_issuer_and_a_refusal_ends_the_flow() {
 
     // No client id: the assertion alone names the workload.
     let mut p = FlowParams::new(SERVER, REDIRECT);
-    p.grant = Grant::JwtBearer(Arc::new(|_: &str| Ok("a.b.c".to_owned())));
+    p.grant = Grant::JwtBearer(Arc::new(|_: &str| {
+        Ok(jwt_for(json!(["x", format!("{AS}/")])))
+    }));
     let (mut flow, step) = Flow::start(p);
     fetch(step);
     fetch(flow.on_response(200, &prm()));
     let form = form_of(&fetch(flow.on_response(200, &asm(extra))));
     assert!(!form.contains("client_id"), "{form}");
+    // A token made for another server (what a resource naming a hostile
+    // authorization server would collect), or no JWT at all: never sent.
+    for wrong in [
+        jwt_for(json!("https://elsewhere.example")),
+        "opaque".to_owned(),
+    ] {
+        let mut p = FlowParams::new(SERVER, REDIRECT);
+        p.grant = Grant::JwtBearer(Arc::new(move |_: &str| Ok(wrong.clone())));
+        let (mut flow, step) = Flow::start(p);
+        fetch(step);
+        fetch(flow.on_response(200, &prm()));
+        assert!(matches!(
+            flow.on_response(200, &asm(json!({}))),
+            FlowStep::Failed(_)
+        ));
+    }
     // A source that cannot give one: a typed failure, nothing sent.
     let mut p = FlowParams::new(SERVER, REDIRECT);
     p.grant = Grant::JwtBearer(Arc::new(|_: &str| Err("token file missing".to_owned())));

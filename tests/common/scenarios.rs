@@ -1160,6 +1160,59 @@ pub fn oauth_listener_not_held_by_silent_connections<C: Mcp>() {
     op(&c, "tools/call");
 }
 
+/// A client registered earlier that the server has since forgotten: its
+/// authorization endpoint shows the person an error instead of
+/// redirecting, so the flow that reused it times out; that flow forgets
+/// the registration in the token store, and the next one registers anew
+/// and succeeds (no token file to delete by hand).
+pub fn oauth_forgotten_registration_is_dropped<C: Mcp>() {
+    let peer = Peer::start(Kind::PythonAuth { access_ttl: 3600.0 });
+    let path = token_file(&peer);
+    let client = || -> C {
+        let mut config = OAuthConfig::new(FileTokenStore::new(&path));
+        config.redirect_timeout = Duration::from_secs(2);
+        builder(&peer).oauth(config).build().expect("client")
+    };
+    client().authorize(browser).unwrap();
+    assert!(
+        stored(&path).redirect_uri.is_some(),
+        "the registration kept"
+    );
+    assert_eq!(peer.count("registrations"), 1);
+    peer.hook("/test/forget-clients");
+    // The person's browser gets the server's error page: no redirect.
+    let shown_an_error = |url: &str| {
+        let url = url.to_owned();
+        std::thread::spawn(move || {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .max_redirects(0)
+                .http_status_as_error(false)
+                .build()
+                .into();
+            let status = agent
+                .get(&url)
+                .call()
+                .expect("authorization endpoint")
+                .status();
+            assert_eq!(status, 400, "an unknown client is refused");
+        });
+    };
+    match client().authorize(shown_an_error) {
+        Err(Error::Auth(e)) => assert!(e.to_string().contains("redirect"), "{e}"),
+        other => panic!("expected the redirect wait to end, got {other:?}"),
+    }
+    assert!(
+        stored(&path).redirect_uri.is_none(),
+        "forgotten in the store"
+    );
+    assert!(stored(&path).refresh_token.is_some(), "the tokens stay");
+    let c = client();
+    c.authorize(browser).unwrap();
+    assert_eq!(peer.count("registrations"), 2, "registered anew");
+    op(&c, "tools/call");
+    let _ = std::fs::remove_file(&path);
+}
+
 fn stored(path: &std::path::Path) -> StoredTokens {
     FileTokenStore::new(path).load().expect("stored tokens")
 }
@@ -1550,6 +1603,10 @@ macro_rules! scenario_tests {
         #[test]
         fn oauth_redirect_listener_is_not_held_by_silent_connections() {
             oauth_listener_not_held_by_silent_connections::<$c>();
+        }
+        #[test]
+        fn oauth_a_registration_the_server_forgot_is_dropped() {
+            oauth_forgotten_registration_is_dropped::<$c>();
         }
         #[test]
         fn oauth_16_callers_on_an_expired_token_share_one_refresh() {

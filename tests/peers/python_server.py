@@ -262,6 +262,14 @@ if args.enterprise:
         return PlainTextResponse(idp.id_token())
 
 
+@app.custom_route("/test/forget-clients", methods=["POST"])
+async def forget_clients(request):
+    """Test hook (--auth): the server forgets every registered client (a
+    restart of an authorization server that keeps them in memory)."""
+    provider.clients.clear()
+    return JSONResponse({"ok": True})
+
+
 @app.custom_route("/test/revoke-refresh", methods=["POST"])
 async def revoke_refresh(request):
     """Test hook (--auth): every refresh token is revoked."""

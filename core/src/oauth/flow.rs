@@ -160,6 +160,10 @@ pub struct FlowParams {
     /// more (a step-up) registers anew, since the server may hold the
     /// client to it.
     pub registered_scope: Option<String>,
+    /// How that registration authenticates at the token endpoint
+    /// (`client_secret_basic`, `client_secret_post`, `none`): the method it
+    /// registered with, whatever else the server offers now.
+    pub registered_auth: Option<String>,
     /// Sender-constrained tokens (DPoP, RFC 9449): every token request
     /// carries a proof from this prover (sent again once with the
     /// server's nonce when it asks for one), so the tokens are bound to
@@ -203,6 +207,7 @@ impl FlowParams {
             grant: Grant::AuthorizationCode,
             registered_for: None,
             registered_scope: None,
+            registered_auth: None,
             dpop: None,
         }
     }
@@ -702,6 +707,11 @@ impl Flow {
                 && within(scope.as_deref(), self.params.registered_scope.as_deref())
         });
         if let (Some(id), None | Some(true)) = (&self.params.client_id, registered_here) {
+            let registered: Vec<String> = self.params.registered_auth.iter().cloned().collect();
+            let methods = match registered_here {
+                Some(true) if !registered.is_empty() => &registered,
+                _ => methods,
+            };
             let client = Client::with_secret(id, self.params.client_secret.as_deref(), methods);
             self.registered = registered_here.is_some();
             self.registered_scope
@@ -769,7 +779,20 @@ impl Flow {
         };
         let asm = Box::new(asm);
         let request = match self.params.grant.clone() {
-            Grant::JwtBearer(assertion) => match assertion(&asm.issuer) {
+            Grant::JwtBearer(assertion) => match assertion(&asm.issuer).and_then(|jwt| {
+                // The workload's token is a bearer credential wherever its
+                // audience accepts it: only to the server it names.
+                match jwt_audiences(&jwt)
+                    .iter()
+                    .any(|a| same_identifier(a, &asm.issuer))
+                {
+                    true => Ok(jwt),
+                    false => Err(format!(
+                        "its audience is not the authorization server {}",
+                        crate::error::redact_url(&asm.issuer)
+                    )),
+                }
+            }) {
                 Ok(jwt) => jwt_bearer_request(
                     &asm.token_endpoint,
                     &client,
@@ -904,6 +927,31 @@ impl Flow {
 
     fn over(&mut self) -> FlowStep {
         self.fail(OAuthError::Malformed("the flow is over".into()).into())
+    }
+}
+
+/// The `aud` of a compact JWT's claims (a string or an array), read without
+/// checking its signature (the token is ours to send, not to trust); none
+/// for anything that is not a JWT.
+fn jwt_audiences(jwt: &str) -> Vec<String> {
+    use base64::Engine as _;
+    let claims = jwt
+        .split('.')
+        .nth(1)
+        .and_then(|c| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(c)
+                .ok()
+        })
+        .and_then(|c| serde_json::from_slice::<Value>(&c).ok());
+    match claims.as_ref().and_then(|c| c.get("aud")) {
+        Some(Value::String(a)) => vec![a.clone()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
     }
 }
 
