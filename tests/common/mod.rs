@@ -48,6 +48,11 @@ pub enum Kind {
     /// The Python peer (SSE) over HTTPS, its certificate from a CA it
     /// makes at start ([`Peer::ca_pem`]).
     PythonTls,
+    /// [`Kind::PythonTls`] answering `Connection: close` to everything (a
+    /// new connection, and TLS handshake, per request), through
+    /// `benches/clients/tls_peer.py`, which also reports the handshakes,
+    /// full and resumed ([`Peer::tls_handshakes`]).
+    PythonTlsClose,
 }
 
 /// How the server answers POSTs.
@@ -111,6 +116,14 @@ impl Peer {
                 c.arg(dir.join("python_server.py"))
                     .args(["--mode", "json", "--count-posts"])
                     .args(["--cache-ttl-ms", &ttl_ms.to_string()]);
+                c
+            }
+            Kind::PythonTlsClose => {
+                let mut c = Command::new(python_bin(&dir));
+                c.arg(dir.join("../../benches/clients/tls_peer.py"))
+                    .arg("--close")
+                    .arg(dir.join("python_server.py"))
+                    .args(["--mode", "sse", "--tls"]);
                 c
             }
             Kind::PythonTls => {
@@ -211,7 +224,7 @@ impl Peer {
 
     /// The MCP endpoint.
     pub fn url(&self) -> String {
-        let scheme = if self.kind == Kind::PythonTls {
+        let scheme = if matches!(self.kind, Kind::PythonTls | Kind::PythonTlsClose) {
             "https"
         } else {
             "http"
@@ -222,6 +235,35 @@ impl Peer {
     /// The CA (PEM) that signed a [`Kind::PythonTls`] peer's certificate.
     pub fn ca_pem(&self) -> String {
         std::fs::read_to_string(self.state.join("ca.pem")).expect("the peer wrote its CA")
+    }
+
+    /// TLS handshakes a [`Kind::PythonTlsClose`] peer completed, and how
+    /// many of them resumed an earlier session (its `/tls-stats`, read over
+    /// HTTPS trusting its CA; that read's own handshake included).
+    pub fn tls_handshakes(&self) -> (u64, u64) {
+        let roots = ureq::tls::parse_pem(self.ca_pem().as_bytes())
+            .filter_map(|i| match i {
+                Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                _ => None,
+            })
+            .collect();
+        let tls = ureq::tls::TlsConfig::builder()
+            .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(roots)))
+            .build();
+        let agent: ureq::Agent = ureq::Agent::config_builder().tls_config(tls).build().into();
+        let url = format!("https://127.0.0.1:{}/tls-stats", self.port);
+        let body = agent
+            .get(&url)
+            .call()
+            .expect("tls-stats")
+            .body_mut()
+            .read_to_string()
+            .expect("tls-stats body");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("tls-stats json");
+        (
+            v["handshakes"].as_u64().unwrap(),
+            v["resumed"].as_u64().unwrap(),
+        )
     }
 
     /// Kills the server (SIGKILL: no goodbye to anyone).

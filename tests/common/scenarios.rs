@@ -797,6 +797,32 @@ pub fn private_ca<C: Mcp>() {
     assert!(matches!(bad, Err(Error::Config(_))));
 }
 
+/// A server that closes the connection after every answer: each call
+/// costs a new TLS handshake, and after the first they resume the
+/// session (a TLS 1.3 ticket) instead of a full handshake. The blocking
+/// client resumed none before its connections shared one TLS
+/// configuration (BENCHMARKS.md §10).
+pub fn tls_sessions_resume<C: Mcp>() {
+    let peer = Peer::start(Kind::PythonTlsClose);
+    let c: C = ClientBuilder::new(&peer.url())
+        .protocol(Protocol::Legacy)
+        .tls_roots_pem(&peer.ca_pem())
+        .build()
+        .unwrap();
+    for i in 0..10 {
+        let r = c.call_tool("add", json!({"a": i, "b": 1})).unwrap();
+        assert_eq!(r.text(), (i + 1).to_string());
+    }
+    let (handshakes, resumed) = peer.tls_handshakes();
+    // Ours: one per connection (initialize, initialized, ten calls), the
+    // first full; the stats read's own handshake is full too.
+    assert!(handshakes >= 12, "{handshakes} handshakes");
+    assert!(
+        resumed + 2 >= handshakes,
+        "{resumed} of {handshakes} handshakes resumed"
+    );
+}
+
 /// Accepts every elicitation.
 pub struct Yes;
 
@@ -1545,6 +1571,10 @@ macro_rules! scenario_tests {
         #[test]
         fn https_with_a_private_ca() {
             private_ca::<$c>();
+        }
+        #[test]
+        fn tls_sessions_resume_on_new_connections() {
+            tls_sessions_resume::<$c>();
         }
         #[test]
         fn ts_asks_on_the_session_stream_right_after_initialize() {

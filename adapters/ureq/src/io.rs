@@ -50,6 +50,42 @@ fn cancelled() -> bool {
     CANCEL.with(|c| c.borrow().as_ref().is_some_and(CancelHandle::is_cancelled))
 }
 
+/// ureq's own connectors, each connection presented as agent-level. Every
+/// request of ours carries request-level settings (its own timeouts), never
+/// TLS settings of its own; ureq's rustls connector then builds a new TLS
+/// configuration for each connection, with an empty session cache, so no
+/// TLS session ever resumed (0 of 1 023 handshakes, BENCHMARKS.md §10).
+/// Presented as agent-level, every connection uses the agent's one
+/// configuration (the request-level one only copies it), and sessions
+/// resume as they do in the smol client. Only the TLS connectors look at
+/// `request_level`.
+#[derive(Debug, Default)]
+struct SharedTls(DefaultConnector);
+
+impl Connector<()> for SharedTls {
+    type Out = Box<dyn Transport>;
+
+    fn connect(
+        &self,
+        d: &ConnectionDetails,
+        chained: Option<()>,
+    ) -> Result<Option<Self::Out>, ureq::Error> {
+        let shared = ConnectionDetails {
+            uri: d.uri,
+            addrs: d.addrs.clone(),
+            config: d.config,
+            request_level: false,
+            resolver: d.resolver,
+            now: d.now,
+            timeout: d.timeout,
+            current_time: d.current_time.clone(),
+            run_connector: d.run_connector.clone(),
+            register_shutdown: d.register_shutdown.clone(),
+        };
+        self.0.connect(&shared, chained)
+    }
+}
+
 /// Wraps each transport of the agent in [`CancellableTransport`].
 #[derive(Debug)]
 struct Cancellable;
@@ -171,7 +207,7 @@ impl Io for Ureq {
             .build();
         let agent = ureq::Agent::with_parts(
             config,
-            DefaultConnector::default().chain(Cancellable),
+            SharedTls::default().chain(Cancellable),
             ureq::unversioned::resolver::DefaultResolver::default(),
         );
         Ureq { agent }
