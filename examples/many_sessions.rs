@@ -59,6 +59,22 @@ fn rss() -> isize {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// TCP connections to `port` this process holds open (ESTABLISHED, from
+/// `/proc/net/tcp`: the connections' local side is ours, the remote side
+/// the peer's port).
+fn established(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let remote = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[2].ends_with(&remote) && f[3] == "01"
+        })
+        .count()
+}
+
 /// Runs `f` for every client, at most `width` at a time, on this thread.
 async fn each<F, Fut>(clients: &[Client], width: usize, f: F) -> usize
 where
@@ -93,12 +109,21 @@ fn main() {
         "# many_sessions: {} cores, {peers} Python peers (mcp 2.3.0, JSON answers), one smol thread\n",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    // The core's own state: an engine as a client builds it (its heap:
+    // URL, headers, identity), and the server's initialize result it keeps
+    // as text once a session is up (the Python peer's, measured below).
+    let before = live();
+    let engines: Vec<Engine> = (0..1000)
+        .map(|_| Engine::new(mcp_recovery::core::Config::new("http://127.0.0.1:8000/mcp")))
+        .collect();
+    let engine_heap = (live() - before) as f64 / 1000.0;
+    drop(engines);
     println!(
-        "Core engine, inline: {} bytes (`size_of::<Engine>()`).\n",
+        "Core engine: {} bytes inline (`size_of::<Engine>()`), {engine_heap:.0} bytes of heap as built.\n",
         std::mem::size_of::<Engine>()
     );
-    println!("| sessions | heap per client, not connected | heap per idle session | RSS per idle session | calls/s across all | expiry wave: initializes seen | expiry wave: all answered again after |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| sessions | heap per client, not connected | heap per session, just used (connection pooled) | heap per idle session (past the pool's 4 s) | RSS per idle session | the same after `malloc_trim(0)` | connections open when idle | calls/s across all | expiry wave: initializes seen | expiry wave: all answered again after |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for &n in &sizes {
         run(n, peers);
     }
@@ -122,7 +147,26 @@ fn run(n: usize, peers: usize) {
         c.initialize().await.is_ok()
     }));
     assert_eq!(up, n, "every session up");
+    let heap_used = live() - heap0;
+    // Idle past the pool's keep: the pooled connections are closed.
+    std::thread::sleep(mcp_recovery::client::DEFAULT_POOL_IDLE + Duration::from_secs(1));
     let (heap_idle, rss_idle) = (live() - heap0, rss() - rss0);
+    // glibc keeps freed memory (the closed connections' buffers, the
+    // handshakes' peak) for reuse; trimmed, what the sessions hold.
+    // SAFETY: malloc_trim only returns free memory to the system.
+    unsafe { libc::malloc_trim(0) };
+    let rss_trimmed = rss() - rss0;
+    let open: usize = servers.iter().map(|s| established(s.port)).sum();
+    let server_text = clients[0]
+        .initialize_result()
+        .map_or(0, |v| v.to_string().len());
+    println!("<!-- the server's initialize result, kept as text: {server_text} bytes -->");
+    if std::env::var_os("MANY_EXIT_IDLE").is_some() {
+        // For a heap profiler: what is still allocated now is what idle
+        // sessions hold (heaptrack reports it as leaked). Peers end with us.
+        drop(servers);
+        std::process::exit(0);
+    }
 
     let started = Instant::now();
     let answered = smol::block_on(each(
@@ -145,10 +189,12 @@ fn run(n: usize, peers: usize) {
     let took = wave.elapsed();
     let inits: u64 = servers.iter().map(Peer::initializes).sum::<u64>() - before;
     println!(
-        "| {n} | {:.1} KiB | {:.1} KiB | {:.1} KiB | {rate:.0} | {inits} for {n} sessions ({back} answered) | {:.2} s |",
+        "| {n} | {:.1} KiB | {:.1} KiB | {:.1} KiB | {:.1} KiB | {:.1} KiB | {open} | {rate:.0} | {inits} for {n} sessions ({back} answered) | {:.2} s |",
         heap_built as f64 / n as f64 / 1024.0,
+        heap_used as f64 / n as f64 / 1024.0,
         heap_idle as f64 / n as f64 / 1024.0,
         rss_idle as f64 / n as f64 / 1024.0,
+        rss_trimmed as f64 / n as f64 / 1024.0,
         took.as_secs_f64()
     );
     drop(clients);

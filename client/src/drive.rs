@@ -73,6 +73,14 @@ pub trait Io: Clone + Send + Sync + 'static {
     /// stream's reader, and what a dropped call's cancel sends.
     fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) -> Result<(), String>;
 
+    /// Calls `hook` whenever this client's idle connections have all been
+    /// closed (the session has had nothing to do for a while), so the
+    /// client can give back memory it keeps for reuse. The default never
+    /// calls it.
+    fn on_idle(&self, hook: Arc<dyn Fn() + Send + Sync>) {
+        let _ = hook;
+    }
+
     /// A TCP listener on the loopback, for the OAuth redirect.
     type Listener: Send + Sync;
 
@@ -339,17 +347,26 @@ impl<I: Io> Driver<I> {
         settings.validate()?;
         let io = I::new(&settings);
         let engine = settings.engine(Instant::now());
-        Ok(Arc::new(Driver {
-            state: Mutex::new(Dispatcher::new(engine, settings.observer.is_some())),
-            event: Event::new(),
-            io,
-            stdio: settings.stdio_link(),
-            memory: Memory {
-                limits: settings.limits,
-                check_output: settings.check_output,
-                ..Memory::default()
-            },
-            settings,
+        Ok(Arc::new_cyclic(|me: &std::sync::Weak<Self>| {
+            // An idle session gives back what its engine keeps for reuse.
+            let me = me.clone();
+            io.on_idle(Arc::new(move || {
+                if let Some(driver) = me.upgrade() {
+                    driver.lock().release_spare();
+                }
+            }));
+            Driver {
+                state: Mutex::new(Dispatcher::new(engine, settings.observer.is_some())),
+                event: Event::new(),
+                io,
+                stdio: settings.stdio_link(),
+                memory: Memory {
+                    limits: settings.limits,
+                    check_output: settings.check_output,
+                    ..Memory::default()
+                },
+                settings,
+            }
         }))
     }
 
@@ -879,7 +896,7 @@ impl<I: Io> Driver<I> {
 
     /// The server's whole `InitializeResult`, once initialized.
     pub fn initialize_result(&self) -> Option<Value> {
-        self.lock().engine().session().server().cloned()
+        self.lock().engine().session().server()
     }
 
     /// The negotiated protocol version, once initialized.

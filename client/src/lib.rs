@@ -341,6 +341,10 @@ impl<'a> CallOptions<'a> {
 /// Watches the core's recovery steps.
 pub type Observer = dyn Fn(&Action) + Send + Sync;
 
+/// How long an idle connection is kept by default (see
+/// [`ClientBuilder::pool_idle_timeout`]).
+pub const DEFAULT_POOL_IDLE: Duration = Duration::from_secs(4);
+
 /// Everything a client is built from. Filled by [`ClientBuilder`].
 #[non_exhaustive]
 pub struct Settings {
@@ -348,6 +352,8 @@ pub struct Settings {
     pub(crate) config: Config,
     /// TCP connect timeout (default 10 s).
     pub connect_timeout: Duration,
+    /// How long an idle connection is kept for reuse (default 4 s).
+    pub pool_idle: Duration,
     /// Longest silence while reading a response or event stream (default 60 s).
     pub read_timeout: Duration,
     /// Default limit on a whole call, recovery included (default 120 s).
@@ -578,9 +584,16 @@ impl Settings {
         self.credentials.token()
     }
 
-    /// The engine for these settings, with the starting token and its expiry.
-    pub(crate) fn engine(&self, now: Instant) -> Engine {
-        let mut engine = Engine::new(self.config.clone());
+    /// The engine for these settings, with the starting token and its
+    /// expiry. The client's identity and capabilities move into it (their
+    /// only reader from then on; these settings keep none).
+    pub(crate) fn engine(&mut self, now: Instant) -> Engine {
+        let client_info = std::mem::take(&mut self.config.client_info);
+        let capabilities = std::mem::take(&mut self.config.capabilities);
+        let mut config = self.config.clone();
+        config.client_info = client_info;
+        config.capabilities = capabilities;
+        let mut engine = Engine::new(config);
         engine.set_token(self.initial_token(), now);
         engine.set_token_expiry(self.token_expiry(now), now);
         engine
@@ -755,6 +768,7 @@ impl<C: Build> ClientBuilder<C> {
             settings: Settings {
                 config: Config::new(url),
                 connect_timeout: Duration::from_secs(10),
+                pool_idle: DEFAULT_POOL_IDLE,
                 read_timeout: Duration::from_secs(60),
                 call_timeout: Some(DEFAULT_CALL_TIMEOUT),
                 credentials: Credentials::None,
@@ -814,6 +828,16 @@ impl<C: Build> ClientBuilder<C> {
     /// TCP connect timeout (default 10 s).
     pub fn connect_timeout(mut self, d: Duration) -> Self {
         self.settings.connect_timeout = d;
+        self
+    }
+    /// How long a connection with nothing to do is kept for the next
+    /// request (default 4 s, just under the 5 s keep-alive of uvicorn and
+    /// Node, after which the server closes it anyway). Past it the
+    /// connection is closed, and its memory freed: an idle session holds
+    /// no connection. Longer suits a server that keeps connections
+    /// longer (nginx: 75 s) and is called less often than that.
+    pub fn pool_idle_timeout(mut self, d: Duration) -> Self {
+        self.settings.pool_idle = d;
         self
     }
     /// Longest silence while reading a response or an event stream

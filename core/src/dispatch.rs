@@ -164,6 +164,16 @@ impl Dispatcher {
         &mut self.engine
     }
 
+    /// Gives back the memory kept for reuse while nothing is under way
+    /// ([`Engine::release_spare`], and the mailboxes' table): for a session
+    /// gone idle, of which a process may hold thousands.
+    pub fn release_spare(&mut self) {
+        self.engine.release_spare();
+        if self.mail.is_empty() {
+            self.mail = BTreeMap::new();
+        }
+    }
+
     /// Starts a call with a mailbox of its own.
     pub fn call(&mut self, op: Operation, now: Instant, jobs: &mut VecDeque<Job>) -> CallId {
         let id = self.engine.call(op, now);

@@ -133,7 +133,10 @@ pub struct Session {
     version: Option<&'static str>,
     /// Whether the stateless (2026-07-28) wire is in use.
     stateless: bool,
-    server: Option<Arc<Value>>,
+    /// Kept as its JSON text, not as a `Value`: a parsed result is a tree
+    /// of maps (~4 KiB for a typical server), its text a few hundred
+    /// bytes, and a process may hold thousands of sessions.
+    server: Option<Arc<str>>,
     params: ParamHeaders,
 }
 
@@ -231,9 +234,10 @@ impl Session {
 
     /// What the server said about itself: its `InitializeResult`
     /// (capabilities, serverInfo, instructions) on the handshake wire, its
-    /// `server/discover` result on the stateless one.
-    pub fn server(&self) -> Option<&Value> {
-        self.server.as_deref()
+    /// `server/discover` result on the stateless one. Parsed from the text
+    /// kept (it was a JSON value when it came).
+    pub fn server(&self) -> Option<Value> {
+        serde_json::from_str(self.server.as_deref()?).ok()
     }
 
     /// Drops the session id and, unless the setting fixes them, the
@@ -504,7 +508,7 @@ impl Session {
         self.id = id;
         self.version = Some(version);
         self.stateless = false;
-        self.server = Some(Arc::new(result));
+        self.server = Some(result.to_string().into());
         Ok(())
     }
 
@@ -526,7 +530,7 @@ impl Session {
         self.id = None;
         self.version = Some(version);
         self.stateless = true;
-        self.server = Some(Arc::new(result));
+        self.server = Some(result.to_string().into());
         Ok(())
     }
 }

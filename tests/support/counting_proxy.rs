@@ -1,5 +1,5 @@
-//! A TCP proxy that counts the connections clients open through it:
-//! TEST SUPPORT ONLY. Bytes are passed through untouched, both ways.
+//! A TCP proxy that counts the connections clients open through it, and
+//! those still open: TEST SUPPORT ONLY. Bytes are passed through untouched, both ways.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -10,6 +10,7 @@ use std::sync::Arc;
 pub struct CountingProxy {
     pub port: u16,
     seen: Arc<AtomicUsize>,
+    open: Arc<AtomicUsize>,
     listener: TcpListener,
 }
 
@@ -20,7 +21,8 @@ impl CountingProxy {
         let port = listener.local_addr().unwrap().port();
         let accept = listener.try_clone().expect("clone");
         let seen = Arc::new(AtomicUsize::new(0));
-        let count = seen.clone();
+        let open = Arc::new(AtomicUsize::new(0));
+        let (count, live) = (seen.clone(), open.clone());
         std::thread::spawn(move || {
             for conn in accept.incoming() {
                 let Ok(client) = conn else { return };
@@ -30,13 +32,19 @@ impl CountingProxy {
                 };
                 let _ = client.set_nodelay(true);
                 let _ = server.set_nodelay(true);
-                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
-                pipe(server, client);
+                live.fetch_add(1, Ordering::SeqCst);
+                pipe(
+                    client.try_clone().unwrap(),
+                    server.try_clone().unwrap(),
+                    Some(live.clone()),
+                );
+                pipe(server, client, None);
             }
         });
         CountingProxy {
             port,
             seen,
+            open,
             listener,
         }
     }
@@ -49,6 +57,12 @@ impl CountingProxy {
     pub fn connections(&self) -> usize {
         self.seen.load(Ordering::SeqCst)
     }
+
+    /// Connections the clients have not closed yet.
+    #[allow(dead_code)]
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for CountingProxy {
@@ -59,8 +73,9 @@ impl Drop for CountingProxy {
     }
 }
 
-/// Copies `from` to `to` until either side ends.
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
+/// Copies `from` to `to` until either side ends; then `closed`, if given,
+/// counts one connection less.
+fn pipe(mut from: TcpStream, mut to: TcpStream, closed: Option<Arc<AtomicUsize>>) {
     std::thread::spawn(move || {
         let mut buf = [0u8; 16 * 1024];
         loop {
@@ -74,5 +89,8 @@ fn pipe(mut from: TcpStream, mut to: TcpStream) {
             }
         }
         let _ = to.shutdown(Shutdown::Write);
+        if let Some(c) = closed {
+            c.fetch_sub(1, Ordering::SeqCst);
+        }
     });
 }

@@ -28,7 +28,19 @@ use std::time::{Duration, Instant};
 
 type Sender = SendRequest<Full<Bytes>>;
 type Conn = http1::Connection<FuturesIo<Box<dyn Io>>, Full<Bytes>>;
-type Idle = Arc<Mutex<HashMap<Origin, Vec<Link>>>>;
+type Idle = Arc<Mutex<Pool>>;
+
+/// Idle connections by origin, each with the moment it went idle.
+#[derive(Default)]
+struct Pool {
+    links: HashMap<Origin, Vec<(Link, Instant)>>,
+    /// How long a connection stays idle before it is closed.
+    keep: Duration,
+    /// Whether a sweeper task is watching the pool.
+    sweeping: bool,
+    /// Called once the sweeper closed the last idle connection.
+    on_idle: Option<Arc<dyn Fn() + Send + Sync>>,
+}
 
 /// Idle connections kept per origin; more are closed when they come back.
 const MAX_IDLE: usize = 32;
@@ -186,15 +198,72 @@ impl Body {
     }
 }
 
-/// Puts `link` in the pool, unless it ended or the pool is full.
+/// Puts `link` in the pool, unless it ended or the pool is full. A pool
+/// with connections has a sweeper task closing them once idle past its
+/// `keep`: an idle client holds no connection (a socket, hyper's buffers,
+/// ~29 KiB), and none the server has long closed.
 fn put(idle: &Idle, origin: &Origin, link: Link) {
     if link.conn.is_none() {
         return;
     }
-    let mut idle = idle.lock().unwrap_or_else(PoisonError::into_inner);
-    let list = idle.entry(origin.clone()).or_default();
+    let mut pool = idle.lock().unwrap_or_else(PoisonError::into_inner);
+    let list = pool.links.entry(origin.clone()).or_default();
     if list.len() < MAX_IDLE {
-        list.push(link);
+        list.push((link, Instant::now()));
+    }
+    if !pool.sweeping {
+        pool.sweeping = true;
+        let weak = Arc::downgrade(idle);
+        let keep = pool.keep;
+        smol::spawn(sweep(weak, keep)).detach();
+    }
+}
+
+/// Closes the pool's connections idle for `keep` or more, waking when the
+/// oldest one is due, until the pool is empty (or its client gone).
+async fn sweep(idle: std::sync::Weak<Mutex<Pool>>, keep: Duration) {
+    let mut wake = keep;
+    loop {
+        Timer::after(wake).await;
+        let Some(idle) = idle.upgrade() else {
+            return;
+        };
+        let mut pool = idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        let mut oldest: Option<Instant> = None;
+        // Closed as they drop, after the lock is released.
+        let mut closing = Vec::new();
+        for list in pool.links.values_mut() {
+            let (old, fresh): (Vec<_>, Vec<_>) = std::mem::take(list)
+                .into_iter()
+                .partition(|(_, since)| now.duration_since(*since) >= keep);
+            closing.extend(old);
+            *list = fresh;
+            for (_, since) in list.iter() {
+                oldest = Some(oldest.map_or(*since, |o| o.min(*since)));
+            }
+        }
+        pool.links.retain(|_, list| !list.is_empty());
+        match oldest {
+            Some(o) => {
+                wake = (o + keep)
+                    .saturating_duration_since(now)
+                    .max(Duration::from_millis(10));
+            }
+            None => {
+                // Nothing left: the table's memory goes too, and the
+                // client hears it has gone idle.
+                pool.sweeping = false;
+                pool.links = HashMap::new();
+                let hook = pool.on_idle.clone();
+                drop(pool);
+                drop(closing);
+                if let Some(hook) = hook {
+                    hook();
+                }
+                return;
+            }
+        }
     }
 }
 
@@ -223,7 +292,7 @@ fn tls_with(roots: RootCertStore) -> TlsConnector {
 
 impl Http {
     /// `roots`: the only CAs to trust (DER), instead of the webpki ones.
-    pub fn new(connect_timeout: Duration, roots: Option<&[Vec<u8>]>) -> Self {
+    pub fn new(connect_timeout: Duration, pool_idle: Duration, roots: Option<&[Vec<u8>]>) -> Self {
         let tls = match roots {
             Some(roots) => {
                 let mut store = RootCertStore::empty();
@@ -235,8 +304,12 @@ impl Http {
             }
             None => shared_tls(),
         };
+        let pool = Pool {
+            keep: pool_idle,
+            ..Pool::default()
+        };
         Http {
-            idle: Default::default(),
+            idle: Arc::new(Mutex::new(pool)),
             tls,
             connect_timeout,
         }
@@ -352,10 +425,21 @@ impl Http {
         }
     }
 
-    /// An idle connection to `origin`, the most recently used first.
+    /// Calls `hook` whenever the last idle connection has been closed.
+    pub fn on_idle(&self, hook: Arc<dyn Fn() + Send + Sync>) {
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .on_idle = Some(hook);
+    }
+
+    /// An idle connection to `origin`, the most recently used first, if
+    /// it has not been idle too long.
     fn pooled(&self, origin: &Origin) -> Option<Link> {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        idle.get_mut(origin)?.pop()
+        let mut pool = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let keep = pool.keep;
+        let (link, since) = pool.links.get_mut(origin)?.pop()?;
+        (since.elapsed() < keep).then_some(link)
     }
 
     async fn connect(&self, origin: &Origin) -> Result<Link, TransportFailure> {

@@ -39,7 +39,7 @@ impl Io for Http {
     type Body = SmolBody;
 
     fn new(s: &Settings) -> Self {
-        Http::new(s.connect_timeout, s.tls_roots())
+        Http::new(s.connect_timeout, s.pool_idle, s.tls_roots())
     }
 
     async fn send(&self, x: &Exchange<'_>) -> Result<Response<SmolBody>, TransportFailure> {
@@ -77,6 +77,10 @@ impl Io for Http {
         f: impl FnOnce() -> R + Send + 'static,
     ) -> impl Future<Output = R> + Send {
         smol::unblock(f)
+    }
+
+    fn on_idle(&self, hook: std::sync::Arc<dyn Fn() + Send + Sync>) {
+        Http::on_idle(self, hook);
     }
 
     fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) -> Result<(), String> {

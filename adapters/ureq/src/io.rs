@@ -202,6 +202,9 @@ impl Io for Ureq {
             .http_status_as_error(false)
             .max_redirects(0)
             .timeout_connect(Some(s.connect_timeout))
+            // ureq drops a pooled connection idle past it when it next
+            // looks: the same bound as the smol client's.
+            .max_idle_age(s.pool_idle)
             .timeout_per_read(Some(s.read_timeout))
             .user_agent(concat!("mcp-recovery/", env!("CARGO_PKG_VERSION")))
             .build();

@@ -169,12 +169,14 @@ pub struct Engine {
 impl Engine {
     /// A new engine. Nothing is sent until the first call or
     /// [`Engine::connect`].
-    pub fn new(config: Config) -> Self {
+    pub fn new(mut config: Config) -> Self {
+        // The session is their one reader: moved there, not copied (a
+        // process may hold thousands of engines).
         let session = Session::new(
             &config.url,
             config.protocol,
-            config.client_info.clone(),
-            config.capabilities.clone(),
+            std::mem::take(&mut config.client_info),
+            std::mem::take(&mut config.capabilities),
             &config.headers,
         );
         // Fixed to the stateless wire: no handshake, ready from the start.
@@ -258,6 +260,27 @@ impl Engine {
     /// The session (id, negotiated version, server info).
     pub fn session(&self) -> &Session {
         &self.session
+    }
+
+    /// Gives back the capacity the engine keeps for reuse (its tables of
+    /// calls and exchanges, its action queue) where they are empty: the
+    /// next call allocates them again. For a session gone idle: the
+    /// clients call it once their idle connections are closed. Changes no
+    /// state.
+    pub fn release_spare(&mut self) {
+        if self.calls.is_empty() {
+            self.calls = BTreeMap::new();
+        }
+        if self.exchanges.is_empty() {
+            self.exchanges = BTreeMap::new();
+        }
+        if self.inputs.is_empty() {
+            self.inputs = BTreeMap::new();
+        }
+        if self.actions.is_empty() {
+            self.actions = VecDeque::new();
+        }
+        self.scratch = Vec::new();
     }
 
     /// The current session generation (0 before the first initialize).
