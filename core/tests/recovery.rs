@@ -1131,3 +1131,19 @@ fn a_late_listening_stream_never_fails_a_call() {
     h.result(&list, json!({"tools": []}));
     assert!(h.ok(call).is_object());
 }
+
+#[test]
+fn spare_capacity_released_while_idle_changes_nothing() {
+    // Released between calls (what a client does once idle), and again
+    // with a call under way (nothing of it may go): every call completes.
+    let mut h = Harness::ready();
+    for i in 0..3 {
+        h.engine.release_spare();
+        let call = h.call(Operation::ping());
+        let s = h.take("ping");
+        h.engine.release_spare();
+        h.result(&s, json!({"n": i}));
+        assert_eq!(h.ok(call), &json!({"n": i}));
+    }
+    assert_eq!(h.sent_count("initialize"), 1, "the same session throughout");
+}
