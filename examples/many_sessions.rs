@@ -5,10 +5,18 @@
 //! session, the core engine's own size, calls per second across all
 //! sessions, and one expiry wave (every peer restarted: every session lost
 //! at once): initialize requests the servers saw, and the time until every
-//! client had a call answered again.
+//! client had a call answered again. "Idle" is after 5 s with nothing to
+//! do (past the pool's 4 s, when connections are closed).
 //!
-//! Run: `MANY=1000,5000 PEERS=4 cargo run --release --features smol --example many_sessions`
-//! (scripts/peers.sh installs the peer).
+//! With `BLOCKING=T`, `N` blocking clients on a pool of `T` threads
+//! instead: heap per client and per idle session, calls per second.
+//!
+//! With `MANY_EXIT_IDLE=1` the process exits at the idle point, for a heap
+//! profiler (`heaptrack`) to report what idle sessions hold.
+//!
+//! Run: `MANY=1000 PEERS=4 cargo run --release --features smol,ureq --example many_sessions`
+//! (one size per process for honest RSS; scripts/peers.sh installs the
+//! peer).
 
 #[path = "../benches/common/peer.rs"]
 mod peer;
@@ -124,9 +132,72 @@ fn main() {
     );
     println!("| sessions | heap per client, not connected | heap per session, just used (connection pooled) | heap per idle session (past the pool's 4 s) | RSS per idle session | the same after `malloc_trim(0)` | connections open when idle | calls/s across all | expiry wave: initializes seen | expiry wave: all answered again after |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
+    if let Some(threads) = std::env::var("BLOCKING").ok().and_then(|t| t.parse().ok()) {
+        println!("| clients | heap per client, not connected | heap per session, just used | heap per idle session (past 4 s) | RSS per idle session | connections open when idle | calls/s across all |");
+        println!("|---|---|---|---|---|---|---|");
+        for &n in &sizes {
+            run_blocking(n, peers, threads);
+        }
+        return;
+    }
     for &n in &sizes {
         run(n, peers);
     }
+}
+
+/// `n` blocking clients served by a pool of `threads` threads (each
+/// thread takes every `threads`-th client): heap per client before and
+/// after its session is up and once idle, connections open when idle,
+/// calls/s across all.
+fn run_blocking(n: usize, peers: usize, threads: usize) {
+    use mcp_recovery::blocking;
+    let servers: Vec<Peer> = (0..peers).map(|_| Peer::python("json", None)).collect();
+    let urls: Vec<String> = servers.iter().map(Peer::url).collect();
+    let (heap0, rss0) = (live(), rss());
+    let clients: Vec<blocking::Client> = (0..n)
+        .map(|i| {
+            blocking::Client::builder(&urls[i % urls.len()])
+                .protocol(Protocol::Legacy)
+                .build()
+                .expect("client")
+        })
+        .collect();
+    let heap_built = live() - heap0;
+    let on_pool = |f: &(dyn Fn(&blocking::Client) -> bool + Sync)| -> usize {
+        std::thread::scope(|s| {
+            let workers: Vec<_> = (0..threads)
+                .map(|t| {
+                    let clients = &clients;
+                    s.spawn(move || {
+                        clients
+                            .iter()
+                            .skip(t)
+                            .step_by(threads)
+                            .filter(|c| f(c))
+                            .count()
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).sum()
+        })
+    };
+    let up = on_pool(&|c| c.initialize().is_ok());
+    assert_eq!(up, n, "every session up");
+    let heap_used = live() - heap0;
+    std::thread::sleep(mcp_recovery::client::DEFAULT_POOL_IDLE + Duration::from_secs(1));
+    let (heap_idle, rss_idle) = (live() - heap0, rss() - rss0);
+    let open: usize = servers.iter().map(|s| established(s.port)).sum();
+    let started = Instant::now();
+    let answered = on_pool(&|c| c.ping().is_ok());
+    let rate = answered as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "| {n} blocking clients, {threads} threads | {:.1} KiB | {:.1} KiB | {:.1} KiB | {:.1} KiB | {open} | {rate:.0} |",
+        heap_built as f64 / n as f64 / 1024.0,
+        heap_used as f64 / n as f64 / 1024.0,
+        heap_idle as f64 / n as f64 / 1024.0,
+        rss_idle as f64 / n as f64 / 1024.0,
+    );
+    drop(clients);
 }
 
 fn run(n: usize, peers: usize) {

@@ -15,36 +15,6 @@ scenario_tests!(Client);
 wire_tests!(Client);
 stdio_tests!(Client);
 
-/// A session with nothing to do holds no connection: the pooled one is
-/// closed once idle past the pool's keep (300 ms here; 4 s by default),
-/// and the next call opens a new one.
-#[test]
-fn idle_connections_are_closed_then_reopened() {
-    let peer = Peer::start(PY_JSON);
-    let proxy = common::counting_proxy::CountingProxy::to(peer.port);
-    let c = Client::builder(&proxy.url())
-        .pool_idle_timeout(Duration::from_millis(300))
-        .build()
-        .unwrap();
-    for i in 0..3 {
-        let r = smol::block_on(c.call_tool("add", json!({"a": i, "b": 1}))).unwrap();
-        assert_eq!(r.text(), (i + 1).to_string());
-    }
-    assert!(proxy.open() >= 1, "a connection kept between calls");
-    let before = proxy.connections();
-    common::wait_for(
-        Duration::from_secs(10),
-        "the idle connection closed",
-        || proxy.open() == 0,
-    );
-    smol::block_on(c.ping()).unwrap();
-    assert_eq!(
-        proxy.connections(),
-        before + 1,
-        "a new one for the next call"
-    );
-}
-
 /// `n` tasks on smol's executor, started together, each adding its index
 /// and one.
 fn tasks(c: &Client, n: usize) -> Vec<Result<String, Error>> {

@@ -823,6 +823,36 @@ pub fn tls_sessions_resume<C: Mcp>() {
     );
 }
 
+/// A session with nothing to do holds no connection: the pooled one is
+/// closed once idle past the pool's keep (300 ms here; 4 s by default:
+/// the smol client's sweeper task, the blocking client's reaper thread),
+/// and the next call opens a new one.
+pub fn idle_connections_closed<C: Mcp>() {
+    let peer = Peer::start(PY_JSON);
+    let proxy = super::counting_proxy::CountingProxy::to(peer.port);
+    let c: C = ClientBuilder::new(&proxy.url())
+        .pool_idle_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    for i in 0..3 {
+        let r = c.call_tool("add", json!({"a": i, "b": 1})).unwrap();
+        assert_eq!(r.text(), (i + 1).to_string());
+    }
+    assert!(proxy.open() >= 1, "a connection kept between calls");
+    let before = proxy.connections();
+    super::wait_for(
+        Duration::from_secs(10),
+        "the idle connection closed",
+        || proxy.open() == 0,
+    );
+    c.ping().unwrap();
+    assert_eq!(
+        proxy.connections(),
+        before + 1,
+        "a new one for the next call"
+    );
+}
+
 /// Accepts every elicitation.
 pub struct Yes;
 
@@ -1571,6 +1601,10 @@ macro_rules! scenario_tests {
         #[test]
         fn https_with_a_private_ca() {
             private_ca::<$c>();
+        }
+        #[test]
+        fn idle_connections_are_closed_then_reopened() {
+            idle_connections_closed::<$c>();
         }
         #[test]
         fn tls_sessions_resume_on_new_connections() {

@@ -10,6 +10,7 @@
 //! ([`Cancellable`]) so that, while a call with a cancel handle reads, the
 //! wait goes in slices of [`SLICE`] and ends as soon as the handle fires.
 
+use crate::reaper::Slot;
 use event_listener::{EventListener, Listener};
 use mcp_recovery_client::drive::{Body, Exchange, Io, Response};
 use mcp_recovery_client::loopback::{self, Loopback};
@@ -19,12 +20,16 @@ use mcp_recovery_core::{FailureKind, HttpRequest, TransportFailure};
 use std::cell::RefCell;
 use std::future::Future;
 use std::io::{self, Read};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use ureq::http::Request;
 use ureq::unversioned::transport::time::Duration as Wait;
 use ureq::unversioned::transport::{
     Buffers, ConnectionDetails, Connector, DefaultConnector, NextTimeout, Transport,
 };
+
+/// Each connection's input and output buffers (ureq's default: 128 KiB).
+const BUFFER: usize = 16 * 1024;
 
 /// How often a blocked read looks at the caller's cancel handle: the most a
 /// cancel waits.
@@ -176,13 +181,29 @@ pub(crate) struct UreqBody {
     /// Inline, so it lives in the call's future on the caller's stack: a
     /// heap buffer per exchange was measurable per call.
     buf: [u8; 8 * 1024],
+    /// Dropped after the reader (fields drop in order): the connection is
+    /// back in the pool when the slot hears the exchange is done.
+    _done: Done,
+}
+
+/// Tells the slot an exchange is done with, when dropped.
+struct Done(Option<Arc<Slot>>);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        if let Some(slot) = self.0.take() {
+            slot.done();
+        }
+    }
 }
 
 /// A ureq agent: HTTP/1.1 with keep-alive, no redirects (a bearer token
 /// never follows one), HTTP statuses as answers, not errors.
 #[derive(Clone)]
 pub(crate) struct Ureq {
-    agent: ureq::Agent,
+    /// The agent, swapped for a fresh one once idle (closing its pooled
+    /// connections, [`crate::reaper`]).
+    slot: Arc<Slot>,
 }
 
 impl Io for Ureq {
@@ -205,22 +226,40 @@ impl Io for Ureq {
             // ureq drops a pooled connection idle past it when it next
             // looks: the same bound as the smol client's.
             .max_idle_age(s.pool_idle)
+            // ureq's default is 128 KiB each way per connection (twice
+            // over TLS: the socket's and the TLS layer's), allocated for
+            // as long as the connection is pooled: 256–512 KiB per idle
+            // client. MCP's heads are small and bodies stream through, so
+            // 16 KiB is room enough (a response head may use all of it).
+            .input_buffer_size(BUFFER)
+            .output_buffer_size(BUFFER)
+            .max_response_header_size(BUFFER)
             .timeout_per_read(Some(s.read_timeout))
             .user_agent(concat!("mcp-recovery/", env!("CARGO_PKG_VERSION")))
             .build();
-        let agent = ureq::Agent::with_parts(
-            config,
-            SharedTls::default().chain(Cancellable),
-            ureq::unversioned::resolver::DefaultResolver::default(),
-        );
-        Ureq { agent }
+        let make = move || {
+            ureq::Agent::with_parts(
+                config.clone(),
+                SharedTls::default().chain(Cancellable),
+                ureq::unversioned::resolver::DefaultResolver::default(),
+            )
+        };
+        Ureq {
+            slot: Slot::new(s.pool_idle, make),
+        }
+    }
+
+    fn on_idle(&self, hook: Arc<dyn Fn() + Send + Sync>) {
+        self.slot.on_idle(hook);
     }
 
     async fn send(&self, x: &Exchange<'_>) -> Result<Response<UreqBody>, TransportFailure> {
         let result = (|| {
             let req =
                 build(x.request).map_err(|e| TransportFailure::not_sent(FailureKind::Other, e))?;
-            let mut config = ureq::RequestExt::with_agent(req, &self.agent)
+            let agent = self.slot.begin();
+            let done = Done(Some(self.slot.clone()));
+            let mut config = ureq::RequestExt::with_agent(req, &agent)
                 .configure()
                 .timeout_per_read(Some(x.read_timeout))
                 // A head trickling in a byte at a time never trips the
@@ -243,6 +282,7 @@ impl Io for Ureq {
                     cancel: x.cancel.clone(),
                     read_timeout: x.read_timeout,
                     buf: [0; 8 * 1024],
+                    _done: done,
                 },
             })
         })();

@@ -45,6 +45,7 @@
 #![forbid(unsafe_code)]
 
 mod io;
+mod reaper;
 
 pub use mcp_recovery_client::*;
 
