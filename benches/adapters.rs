@@ -66,6 +66,13 @@ struct Raw {
 
 impl Raw {
     fn ureq_call(&mut self) {
+        self.ureq_call_parsed(false);
+    }
+
+    /// The raw request; with `parse`, its answer parsed the way any MCP
+    /// client has to (JSON-RPC into a `serde_json::Value`, its `result`
+    /// taken): the floor of a client that returns the result as data.
+    fn ureq_call_parsed(&mut self, parse: bool) {
         self.next_id += 1;
         let mut req = self.agent.post(&self.url);
         for (k, v) in &self.headers {
@@ -75,9 +82,17 @@ impl Raw {
         assert_eq!(resp.status(), 200);
         let bytes = resp.body_mut().read_to_vec().expect("raw ureq body");
         assert!(!bytes.is_empty());
+        if parse {
+            std::hint::black_box(parsed(&bytes));
+        }
     }
 
     async fn hyper_call(&mut self, sender: &mut SendRequest<Full<Bytes>>) {
+        self.hyper_call_parsed(sender, false).await;
+    }
+
+    /// [`Raw::hyper_call`]; with `parse`, as [`Raw::ureq_call_parsed`].
+    async fn hyper_call_parsed(&mut self, sender: &mut SendRequest<Full<Bytes>>, parse: bool) {
         self.next_id += 1;
         sender.ready().await.expect("hyper ready");
         let mut b = Request::builder()
@@ -94,14 +109,31 @@ impl Raw {
         let resp = sender.send_request(req).await.expect("raw hyper");
         assert_eq!(resp.status(), 200);
         let mut body = resp.into_body();
-        let mut n = 0;
+        let mut bytes = Vec::new();
         while let Some(frame) = body.frame().await {
             if let Ok(data) = frame.expect("frame").into_data() {
-                n += data.len();
+                bytes.extend_from_slice(&data);
             }
         }
-        assert!(n > 0);
+        assert!(!bytes.is_empty());
+        if parse {
+            std::hint::black_box(parsed(&bytes));
+        }
     }
+}
+
+/// A JSON-RPC answer's `result` (a JSON body, or the `data:` of an event
+/// stream's message).
+fn parsed(bytes: &[u8]) -> serde_json::Value {
+    let json = match bytes.windows(6).position(|w| w == b"data: ") {
+        Some(at) => {
+            let rest = &bytes[at + 6..];
+            &rest[..rest.iter().position(|b| *b == b'\n').unwrap_or(rest.len())]
+        }
+        None => bytes,
+    };
+    let mut v: serde_json::Value = serde_json::from_slice(json).expect("JSON-RPC answer");
+    v["result"].take()
 }
 
 type Conn = http1::Connection<FuturesIo<smol::net::TcpStream>, Full<Bytes>>;
@@ -185,6 +217,10 @@ fn measure(server: &str, url: &str, port: u16, rounds: usize, block: usize) {
         .timeout_connect(Some(Duration::from_secs(10)))
         .timeout_per_read(Some(Duration::from_secs(60)))
         .user_agent(USER_AGENT)
+        // The client's buffers (adapters/ureq: 16 KiB, not ureq's 128).
+        .input_buffer_size(16 * 1024)
+        .output_buffer_size(16 * 1024)
+        .max_response_header_size(16 * 1024)
         .build()
         .new_agent();
     let mut ureq_raw = Raw {
@@ -249,11 +285,23 @@ fn measure(server: &str, url: &str, port: u16, rounds: usize, block: usize) {
             cpu: 0.0,
             calls: 0,
         },
+        Series {
+            name: "raw ureq POST, answer parsed",
+            per_call: vec![],
+            cpu: 0.0,
+            calls: 0,
+        },
+        Series {
+            name: "raw hyper POST (driven by the caller), answer parsed",
+            per_call: vec![],
+            cpu: 0.0,
+            calls: 0,
+        },
     ];
     for round in 0..rounds {
-        let mut order = [0usize, 1, 2, 3, 4];
+        let mut order = [0usize, 1, 5, 2, 3, 6, 4];
         if round % 2 == 1 {
-            order = [1, 0, 4, 3, 2];
+            order = [6, 1, 0, 5, 4, 3, 2];
         }
         for which in order {
             if which == 4 && std::env::var_os("NO_SPAWNED").is_some() {
@@ -289,6 +337,16 @@ fn measure(server: &str, url: &str, port: u16, rounds: usize, block: usize) {
                         hyper_raw.hyper_call(&mut inline_sender).await;
                     }
                 })),
+                5 => {
+                    for _ in 0..block {
+                        ureq_raw.ureq_call_parsed(true);
+                    }
+                }
+                6 => smol::block_on(driving(&mut inline_conn, async {
+                    for _ in 0..block {
+                        hyper_raw.hyper_call_parsed(&mut inline_sender, true).await;
+                    }
+                })),
                 _ => smol::block_on(async {
                     for _ in 0..block {
                         hyper_raw.hyper_call(&mut sender).await;
@@ -310,7 +368,7 @@ fn measure(server: &str, url: &str, port: u16, rounds: usize, block: usize) {
         "| variant | median per call | ratio (median of rounds) | middle half of rounds | calling thread's CPU per call | CPU ratio |"
     );
     println!("|---|---|---|---|---|---|");
-    for pair in [[0usize, 1], [2, 3], [2, 4]] {
+    for pair in [[0usize, 1], [0, 5], [2, 3], [2, 6], [2, 4]] {
         let [ours, raw] = pair;
         let ratios: Vec<f64> = series[ours]
             .per_call

@@ -20,9 +20,10 @@ use mcp_recovery_core::{FailureKind, HttpRequest, TransportFailure};
 use std::cell::RefCell;
 use std::future::Future;
 use std::io::{self, Read};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use ureq::http::Request;
+use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::time::Duration as Wait;
 use ureq::unversioned::transport::{
     Buffers, ConnectionDetails, Connector, DefaultConnector, NextTimeout, Transport,
@@ -88,6 +89,52 @@ impl Connector<()> for SharedTls {
             register_shutdown: d.register_shutdown.clone(),
         };
         self.0.connect(&shared, chained)
+    }
+}
+
+/// How long a host name's addresses are used again without a new lookup.
+const RESOLVED_FOR: Duration = Duration::from_secs(10);
+
+/// ureq resolves the host of every request, pooled connection or not, and
+/// with a timeout set (ours always are: the call's deadline) it does so on
+/// a thread of its own: one thread spawned per call, ~60 µs of CPU, most
+/// of what the blocking client cost over a raw request (BENCHMARKS.md
+/// section 2). An IP address needs no lookup; a host name's addresses are
+/// kept for [`RESOLVED_FOR`], so a run of calls looks up once (a lookup
+/// that misses still has the deadline, on ureq's thread).
+#[derive(Debug, Default)]
+struct Resolve {
+    inner: ureq::unversioned::resolver::DefaultResolver,
+    last: Mutex<Option<(String, ResolvedSocketAddrs, Instant)>>,
+}
+
+impl Resolver for Resolve {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let https = uri.scheme_str() == Some("https");
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
+        if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+            let mut out = self.empty();
+            out.push(std::net::SocketAddr::new(ip, port));
+            return Ok(out);
+        }
+        let key = format!("{host}:{port}");
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((k, addrs, at)) = last.as_ref() {
+            if *k == key && at.elapsed() < RESOLVED_FOR {
+                return Ok(addrs.clone());
+            }
+        }
+        drop(last);
+        let addrs = self.inner.resolve(uri, config, timeout)?;
+        last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        *last = Some((key, addrs.clone(), Instant::now()));
+        Ok(addrs)
     }
 }
 
@@ -241,7 +288,7 @@ impl Io for Ureq {
             ureq::Agent::with_parts(
                 config.clone(),
                 SharedTls::default().chain(Cancellable),
-                ureq::unversioned::resolver::DefaultResolver::default(),
+                Resolve::default(),
             )
         };
         Ureq {
