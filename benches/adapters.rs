@@ -217,9 +217,9 @@ fn measure(server: &str, url: &str, port: u16, rounds: usize, block: usize) {
         .timeout_connect(Some(Duration::from_secs(10)))
         .timeout_per_read(Some(Duration::from_secs(60)))
         .user_agent(USER_AGENT)
-        // The client's buffers (adapters/ureq: 16 KiB, not ureq's 128).
-        .input_buffer_size(16 * 1024)
-        .output_buffer_size(16 * 1024)
+        // The client's buffers (adapters/ureq: 32 KiB, not ureq's 128).
+        .input_buffer_size(32 * 1024)
+        .output_buffer_size(32 * 1024)
         .max_response_header_size(16 * 1024)
         .build()
         .new_agent();

@@ -249,6 +249,9 @@ async fn sweep(idle: std::sync::Weak<Mutex<Pool>>, keep: Duration) {
                 wake = (o + keep)
                     .saturating_duration_since(now)
                     .max(Duration::from_millis(10));
+                // Closed outside the lock.
+                drop(pool);
+                drop(closing);
             }
             None => {
                 // Nothing left: the table's memory goes too, and the

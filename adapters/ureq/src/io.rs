@@ -30,7 +30,11 @@ use ureq::unversioned::transport::{
 };
 
 /// Each connection's input and output buffers (ureq's default: 128 KiB).
-const BUFFER: usize = 16 * 1024;
+const BUFFER: usize = 32 * 1024;
+
+/// The largest response head taken: below [`BUFFER`], so a larger one is
+/// ureq's own typed error, not a read that runs out of room.
+const MAX_HEAD: usize = 16 * 1024;
 
 /// How often a blocked read looks at the caller's cancel handle: the most a
 /// cancel waits.
@@ -89,6 +93,22 @@ impl Connector<()> for SharedTls {
             register_shutdown: d.register_shutdown.clone(),
         };
         self.0.connect(&shared, chained)
+    }
+}
+
+/// [`SharedTls`], shared by the agents of one client.
+#[derive(Debug)]
+struct Shared(Arc<SharedTls>);
+
+impl Connector<()> for Shared {
+    type Out = Box<dyn Transport>;
+
+    fn connect(
+        &self,
+        d: &ConnectionDetails,
+        chained: Option<()>,
+    ) -> Result<Option<Self::Out>, ureq::Error> {
+        self.0.connect(d, chained)
     }
 }
 
@@ -275,19 +295,22 @@ impl Io for Ureq {
             .max_idle_age(s.pool_idle)
             // ureq's default is 128 KiB each way per connection (twice
             // over TLS: the socket's and the TLS layer's), allocated for
-            // as long as the connection is pooled: 256–512 KiB per idle
-            // client. MCP's heads are small and bodies stream through, so
-            // 16 KiB is room enough (a response head may use all of it).
+            // as long as the connection is pooled. MCP's heads are small
+            // and bodies stream through: 32 KiB is room enough, and an idle
+            // connection is closed anyway ([`crate::reaper`]).
             .input_buffer_size(BUFFER)
             .output_buffer_size(BUFFER)
-            .max_response_header_size(BUFFER)
+            .max_response_header_size(MAX_HEAD)
             .timeout_per_read(Some(s.read_timeout))
             .user_agent(concat!("mcp-recovery/", env!("CARGO_PKG_VERSION")))
             .build();
+        // One connector for every agent the reaper makes: its TLS
+        // configuration, and the sessions cached in it, outlive a reap.
+        let tls = Arc::new(SharedTls::default());
         let make = move || {
             ureq::Agent::with_parts(
                 config.clone(),
-                SharedTls::default().chain(Cancellable),
+                Shared(tls.clone()).chain(Cancellable),
                 Resolve::default(),
             )
         };
@@ -304,8 +327,13 @@ impl Io for Ureq {
         let result = (|| {
             let req =
                 build(x.request).map_err(|e| TransportFailure::not_sent(FailureKind::Other, e))?;
-            let agent = self.slot.begin();
-            let done = Done(Some(self.slot.clone()));
+            // A listening stream (a GET) is never counted busy: it lives as
+            // long as the session, and idle connections beside it must
+            // still be closed.
+            let (agent, done) = match x.request.method {
+                mcp_recovery_core::Method::Get => (self.slot.agent(), Done(None)),
+                _ => (self.slot.begin(), Done(Some(self.slot.clone()))),
+            };
             let mut config = ureq::RequestExt::with_agent(req, &agent)
                 .configure()
                 .timeout_per_read(Some(x.read_timeout))
@@ -464,6 +492,10 @@ fn failure(e: ureq::Error) -> TransportFailure {
             _ => TransportFailure::after_send(FailureKind::Reset, message),
         },
         E::BadUri(_) | E::Http(_) => TransportFailure::not_sent(FailureKind::Other, message),
+        // A request head too large for the output buffer never left.
+        E::Protocol(_) if message.contains("output too small") => {
+            TransportFailure::not_sent(FailureKind::Other, message)
+        }
         _ => TransportFailure::after_send(FailureKind::Other, message),
     }
 }

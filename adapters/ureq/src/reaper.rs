@@ -24,6 +24,8 @@ pub(crate) struct Slot {
     /// When the agent was last done with an exchange, if it may have a
     /// pooled connection since it was made.
     used: Mutex<Option<Instant>>,
+    /// Whether the slot is in the watched list (changed under its lock).
+    watched: AtomicBool,
     on_idle: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
 }
 
@@ -39,8 +41,27 @@ impl Slot {
             keep,
             busy: AtomicUsize::new(0),
             used: Mutex::new(None),
+            watched: AtomicBool::new(false),
             on_idle: Mutex::new(None),
         })
+    }
+
+    /// The agent, for an exchange not counted busy (a listening stream:
+    /// its connection is never pooled while it lives, and an agent swapped
+    /// under it only means it is not pooled after).
+    pub fn agent(&self) -> ureq::Agent {
+        self.agent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Whether it may hold a pooled connection.
+    fn pending(&self) -> bool {
+        self.used
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
     }
 
     /// The agent for an exchange, counted busy until [`Slot::done`].
@@ -64,15 +85,14 @@ impl Slot {
         *self.on_idle.lock().unwrap_or_else(PoisonError::into_inner) = Some(hook);
     }
 
-    /// Reaps the agent if it has been idle long enough; whether it still
-    /// needs watching.
-    fn reap(&self, now: Instant) -> bool {
+    /// Reaps the agent if it has been idle long enough.
+    fn reap(&self, now: Instant) {
         let mut used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(at) = *used else {
-            return false;
+            return;
         };
         if self.busy.load(Ordering::SeqCst) > 0 || now.duration_since(at) < self.keep {
-            return true;
+            return;
         }
         *used = None;
         drop(used);
@@ -90,7 +110,6 @@ impl Slot {
         if let Some(hook) = hook {
             hook();
         }
-        false
     }
 }
 
@@ -106,8 +125,11 @@ static RUNNING: AtomicBool = AtomicBool::new(false);
 /// running.
 fn watch(slot: &Arc<Slot>) {
     {
+        // Under the list's lock, so the thread's pass (which drops a slot
+        // with nothing pooled, under the same lock) and this never miss
+        // each other.
         let mut list = watched().lock().unwrap_or_else(PoisonError::into_inner);
-        if !list.iter().any(|w| w.as_ptr() == Arc::as_ptr(slot)) {
+        if !slot.watched.swap(true, Ordering::SeqCst) {
             list.push(Arc::downgrade(slot));
         }
     }
@@ -131,17 +153,19 @@ fn run() {
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         let now = Instant::now();
-        let keep: Vec<*const Slot> = slots
-            .iter()
-            .filter_map(|w| {
-                let slot = w.upgrade()?;
-                slot.reap(now).then_some(Arc::as_ptr(&slot))
-            })
-            .collect();
+        for slot in slots.iter().filter_map(Weak::upgrade) {
+            slot.reap(now);
+        }
+        // Kept: every slot that may hold a pooled connection now, read
+        // under the list's lock (see `watch`): one pass, no search.
         let mut list = watched().lock().unwrap_or_else(PoisonError::into_inner);
-        list.retain(|w| {
-            keep.contains(&w.as_ptr())
-                || (w.strong_count() > 0 && !slots.iter().any(|s| s.ptr_eq(w)))
+        list.retain(|w| match w.upgrade() {
+            Some(slot) if slot.pending() => true,
+            Some(slot) => {
+                slot.watched.store(false, Ordering::SeqCst);
+                false
+            }
+            None => false,
         });
         if list.is_empty() {
             // Stop; a slot pushed meanwhile restarts it (checked under the
