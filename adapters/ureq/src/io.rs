@@ -68,9 +68,11 @@ fn cancelled() -> bool {
 /// Presented as agent-level, every connection uses the agent's one
 /// configuration (the request-level one only copies it), and sessions
 /// resume as they do in the smol client. Only the TLS connectors look at
-/// `request_level`.
-#[derive(Debug, Default)]
-struct SharedTls(DefaultConnector);
+/// `request_level`. Cloned, it is the same connector (an `Arc`): the agents
+/// the reaper makes for one client share it, and with it the TLS sessions
+/// cached in it.
+#[derive(Debug, Clone, Default)]
+struct SharedTls(Arc<DefaultConnector>);
 
 impl Connector<()> for SharedTls {
     type Out = Box<dyn Transport>;
@@ -93,22 +95,6 @@ impl Connector<()> for SharedTls {
             register_shutdown: d.register_shutdown.clone(),
         };
         self.0.connect(&shared, chained)
-    }
-}
-
-/// [`SharedTls`], shared by the agents of one client.
-#[derive(Debug)]
-struct Shared(Arc<SharedTls>);
-
-impl Connector<()> for Shared {
-    type Out = Box<dyn Transport>;
-
-    fn connect(
-        &self,
-        d: &ConnectionDetails,
-        chained: Option<()>,
-    ) -> Result<Option<Self::Out>, ureq::Error> {
-        self.0.connect(d, chained)
     }
 }
 
@@ -306,11 +292,11 @@ impl Io for Ureq {
             .build();
         // One connector for every agent the reaper makes: its TLS
         // configuration, and the sessions cached in it, outlive a reap.
-        let tls = Arc::new(SharedTls::default());
+        let tls = SharedTls::default();
         let make = move || {
             ureq::Agent::with_parts(
                 config.clone(),
-                Shared(tls.clone()).chain(Cancellable),
+                tls.clone().chain(Cancellable),
                 Resolve::default(),
             )
         };

@@ -229,9 +229,9 @@ pub fn id_jag_request(
     token_request(idp_token_endpoint, idp_client, pairs)
 }
 
-/// The identity provider's answer to [`id_jag_request`]: the ID-JAG (RFC
-/// 8693 §2.2.1; its `token_type` is `N_A`, it is no access token).
-pub fn parse_id_jag_response(status: u16, body: &[u8]) -> Result<Token, OAuthError> {
+/// A token endpoint's answer as a JSON object: its OAuth error when it
+/// gives one (or failed), else the object.
+fn token_endpoint_answer(status: u16, body: &[u8]) -> Result<Map<String, Value>, OAuthError> {
     let m = match json_object(body) {
         Ok(m) => m,
         Err(_) if !(200..300).contains(&status) => {
@@ -242,6 +242,13 @@ pub fn parse_id_jag_response(status: u16, body: &[u8]) -> Result<Token, OAuthErr
     if !(200..300).contains(&status) || m.contains_key("error") {
         return Err(server_error(&m, status));
     }
+    Ok(m)
+}
+
+/// The identity provider's answer to [`id_jag_request`]: the ID-JAG (RFC
+/// 8693 §2.2.1; its `token_type` is `N_A`, it is no access token).
+pub fn parse_id_jag_response(status: u16, body: &[u8]) -> Result<Token, OAuthError> {
+    let m = token_endpoint_answer(status, body)?;
     match string(&m, "issued_token_type") {
         Some(t) if t == ID_JAG => {}
         other => {
@@ -448,16 +455,7 @@ pub(super) fn server_error(m: &Map<String, Value>, status: u16) -> OAuthError {
 /// Parses a token endpoint's answer (RFC 6749 §5). `Bearer` tokens, and
 /// `DPoP` tokens (RFC 9449 §5), which become [`Token::dpop`] credentials.
 pub fn parse_token_response(status: u16, body: &[u8]) -> Result<TokenResponse, OAuthError> {
-    let m = match json_object(body) {
-        Ok(m) => m,
-        Err(_) if !(200..300).contains(&status) => {
-            return Err(OAuthError::Malformed(format!("HTTP {status}, not JSON")))
-        }
-        Err(e) => return Err(e),
-    };
-    if !(200..300).contains(&status) || m.contains_key("error") {
-        return Err(server_error(&m, status));
-    }
+    let m = token_endpoint_answer(status, body)?;
     let access = string(&m, "access_token")
         .filter(|t| !t.is_empty())
         .ok_or_else(|| OAuthError::Malformed("no `access_token`".into()))?;
