@@ -886,9 +886,12 @@ enum Ours {
 impl Ours {
     fn new(kind: &str, url: &str) -> (Ours, Arc<Mutex<Seen>>) {
         let (at, observe) = marker();
+        // Sessions, and so their loss, exist on the handshake wire only:
+        // the peer speaks 2026-07-28 too, which `Protocol::Auto` would pick.
         let c = if kind == "ureq" {
             Ours::Ureq(
                 blocking::Client::builder(url)
+                    .protocol(Protocol::Legacy)
                     .on_recovery(observe)
                     .build()
                     .expect("client"),
@@ -896,6 +899,7 @@ impl Ours {
         } else {
             Ours::Smol(
                 smol_client::Client::builder(url)
+                    .protocol(Protocol::Legacy)
                     .on_recovery(observe)
                     .build()
                     .expect("client"),
