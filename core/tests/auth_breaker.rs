@@ -559,3 +559,26 @@ fn forbidden_for_want_of_scope_takes_the_auth_path_once_and_other_403s_do_not() 
     ));
     assert_eq!(h.refreshes(), 1);
 }
+
+#[test]
+fn a_dpop_nonce_refusal_is_retried_once_without_a_refresh() {
+    let mut h = ready_with_token(Config::new(URL), "bound");
+    let call = h.call(Operation::list_tools(None));
+    let s = h.take("tools/list");
+    let nonce = [("WWW-Authenticate", r#"DPoP error="use_dpop_nonce""#)];
+    h.respond(s.exchange, 401, &nonce, "");
+    // The token is fine: the same request again, no refresh asked for.
+    let again = h.take("tools/list");
+    assert_eq!(h.refreshes(), 0);
+    h.result(&again, json!({"tools": []}));
+    assert_eq!(h.ok(call), &json!({"tools": []}));
+    // Refused so twice in a row: the call ends, no loop, still no refresh.
+    let call = h.call(Operation::list_tools(None));
+    let s = h.take("tools/list");
+    h.respond(s.exchange, 401, &nonce, "");
+    let again = h.take("tools/list");
+    h.respond(again.exchange, 401, &nonce, "");
+    assert!(matches!(h.error(call), CallError::Unauthorized));
+    assert_eq!(h.refreshes(), 0);
+    assert!(h.outbox.is_empty());
+}

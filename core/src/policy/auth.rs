@@ -16,6 +16,16 @@ pub(super) fn insufficient_scope(challenge: &Option<String>) -> bool {
         .is_some_and(|b| b.error.as_deref() == Some("insufficient_scope"))
 }
 
+/// Whether a 401's `WWW-Authenticate` is a DPoP server asking for its
+/// nonce in the proof (`use_dpop_nonce`, RFC 9449 §9): the token is fine.
+pub(super) fn nonce_refusal(challenge: &Option<String>) -> bool {
+    challenge.as_deref().is_some_and(|c| {
+        crate::oauth::parse_www_authenticate(c)
+            .iter()
+            .any(|c| c.param("error") == Some("use_dpop_nonce"))
+    })
+}
+
 #[derive(Debug)]
 pub(super) struct Auth {
     pub(super) token: Option<Token>,

@@ -667,6 +667,11 @@ impl Engine {
         if let Some(c) = self.calls.get_mut(&id) {
             c.used.auth = true;
         }
+        // A DPoP server refused the proof's nonce, not the token (RFC 9449
+        // §9); the transport has its new one: once more, no refresh.
+        if super::auth::nonce_refusal(&challenge) {
+            return self.retry(id, Recovery::Auth, now);
+        }
         if self.request_refresh(token_generation, challenge, now) {
             self.retry(id, Recovery::Auth, now);
         } else if let Some(c) = self.calls.get_mut(&id) {
