@@ -80,25 +80,6 @@ pub trait Io: Clone + Send + Sync + 'static {
     fn on_idle(&self, hook: Arc<dyn Fn() + Send + Sync>) {
         let _ = hook;
     }
-
-    /// A TCP listener on the loopback, for the OAuth redirect.
-    type Listener: Send + Sync;
-
-    /// Binds `127.0.0.1:port` (0: any free port); returns the listener
-    /// and its port.
-    fn bind_loopback(&self, port: u16) -> std::io::Result<(Self::Listener, u16)>;
-
-    /// Waits until one connection on `listener` has sent a whole request
-    /// head (to the blank line, at most 16 KiB; connections are read side
-    /// by side, so a silent one holds up no other), writes `reply(head)`
-    /// back and closes it; returns the head, or `None` once `until`
-    /// passed. [`crate::loopback::Loopback`] does the work.
-    fn serve_one(
-        &self,
-        listener: &Self::Listener,
-        until: Instant,
-        reply: fn(&[u8]) -> Vec<u8>,
-    ) -> impl Future<Output = std::io::Result<Option<Vec<u8>>>> + Send;
 }
 
 /// What a client holds: the driver. When the last handle goes, a stdio

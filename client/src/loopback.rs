@@ -5,6 +5,7 @@
 //! `GET /callback`. Each connection gets a few seconds to send its head;
 //! at most [`MAX_PENDING`] wait at once (the oldest goes first).
 
+use crate::drive::Io;
 use mcp_recovery_core::oauth::{redirect_head_done, MAX_REDIRECT_HEAD};
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -17,8 +18,8 @@ pub const MAX_PENDING: usize = 32;
 /// How long a connection may take to send its head.
 const HEAD_WAIT: Duration = Duration::from_secs(5);
 
-/// How often an adapter polls while it waits.
-pub const POLL: Duration = Duration::from_millis(20);
+/// How often the listener is polled while it waits.
+const POLL: Duration = Duration::from_millis(20);
 
 /// A loopback listener and the connections it is reading.
 #[derive(Debug)]
@@ -42,6 +43,30 @@ impl Loopback {
         let port = listener.local_addr()?.port();
         let pending = Mutex::new(Vec::new());
         Ok((Loopback { listener, pending }, port))
+    }
+
+    /// Waits until one connection has sent a whole request head, answers
+    /// it with `reply(head)` and returns the head; `None` once `until`
+    /// passed. Polled every 20 ms, waiting between passes the way the
+    /// client `io` waits for anything (a thread's timed wait, a timer).
+    pub async fn serve_one<I: Io>(
+        &self,
+        io: &I,
+        until: Instant,
+        reply: fn(&[u8]) -> Vec<u8>,
+    ) -> io::Result<Option<Vec<u8>>> {
+        // Never notified: each wait is a pause to its deadline.
+        let pause = event_listener::Event::new();
+        loop {
+            if let Some(head) = self.poll(reply)? {
+                return Ok(Some(head));
+            }
+            let now = Instant::now();
+            if now >= until {
+                return Ok(None);
+            }
+            io.wait(pause.listen(), Some((now + POLL).min(until))).await;
+        }
     }
 
     /// One pass without waiting: takes new connections, reads what each

@@ -8,6 +8,7 @@
 
 use crate::dpop::DpopKey;
 use crate::drive::{fetch, HttpLimits, Io};
+use crate::loopback::Loopback;
 use crate::RefreshError;
 use mcp_recovery_core::oauth::{
     self, Authorized, BearerChallenge, Client, ClientAuth, Flow, FlowError, FlowParams, FlowStep,
@@ -725,17 +726,14 @@ impl OAuth {
         };
         let reuse = earlier.and_then(|t| {
             let port = registered_port(t.redirect_uri.as_deref()?)?;
-            Some((io.bind_loopback(port).ok()?, t))
+            Some((Loopback::bind(port).ok()?, t))
         });
         // A grant with nobody at hand sends nobody anywhere: no listener.
         let (listener, reused) = match (attended, reuse) {
             (false, _) => (None, None),
             (true, Some((bound, earlier))) => (Some(bound), Some(earlier)),
             (true, None) => (
-                Some(
-                    io.bind_loopback(self.config.redirect_port)
-                        .map_err(AuthError::Listener)?,
-                ),
+                Some(Loopback::bind(self.config.redirect_port).map_err(AuthError::Listener)?),
                 None,
             ),
         };
@@ -812,7 +810,7 @@ impl OAuth {
         limits: HttpLimits,
         params: FlowParams,
         key: Option<Arc<DpopKey>>,
-        listener: Option<(I::Listener, u16)>,
+        listener: Option<(Loopback, u16)>,
         state: &str,
         redirect_uri: &str,
         open: &(dyn Fn(&str) + Sync),
@@ -906,7 +904,7 @@ impl OAuth {
     async fn redirect<I: Io>(
         &self,
         io: &I,
-        listener: &I::Listener,
+        listener: &Loopback,
         state: &str,
     ) -> Result<String, AuthError> {
         let timeout = self.config.redirect_timeout;
@@ -914,8 +912,8 @@ impl OAuth {
             .checked_add(timeout)
             .ok_or(AuthError::Timeout(timeout))?;
         loop {
-            let head = io
-                .serve_one(listener, until, oauth::redirect_reply)
+            let head = listener
+                .serve_one(io, until, oauth::redirect_reply)
                 .await
                 .map_err(AuthError::Listener)?
                 .ok_or(AuthError::Timeout(timeout))?;
@@ -1475,7 +1473,6 @@ mod tests {
 
     impl Io for Canned {
         type Body = Whole;
-        type Listener = ();
 
         fn new(_: &crate::Settings) -> Self {
             Canned::default()
@@ -1510,19 +1507,6 @@ mod tests {
 
         fn spawn(&self, _: impl Future<Output = ()> + Send + 'static) -> Result<(), String> {
             Err("no".into())
-        }
-
-        fn bind_loopback(&self, _: u16) -> std::io::Result<((), u16)> {
-            Err(std::io::Error::other("no listener here"))
-        }
-
-        async fn serve_one(
-            &self,
-            _: &(),
-            _: Instant,
-            _: fn(&[u8]) -> Vec<u8>,
-        ) -> std::io::Result<Option<Vec<u8>>> {
-            Ok(None)
         }
     }
 

@@ -8,11 +8,9 @@ use async_io::Timer;
 use event_listener::EventListener;
 use futures_lite::future;
 use mcp_recovery_client::drive::{Body, Exchange, Io, Response};
-use mcp_recovery_client::loopback::{self, Loopback};
 use mcp_recovery_client::{CancelHandle, Settings};
 use mcp_recovery_core::{FailureKind, TransportFailure};
 use std::future::Future;
-use std::io;
 use std::time::{Duration, Instant};
 
 /// How often a read of a call with a cancel handle looks at it: the most
@@ -86,31 +84,6 @@ impl Io for Http {
     fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) -> Result<(), String> {
         smol::spawn(task).detach();
         Ok(())
-    }
-
-    type Listener = Loopback;
-
-    fn bind_loopback(&self, port: u16) -> io::Result<(Loopback, u16)> {
-        Loopback::bind(port)
-    }
-
-    /// Polls the listener (non-blocking, every few milliseconds) until a
-    /// request head is in, or `until`.
-    async fn serve_one(
-        &self,
-        listener: &Loopback,
-        until: Instant,
-        reply: fn(&[u8]) -> Vec<u8>,
-    ) -> io::Result<Option<Vec<u8>>> {
-        loop {
-            if let Some(head) = listener.poll(reply)? {
-                return Ok(Some(head));
-            }
-            if Instant::now() >= until {
-                return Ok(None);
-            }
-            Timer::after(loopback::POLL).await;
-        }
     }
 }
 

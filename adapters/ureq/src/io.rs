@@ -13,7 +13,6 @@
 use crate::reaper::Slot;
 use event_listener::{EventListener, Listener};
 use mcp_recovery_client::drive::{Body, Exchange, Io, Response};
-use mcp_recovery_client::loopback::{self, Loopback};
 use mcp_recovery_client::CancelHandle;
 use mcp_recovery_client::Settings;
 use mcp_recovery_core::{FailureKind, HttpRequest, TransportFailure};
@@ -376,21 +375,6 @@ impl Io for Ureq {
             .map(drop)
             .map_err(|e| e.to_string())
     }
-
-    type Listener = Loopback;
-
-    fn bind_loopback(&self, port: u16) -> io::Result<(Loopback, u16)> {
-        Loopback::bind(port)
-    }
-
-    fn serve_one(
-        &self,
-        listener: &Loopback,
-        until: Instant,
-        reply: fn(&[u8]) -> Vec<u8>,
-    ) -> impl Future<Output = io::Result<Option<Vec<u8>>>> + Send {
-        std::future::ready(serve_one(listener, until, reply))
-    }
 }
 
 impl Body for UreqBody {
@@ -421,24 +405,6 @@ impl UreqBody {
             }
         });
         result.map(|n| n.map(|n| &self.buf[..n]))
-    }
-}
-
-/// Accepts one connection before `until`, reads its head, answers it.
-/// Polls the listener until a request head is in, or `until`.
-fn serve_one(
-    listener: &Loopback,
-    until: Instant,
-    reply: fn(&[u8]) -> Vec<u8>,
-) -> io::Result<Option<Vec<u8>>> {
-    loop {
-        if let Some(head) = listener.poll(reply)? {
-            return Ok(Some(head));
-        }
-        if Instant::now() >= until {
-            return Ok(None);
-        }
-        std::thread::sleep(loopback::POLL);
     }
 }
 
