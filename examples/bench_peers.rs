@@ -47,14 +47,14 @@
 
 #[path = "../benches/common/peer.rs"]
 mod peer;
-#[path = "../benches/common/proxy.rs"]
+#[path = "../tests/support/counting_proxy.rs"]
 mod proxy;
 
 use mcp_recovery::client::stdio::StdioCommand;
 use mcp_recovery::core::{Action, Protocol};
 use mcp_recovery::{blocking, smol as smol_client};
 use peer::{median, Peer};
-use proxy::Proxy;
+use proxy::CountingProxy as Proxy;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -277,7 +277,7 @@ fn tls(calls: usize) {
             ),
         ] {
             let peer = Peer::python_tls(close);
-            let proxy = Proxy::start(peer.port, one_way);
+            let proxy = Proxy::with_delay(peer.port, one_way);
             let tag = format!(
                 "tls {}ms {}: ",
                 one_way.as_millis(),
