@@ -590,14 +590,12 @@ impl<I: Io> Driver<I> {
         // request before acting on it (RFC 9449 §9): it goes once more,
         // with a new proof naming the nonce.
         if let (Ok(r), Credentials::OAuth(oauth)) = (&sent, &self.settings.credentials) {
-            let headers: Vec<_> = strings(&r.headers).collect();
-            if oauth.dpop_answer(r.status, &headers) {
+            if oauth.dpop_answer(r.status, &r.headers) {
                 sent = self.send_proved(&x).await;
                 // Its nonce too, for the next request (never a third send:
                 // a second refusal goes to the engine as any 401 does).
                 if let Ok(again) = &sent {
-                    let headers: Vec<_> = strings(&again.headers).collect();
-                    oauth.dpop_answer(again.status, &headers);
+                    oauth.dpop_answer(again.status, &again.headers);
                 }
             }
         }
@@ -877,7 +875,9 @@ impl<I: Io> Driver<I> {
 
     /// The server's whole `InitializeResult`, once initialized.
     pub fn initialize_result(&self) -> Option<Value> {
-        self.lock().engine().session().server()
+        // Parsed after the lock is released.
+        let text = self.lock().engine().session().server_json()?;
+        serde_json::from_str(&text).ok()
     }
 
     /// The negotiated protocol version, once initialized.

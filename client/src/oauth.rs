@@ -652,7 +652,7 @@ impl OAuth {
     /// What the MCP server's answer says about DPoP: its next nonce is
     /// kept; `true` when it refused the request for want of that nonce
     /// (send it again, once, with a new proof).
-    pub(crate) fn dpop_answer(&self, status: u16, headers: &[(&str, &str)]) -> bool {
+    pub(crate) fn dpop_answer(&self, status: u16, headers: &http::HeaderMap) -> bool {
         let Some(key) = self
             .dpop
             .lock()
@@ -661,10 +661,12 @@ impl OAuth {
         else {
             return false;
         };
-        if let Some(n) = oauth::offered_nonce(headers) {
+        // Only with DPoP on: the header list is not built for every answer.
+        let headers: Vec<_> = crate::drive::strings(headers).collect();
+        if let Some(n) = oauth::offered_nonce(&headers) {
             key.set_nonce(n);
         }
-        oauth::nonce_challenge(status, headers, b"").is_some()
+        oauth::nonce_challenge(status, &headers, b"").is_some()
     }
 
     /// Runs the whole authorization flow over `io` and stores the tokens:

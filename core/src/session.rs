@@ -240,6 +240,12 @@ impl Session {
         serde_json::from_str(self.server.as_deref()?).ok()
     }
 
+    /// [`Session::server`] as the JSON text kept, to parse elsewhere (off a
+    /// lock, say).
+    pub fn server_json(&self) -> Option<Arc<str>> {
+        self.server.clone()
+    }
+
     /// Drops the session id and, unless the setting fixes them, the
     /// negotiated version and wire: an initialize that carries a stale id
     /// is rejected by servers, and a re-negotiation starts from nothing.

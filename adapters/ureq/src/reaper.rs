@@ -77,7 +77,11 @@ impl Slot {
     pub fn done(self: &Arc<Self>) {
         *self.used.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
         self.busy.fetch_sub(1, Ordering::SeqCst);
-        watch(self);
+        // Already watched: no process-wide lock on every call's end (the
+        // thread's pass re-checks before it lets a slot go; see `run`).
+        if !self.watched.load(Ordering::SeqCst) {
+            watch(self);
+        }
     }
 
     /// Calls `hook` whenever the agent was reaped.
@@ -162,8 +166,13 @@ fn run() {
         list.retain(|w| match w.upgrade() {
             Some(slot) if slot.pending() => true,
             Some(slot) => {
+                // Unwatched, then looked at once more: an exchange that
+                // ended in between saw it still watched and did not add it
+                // again, but its `used` is set by now.
                 slot.watched.store(false, Ordering::SeqCst);
-                false
+                let again = slot.pending();
+                slot.watched.store(again, Ordering::SeqCst);
+                again
             }
             None => false,
         });

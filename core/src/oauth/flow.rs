@@ -403,6 +403,13 @@ impl Flow {
     /// body. With DPoP, a token endpoint's `use_dpop_nonce` (its nonce in
     /// a header) gets the token request sent once more with that nonce.
     pub fn on_answer(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]) -> FlowStep {
+        // A nonce to prove with, when the tokens are to be bound and the
+        // server asked for one.
+        let nonce = self
+            .params
+            .dpop
+            .as_ref()
+            .and_then(|_| nonce_challenge(status, headers, body));
         match std::mem::replace(&mut self.stage, Stage::Over) {
             Stage::Resource { urls, next } => {
                 self.only_404 &= status == 404;
@@ -466,22 +473,19 @@ impl Flow {
                 scope,
                 request,
                 nonce_tried: false,
-            } if self.params.dpop.is_some() && nonce_challenge(status, headers, body).is_some() => {
-                let nonce = nonce_challenge(status, headers, body);
-                match self.prove(request.clone(), nonce.as_deref()) {
-                    Ok(again) => {
-                        self.stage = Stage::Token {
-                            asm,
-                            client,
-                            scope,
-                            request,
-                            nonce_tried: true,
-                        };
-                        FlowStep::Fetch(again)
-                    }
-                    Err(e) => self.fail(e.into()),
+            } if nonce.is_some() => match self.prove(request.clone(), nonce.as_deref()) {
+                Ok(again) => {
+                    self.stage = Stage::Token {
+                        asm,
+                        client,
+                        scope,
+                        request,
+                        nonce_tried: true,
+                    };
+                    FlowStep::Fetch(again)
                 }
-            }
+                Err(e) => self.fail(e.into()),
+            },
             Stage::Token {
                 asm, client, scope, ..
             } => match parse_token_response(status, body) {
