@@ -307,6 +307,12 @@ fn measure(server: &str, url: &str, port: u16, rounds: usize, block: usize) {
             if which == 4 && std::env::var_os("NO_SPAWNED").is_some() {
                 continue;
             }
+            // For a profiler: only the variants listed (`ONLY=0,1`).
+            if let Ok(only) = std::env::var("ONLY") {
+                if !only.split(',').any(|v| v.trim() == which.to_string()) {
+                    continue;
+                }
+            }
             let t = Instant::now();
             let cpu = thread_cpu();
             match which {
@@ -370,6 +376,9 @@ fn measure(server: &str, url: &str, port: u16, rounds: usize, block: usize) {
     println!("|---|---|---|---|---|---|");
     for pair in [[0usize, 1], [0, 5], [2, 3], [2, 6], [2, 4]] {
         let [ours, raw] = pair;
+        if series[ours].calls == 0 || series[raw].calls == 0 {
+            continue;
+        }
         let ratios: Vec<f64> = series[ours]
             .per_call
             .iter()
@@ -427,7 +436,9 @@ fn main() {
             println!("raw variants send: {}", body_for_display());
         }
     }
-    measure("static responder (in process)", &url, server.port, 101, 200);
+    if std::env::var_os("NO_STATIC").is_none() {
+        measure("static responder (in process)", &url, server.port, 101, 200);
+    }
 
     if peer::installed() {
         let ts = peer::Peer::ts("json");

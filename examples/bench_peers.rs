@@ -973,6 +973,92 @@ fn measure_ours(kind: &str, peer: &mut Peer, samples: usize, restart: bool) -> R
     r
 }
 
+/// The floor of a recovery, with no client in the way: what any client
+/// must send once the server forgot its session (`initialize`,
+/// `notifications/initialized`, the call again), as raw requests on one
+/// ureq agent, answers read to their end and nothing parsed beyond the
+/// session id. Timed like ours: from the failing answer (the 404) to the
+/// retried call's answer; the plain call is the same raw call, before.
+fn measure_raw_floor(peer: &mut Peer, samples: usize) -> Recovery {
+    let url = peer.url();
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .new_agent();
+    let post = |session: Option<&str>, body: &str| -> (u16, Option<String>) {
+        let mut req = agent
+            .post(&url)
+            .header("Content-Type", "application/json")
+            .header("Accept", "application/json, text/event-stream");
+        if let Some(s) = session {
+            req = req
+                .header("Mcp-Session-Id", s)
+                .header("MCP-Protocol-Version", "2025-11-25");
+        }
+        let mut resp = req.send(body).expect("raw request");
+        let id = resp
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let text = resp.body_mut().read_to_string().expect("raw answer");
+        std::hint::black_box(text);
+        (resp.status().as_u16(), id)
+    };
+    let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#;
+    let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#;
+    let handshake = || -> String {
+        let (status, id) = post(None, init);
+        assert_eq!(status, 200, "raw initialize");
+        let id = id.expect("a session id");
+        assert_eq!(post(Some(&id), initialized).0, 202, "raw initialized");
+        id
+    };
+    let mut session = handshake();
+    for _ in 0..20 {
+        post(Some(&session), call);
+    }
+    let mut plain = vec![];
+    for _ in 0..100 {
+        let t = Instant::now();
+        assert_eq!(post(Some(&session), call).0, 200);
+        plain.push(t.elapsed().as_secs_f64());
+    }
+    let mut r = Recovery {
+        plain: median(&plain),
+        from_failure: vec![],
+        whole_call: vec![],
+        breakdown: String::new(),
+    };
+    for _ in 0..samples {
+        peer.await_no_sessions();
+        let t = Instant::now();
+        assert_eq!(
+            post(Some(&session), call).0,
+            404,
+            "the session was not lost"
+        );
+        let failed = Instant::now();
+        session = handshake();
+        let ready = Instant::now();
+        assert_eq!(post(Some(&session), call).0, 200);
+        let end = Instant::now();
+        if r.from_failure.is_empty() {
+            r.breakdown = format!(
+                "404 +{:.1} ms, session ready +{:.1} ms, result +{:.1} ms",
+                (failed - t).as_secs_f64() * 1e3,
+                (ready - t).as_secs_f64() * 1e3,
+                (end - t).as_secs_f64() * 1e3
+            );
+        }
+        r.from_failure.push((end - failed).as_secs_f64());
+        r.whole_call.push((end - t).as_secs_f64());
+    }
+    r
+}
+
 fn measure_ts_by_hand(peer: &mut Peer, samples: usize) -> Recovery {
     let mut child = Command::new("node")
         .arg(peer::root().join("benches/clients/ts_client.mjs"))
@@ -1046,6 +1132,7 @@ fn recovery_latency(nodelay: bool) {
     let mut idle = python_peer(nodelay, Some(0.5));
     let ureq = measure_ours("ureq", &mut idle, SAMPLES, false);
     let smol = measure_ours("smol", &mut idle, SAMPLES, false);
+    let raw = measure_raw_floor(&mut idle, SAMPLES);
     drop(idle);
     println!(
         "\n## Recovery latency after an idle-timeout expiry ({}, SSE mode, \
@@ -1056,7 +1143,19 @@ fn recovery_latency(nodelay: bool) {
     println!("|---|---|---|---|---|");
     recovery_row("ours, blocking (ureq)", &ureq);
     recovery_row("ours, async (smol)", &smol);
-    breakdown(&[("ureq", &ureq), ("smol", &smol)]);
+    recovery_row(
+        "the floor: raw ureq requests, no client (initialize, initialized, call again)",
+        &raw,
+    );
+    breakdown(&[("ureq", &ureq), ("smol", &smol), ("raw", &raw)]);
+    let floor = median(&raw.from_failure);
+    println!(
+        "\nAgainst the floor (failing answer → result): ureq {:.2}×, smol {:.2}×; \
+         the floor itself is {:.2}× the raw plain call",
+        median(&ureq.from_failure) / floor,
+        median(&smol.from_failure) / floor,
+        floor / raw.plain,
+    );
 
     const RESTARTS: usize = 5;
     let mut py = python_peer(nodelay, None);

@@ -5,10 +5,13 @@
 //! or a read is ureq's, a wait is `EventListener::wait_deadline`, user code
 //! runs inline, and the listening stream gets a thread of its own.
 //!
-//! A read blocked on a silent server would not see a cancel from another
-//! thread until its timeout: every transport ureq makes is wrapped
-//! ([`Cancellable`]) so that, while a call with a cancel handle reads, the
-//! wait goes in slices of [`SLICE`] and ends as soon as the handle fires.
+//! Every transport ureq makes is wrapped ([`Bounded`]): the wrapper holds
+//! each wait to the exchange's bounds (the call's deadline, its read
+//! timeout, a cancel handle, polled every [`SLICE`]), which ureq's own
+//! request-level timeouts did before. Those cost a copy of the agent's
+//! configuration and two `setsockopt` per call (a deadline is a new
+//! timeout value every time); the wrapper hands the socket timeouts
+//! rounded to a coarse grid, so a run of calls sets them about once.
 
 use crate::reaper::Slot;
 use event_listener::{EventListener, Listener};
@@ -39,37 +42,83 @@ const MAX_HEAD: usize = 16 * 1024;
 /// cancel waits.
 const SLICE: Duration = Duration::from_millis(50);
 
-thread_local! {
-    /// The cancel handle of the call this thread is reading for, if any.
-    static CANCEL: RefCell<Option<CancelHandle>> = const { RefCell::new(None) };
-    /// A read's own deadline, shorter than the request's timeouts (the
-    /// brief wait for the end of an answered event stream).
-    static UNTIL: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+/// What bounds the I/O of the exchange this thread is running.
+#[derive(Default)]
+struct Bounds {
+    /// The call's cancel handle.
+    cancel: Option<CancelHandle>,
+    /// The call's end: no wait goes past it.
+    deadline: Option<Instant>,
+    /// The exchange's read timeout, when shorter than the agent's.
+    read: Option<Duration>,
+    /// A read's own end, sooner than the rest (the brief wait for the end
+    /// of an answered event stream).
+    until: Option<Instant>,
 }
 
-/// Runs `f` with `cancel` as this thread's current cancel handle.
-fn with_cancel<R>(cancel: &Option<CancelHandle>, f: impl FnOnce() -> R) -> R {
-    CANCEL.with(|c| *c.borrow_mut() = cancel.clone());
+thread_local! {
+    static BOUNDS: RefCell<Bounds> = const {
+        RefCell::new(Bounds { cancel: None, deadline: None, read: None, until: None })
+    };
+}
+
+/// Runs `f` with `bounds` on this thread's I/O.
+fn within<R>(bounds: Bounds, f: impl FnOnce() -> R) -> R {
+    BOUNDS.with(|b| *b.borrow_mut() = bounds);
     let r = f();
-    CANCEL.with(|c| *c.borrow_mut() = None);
+    BOUNDS.with(|b| *b.borrow_mut() = Bounds::default());
     r
 }
 
 fn cancelled() -> bool {
-    CANCEL.with(|c| c.borrow().as_ref().is_some_and(CancelHandle::is_cancelled))
+    BOUNDS.with(|b| {
+        b.borrow()
+            .cancel
+            .as_ref()
+            .is_some_and(CancelHandle::is_cancelled)
+    })
 }
 
-/// ureq's own connectors, each connection presented as agent-level. Every
-/// request of ours carries request-level settings (its own timeouts), never
-/// TLS settings of its own; ureq's rustls connector then builds a new TLS
+/// The time left until the call's deadline, if it has one.
+fn to_deadline(now: Instant) -> Option<Duration> {
+    BOUNDS.with(|b| {
+        b.borrow()
+            .deadline
+            .map(|d| d.saturating_duration_since(now))
+    })
+}
+
+/// `d` rounded down (`up` false) or up to a grid of about a sixteenth of
+/// it (a power of two of nanoseconds): 60 s less a few milliseconds is
+/// the same value call after call, and the socket keeps the timeout it
+/// has. Below 2 ms, `d` itself.
+fn coarse(d: Duration, up: bool) -> Duration {
+    let ns = d.as_nanos().min(u64::MAX as u128) as u64;
+    if ns < 2_000_000 {
+        return d;
+    }
+    let step = (1u64 << (63 - ns.leading_zeros())) >> 4;
+    let down = ns - ns % step;
+    let ns = if up && down < ns {
+        down.saturating_add(step)
+    } else {
+        down
+    };
+    Duration::from_nanos(ns)
+}
+
+/// ureq's own connectors, each connection presented as agent-level, its
+/// connect cut to the call's deadline. A request with request-level
+/// settings (ours had its own timeouts until they moved to
+/// [`BoundedTransport`]) made ureq's rustls connector build a new TLS
 /// configuration for each connection, with an empty session cache, so no
 /// TLS session ever resumed (0 of 1 023 handshakes, BENCHMARKS.md §10).
 /// Presented as agent-level, every connection uses the agent's one
-/// configuration (the request-level one only copies it), and sessions
-/// resume as they do in the smol client. Only the TLS connectors look at
-/// `request_level`. Cloned, it is the same connector (an `Arc`): the agents
-/// the reaper makes for one client share it, and with it the TLS sessions
-/// cached in it.
+/// configuration, and sessions resume as they do in the smol client, even
+/// should a request carry settings of its own again. Only the TLS
+/// connectors look at `request_level`. Cloned, it is the same connector
+/// (an `Arc`): the agents the reaper makes for one client share it, and
+/// with it the TLS sessions cached in it.
 #[derive(Debug, Clone, Default)]
 struct SharedTls(Arc<DefaultConnector>);
 
@@ -88,7 +137,7 @@ impl Connector<()> for SharedTls {
             request_level: false,
             resolver: d.resolver,
             now: d.now,
-            timeout: d.timeout,
+            timeout: capped(d.timeout, Instant::now()),
             current_time: d.current_time.clone(),
             run_connector: d.run_connector.clone(),
             register_shutdown: d.register_shutdown.clone(),
@@ -136,74 +185,208 @@ impl Resolver for Resolve {
             }
         }
         drop(last);
-        let addrs = self.inner.resolve(uri, config, timeout)?;
+        let addrs = self
+            .inner
+            .resolve(uri, config, capped(timeout, Instant::now()))?;
         last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
         *last = Some((key, addrs.clone(), Instant::now()));
         Ok(addrs)
     }
 }
 
-/// Wraps each transport of the agent in [`CancellableTransport`].
-#[derive(Debug)]
-struct Cancellable;
+/// `timeout` cut to the call's deadline (a connect, a lookup).
+fn capped(timeout: NextTimeout, now: Instant) -> NextTimeout {
+    match to_deadline(now) {
+        Some(left) if Wait::Exact(left) < timeout.after => NextTimeout {
+            after: Wait::Exact(left),
+            reason: ureq::Timeout::Global,
+            ..timeout
+        },
+        _ => timeout,
+    }
+}
 
-impl Connector<Box<dyn Transport>> for Cancellable {
-    type Out = CancellableTransport;
+/// Wraps each transport of the agent in [`BoundedTransport`].
+#[derive(Debug)]
+struct Bounded;
+
+impl Connector<Box<dyn Transport>> for Bounded {
+    type Out = BoundedTransport;
 
     fn connect(
         &self,
         _: &ConnectionDetails,
         chained: Option<Box<dyn Transport>>,
     ) -> Result<Option<Self::Out>, ureq::Error> {
-        Ok(chained.map(CancellableTransport))
+        Ok(chained.map(BoundedTransport::new))
     }
 }
 
-/// A transport whose waits for input end early when the reading call is
-/// cancelled. Without a cancel handle it is the transport it wraps.
+/// A transport whose waits keep to the exchange's [`Bounds`]: ureq's own
+/// timeouts (the agent's: per read, and for the response head as a
+/// whole), cut to the call's deadline, the exchange's read timeout and a
+/// read's own end, and ended early by a cancel.
+///
+/// It also sends a request's head and body in one write. ureq writes the
+/// head, sends it, then writes and sends the body: two segments, and two
+/// wake-ups of the server, which reads the head, finds no body yet and
+/// waits again (BENCHMARKS.md section 2). Here a request's first write is
+/// held (copied aside), and goes in front of the body when that is sent;
+/// a request without a body leaves when its answer is awaited.
 #[derive(Debug)]
-struct CancellableTransport(Box<dyn Transport>);
+struct BoundedTransport {
+    inner: Box<dyn Transport>,
+    /// A request head written but not sent yet (its capacity is kept).
+    held: Vec<u8>,
+    /// Whether this request's first write was seen (reset by a read).
+    writing: bool,
+}
 
-impl Transport for CancellableTransport {
-    fn buffers(&mut self) -> &mut dyn Buffers {
-        self.0.buffers()
-    }
-
-    fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
-        self.0.transmit_output(amount, timeout)
-    }
-
-    fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
-        let until = UNTIL.with(std::cell::Cell::get);
-        let watching = CANCEL.with(|c| c.borrow().is_some());
-        if !watching && until.is_none() {
-            return self.0.await_input(timeout);
+impl BoundedTransport {
+    fn new(inner: Box<dyn Transport>) -> Self {
+        BoundedTransport {
+            inner,
+            held: Vec::new(),
+            writing: false,
         }
-        // The real budget (the smaller of the remaining and the per-read
-        // timeouts, and the read's own deadline), waited for in slices;
-        // nothing is consumed by a slice that times out, so the next one
-        // picks up where it left.
+    }
+
+    /// Sends the first `amount` bytes of the output buffer. A write cannot
+    /// be resumed after its timeout, so its one wait is rounded up: past
+    /// the deadline by at most a sixteenth of it.
+    fn send(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
+        let timeout = timeout.for_write();
+        let bounded = match to_deadline(Instant::now()) {
+            Some(left) if Wait::Exact(left) < timeout.after => NextTimeout {
+                after: Wait::Exact(coarse(left, true)),
+                reason: ureq::Timeout::Global,
+                ..timeout
+            },
+            _ => match timeout.after {
+                Wait::Exact(d) => NextTimeout {
+                    after: Wait::Exact(coarse(d, true)),
+                    ..timeout
+                },
+                Wait::NotHappening => timeout,
+            },
+        };
+        self.inner.transmit_output(
+            amount,
+            NextTimeout {
+                per_write: None,
+                ..bounded
+            },
+        )
+    }
+
+    /// Sends the held head, then `amount` bytes of the output buffer: in
+    /// one write when both fit in the buffer.
+    fn send_after_held(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
+        let head = self.held.len();
+        if head == 0 {
+            return self.send(amount, timeout);
+        }
+        let output = self.inner.buffers().output();
+        if head + amount <= output.len() {
+            output.copy_within(..amount, head);
+            output[..head].copy_from_slice(&self.held);
+            self.held.clear();
+            return self.send(head + amount, timeout);
+        }
+        // Too large to join: the head first, then the rest in place (a
+        // copy of the body's start would go where the head was).
+        let rest = output[..amount].to_vec();
+        output[..head].copy_from_slice(&self.held);
+        self.held.clear();
+        self.send(head, timeout)?;
+        self.inner.buffers().output()[..amount].copy_from_slice(&rest);
+        self.send(amount, timeout)
+    }
+
+    /// Sends a held head before a wait for input.
+    fn flush(&mut self, timeout: NextTimeout) -> Result<(), ureq::Error> {
+        self.writing = false;
+        if !self.held.is_empty() {
+            self.send_after_held(0, timeout)?;
+        }
+        Ok(())
+    }
+}
+
+impl Transport for BoundedTransport {
+    fn buffers(&mut self) -> &mut dyn Buffers {
+        self.inner.buffers()
+    }
+
+    /// A request's first write (its head) is held for the next one (its
+    /// body).
+    fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
+        if !self.writing && self.held.is_empty() && amount > 0 {
+            self.writing = true;
+            let output = self.inner.buffers().output();
+            self.held.extend_from_slice(&output[..amount]);
+            return Ok(());
+        }
+        self.send_after_held(amount, timeout)
+    }
+
+    fn maybe_await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
+        self.flush(timeout)?;
+        if self.inner.buffers().can_use_input() {
+            return Ok(true);
+        }
+        self.await_input(timeout)
+    }
+
+    /// The real budget is waited for in steps the socket's timeout can
+    /// keep (rounded down, [`coarse`]; [`SLICE`]s while a cancel handle
+    /// watches); nothing is consumed by a step that times out, so the
+    /// next one picks up where it left.
+    fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
+        self.flush(timeout)?;
         let start = Instant::now();
         let real = timeout.for_read();
-        loop {
-            let now = Instant::now();
-            let mut left = match real.after {
-                Wait::Exact(d) => Some(d.saturating_sub(now.duration_since(start))),
+        let (watching, end) = BOUNDS.with(|b| {
+            let b = b.borrow();
+            let mut end = match real.after {
+                Wait::Exact(d) => Some((start + d, real.reason)),
                 Wait::NotHappening => None,
             };
-            if let Some(u) = until {
-                let to_until = u.saturating_duration_since(now);
-                left = Some(left.map_or(to_until, |l| l.min(to_until)));
+            let mut cut = |at: Instant, why: ureq::Timeout| {
+                if end.is_none_or(|(e, _)| at < e) {
+                    end = Some((at, why));
+                }
+            };
+            if let Some(r) = b.read {
+                cut(start + r, ureq::Timeout::PerRead);
             }
-            let step = if watching { SLICE } else { Duration::MAX };
-            let last = left.is_some_and(|l| l <= step);
+            if let Some(d) = b.deadline {
+                cut(d, ureq::Timeout::Global);
+            }
+            if let Some(u) = b.until {
+                cut(u, ureq::Timeout::PerRead);
+            }
+            (b.cancel.is_some(), end)
+        });
+        loop {
+            let left = end.map(|(e, _)| e.saturating_duration_since(Instant::now()));
+            let mut step = left.map_or(Duration::MAX, |l| coarse(l, false));
+            if watching {
+                step = step.min(SLICE);
+            }
+            let last = left.is_some_and(|l| step >= l);
+            let after = if step == Duration::MAX {
+                Wait::NotHappening
+            } else {
+                Wait::Exact(step)
+            };
             let slice = NextTimeout {
-                after: Wait::Exact(left.map_or(step, |l| l.min(step))),
-                reason: real.reason,
+                after,
+                reason: end.map_or(real.reason, |(_, why)| why),
                 per_read: None,
                 per_write: timeout.per_write,
             };
-            match self.0.await_input(slice) {
+            match self.inner.await_input(slice) {
                 Err(ureq::Error::Timeout(_)) if !last => {
                     if cancelled() {
                         return Err(ureq::Error::Io(io::Error::other("call cancelled")));
@@ -215,11 +398,11 @@ impl Transport for CancellableTransport {
     }
 
     fn is_open(&mut self) -> bool {
-        self.0.is_open()
+        self.inner.is_open()
     }
 
     fn is_tls(&self) -> bool {
-        self.0.is_tls()
+        self.inner.is_tls()
     }
 }
 
@@ -228,14 +411,33 @@ pub(crate) struct UreqBody {
     reader: ureq::BodyReader<'static>,
     /// The reading call's cancel handle.
     cancel: Option<CancelHandle>,
+    /// The reading call's deadline.
+    deadline: Option<Instant>,
     /// The request's per-read timeout.
     read_timeout: Duration,
-    /// Inline, so it lives in the call's future on the caller's stack: a
-    /// heap buffer per exchange was measurable per call.
-    buf: [u8; 8 * 1024],
+    /// The thread's spare buffer ([`SPARE`]), given back when the body is
+    /// dropped. Not inline: the body moves with the call's future, into a
+    /// box and out of it, and 8 KiB copied at each move was ~10 µs per
+    /// call (BENCHMARKS.md section 2); nor one allocation per exchange.
+    buf: Box<[u8]>,
     /// Dropped after the reader (fields drop in order): the connection is
     /// back in the pool when the slot hears the exchange is done.
     _done: Done,
+}
+
+impl Drop for UreqBody {
+    fn drop(&mut self) {
+        SPARE.set(Some(std::mem::take(&mut self.buf)));
+    }
+}
+
+/// The size of the buffer a body is read into.
+const READ_BUFFER: usize = 8 * 1024;
+
+thread_local! {
+    /// A buffer for the next body read on this thread: a blocking call
+    /// reads one body at a time, so one buffer per thread serves them all.
+    static SPARE: std::cell::Cell<Option<Box<[u8]>>> = const { std::cell::Cell::new(None) };
 }
 
 /// Tells the slot an exchange is done with, when dropped.
@@ -287,6 +489,9 @@ impl Io for Ureq {
             .output_buffer_size(BUFFER)
             .max_response_header_size(MAX_HEAD)
             .timeout_per_read(Some(s.read_timeout))
+            // A head trickling in a byte at a time never trips the
+            // per-read timeout: the head as a whole has the same limit.
+            .timeout_recv_response(Some(s.read_timeout))
             .user_agent(concat!("mcp-recovery/", env!("CARGO_PKG_VERSION")))
             .build();
         // One connector for every agent the reaper makes: its TLS
@@ -295,7 +500,7 @@ impl Io for Ureq {
         let make = move || {
             ureq::Agent::with_parts(
                 config.clone(),
-                tls.clone().chain(Cancellable),
+                tls.clone().chain(Bounded),
                 Resolve::default(),
             )
         };
@@ -319,19 +524,10 @@ impl Io for Ureq {
                 mcp_recovery_core::Method::Get => (self.slot.agent(), Done(None)),
                 _ => (self.slot.begin(), Done(Some(self.slot.clone()))),
             };
-            let mut config = ureq::RequestExt::with_agent(req, &agent)
-                .configure()
-                .timeout_per_read(Some(x.read_timeout))
-                // A head trickling in a byte at a time never trips the
-                // per-read timeout: the head as a whole has the same limit.
-                .timeout_recv_response(Some(x.read_timeout));
-            if let Some(deadline) = x.deadline {
-                // The call's end bounds every read of this exchange,
-                // however the silences fall.
-                let left = deadline.saturating_duration_since(Instant::now());
-                config = config.timeout_global(Some(left.max(Duration::from_millis(1))));
-            }
-            let response = with_cancel(&x.cancel, || config.run()).map_err(failure)?;
+            // The agent's configuration as it is: the exchange's own
+            // bounds (its deadline, a shorter read timeout) are kept by
+            // the transport ([`BoundedTransport`]).
+            let response = within(bounds(x), || agent.run(req)).map_err(failure)?;
             let (parts, body) = response.into_parts();
             Ok(Response {
                 status: parts.status.as_u16(),
@@ -340,8 +536,11 @@ impl Io for Ureq {
                     // The core enforces the body size limit; the reader has none.
                     reader: body.into_with_config().limit(u64::MAX).reader(),
                     cancel: x.cancel.clone(),
+                    deadline: x.deadline,
                     read_timeout: x.read_timeout,
-                    buf: [0; 8 * 1024],
+                    buf: SPARE
+                        .take()
+                        .unwrap_or_else(|| vec![0; READ_BUFFER].into_boxed_slice()),
                     _done: done,
                 },
             })
@@ -386,17 +585,30 @@ impl Body for UreqBody {
         read_timeout: Duration,
     ) -> impl Future<Output = Result<Option<&[u8]>, TransportFailure>> + Send {
         let until = (read_timeout < self.read_timeout).then(|| Instant::now() + read_timeout);
-        UNTIL.with(|u| u.set(until));
-        let r = self.read();
-        UNTIL.with(|u| u.set(None));
-        std::future::ready(r)
+        std::future::ready(self.read(until))
+    }
+}
+
+/// The bounds of exchange `x`'s I/O.
+fn bounds(x: &Exchange<'_>) -> Bounds {
+    Bounds {
+        cancel: x.cancel.clone(),
+        deadline: x.deadline,
+        read: Some(x.read_timeout),
+        until: None,
     }
 }
 
 impl UreqBody {
-    fn read(&mut self) -> Result<Option<&[u8]>, TransportFailure> {
+    fn read(&mut self, until: Option<Instant>) -> Result<Option<&[u8]>, TransportFailure> {
         let (reader, buf) = (&mut self.reader, &mut self.buf);
-        let result = with_cancel(&self.cancel, || loop {
+        let bounds = Bounds {
+            cancel: self.cancel.clone(),
+            deadline: self.deadline,
+            read: Some(self.read_timeout),
+            until,
+        };
+        let result = within(bounds, || loop {
             match reader.read(buf) {
                 Ok(0) => break Ok(None),
                 Ok(n) => break Ok(Some(n)),
@@ -449,5 +661,37 @@ fn failure(e: ureq::Error) -> TransportFailure {
             TransportFailure::not_sent(FailureKind::Other, message)
         }
         _ => TransportFailure::after_send(FailureKind::Other, message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::coarse;
+    use std::time::Duration;
+
+    #[test]
+    fn coarse_timeouts_stay_within_a_sixteenth_and_repeat() {
+        for ms in [2u64, 3, 17, 250, 999, 1_000, 29_999, 60_000, 120_000] {
+            for less in [0u64, 1, 7, 333] {
+                let d = Duration::from_millis(ms) - Duration::from_micros(less);
+                let (down, up) = (coarse(d, false), coarse(d, true));
+                assert!(down <= d && d <= up, "{d:?}: {down:?} {up:?}");
+                assert!(
+                    d - down <= d / 16 && up - d <= d / 16,
+                    "{d:?}: {down:?} {up:?}"
+                );
+            }
+        }
+        // A deadline 60 s away, a few milliseconds less each call: the
+        // socket sees one value.
+        let first = coarse(Duration::from_millis(60_000), false);
+        for less in 1..200 {
+            let d = Duration::from_millis(60_000) - Duration::from_micros(less * 37);
+            assert_eq!(coarse(d, false), first);
+        }
+        // Short waits are kept exact, zero included.
+        assert_eq!(coarse(Duration::ZERO, false), Duration::ZERO);
+        let short = Duration::from_micros(1_500);
+        assert_eq!((coarse(short, false), coarse(short, true)), (short, short));
     }
 }
