@@ -12,7 +12,8 @@
 //! instead: heap per client and per idle session, calls per second.
 //!
 //! With `MANY_EXIT_IDLE=1` the process exits at the idle point, for a heap
-//! profiler (`heaptrack`) to report what idle sessions hold.
+//! profiler (`heaptrack`) to report what idle sessions hold;
+//! `MANY_EXIT_USED=1`, right after the sessions are up (connections pooled).
 //!
 //! Run: `MANY=1000 PEERS=4 cargo run --release --features smol,ureq --example many_sessions`
 //! (one size per process for honest RSS; scripts/peers.sh installs the
@@ -219,6 +220,12 @@ fn run(n: usize, peers: usize) {
     }));
     assert_eq!(up, n, "every session up");
     let heap_used = live() - heap0;
+    if std::env::var_os("MANY_EXIT_USED").is_some() {
+        // For a heap profiler: what a session holds just after its call,
+        // its pooled connection included.
+        drop(servers);
+        std::process::exit(0);
+    }
     // Idle past the pool's keep: the pooled connections are closed.
     std::thread::sleep(mcp_recovery::client::DEFAULT_POOL_IDLE + Duration::from_secs(1));
     let (heap_idle, rss_idle) = (live() - heap0, rss() - rss0);
