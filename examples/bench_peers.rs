@@ -878,6 +878,28 @@ struct Recovery {
     breakdown: String,
 }
 
+impl Recovery {
+    /// Nothing measured yet but the plain call: the median of 100 calls
+    /// of `call`, after 20 to warm up.
+    fn after_plain(mut call: impl FnMut()) -> Recovery {
+        for _ in 0..20 {
+            call();
+        }
+        let mut plain = vec![];
+        for _ in 0..100 {
+            let t = Instant::now();
+            call();
+            plain.push(t.elapsed().as_secs_f64());
+        }
+        Recovery {
+            plain: median(&plain),
+            from_failure: vec![],
+            whole_call: vec![],
+            breakdown: String::new(),
+        }
+    }
+}
+
 enum Ours {
     Ureq(blocking::Client),
     Smol(smol_client::Client),
@@ -926,21 +948,7 @@ impl Ours {
 
 fn measure_ours(kind: &str, peer: &mut Peer, samples: usize, restart: bool) -> Recovery {
     let (client, at) = Ours::new(kind, &peer.url());
-    for _ in 0..20 {
-        client.call();
-    }
-    let mut plain = vec![];
-    for _ in 0..100 {
-        let t = Instant::now();
-        client.call();
-        plain.push(t.elapsed().as_secs_f64());
-    }
-    let mut r = Recovery {
-        plain: median(&plain),
-        from_failure: vec![],
-        whole_call: vec![],
-        breakdown: String::new(),
-    };
+    let mut r = Recovery::after_plain(|| client.call());
     for _ in 0..samples {
         if restart {
             peer.restart();
@@ -1017,21 +1025,7 @@ fn measure_raw_floor(peer: &mut Peer, samples: usize) -> Recovery {
         id
     };
     let mut session = handshake();
-    for _ in 0..20 {
-        post(Some(&session), call);
-    }
-    let mut plain = vec![];
-    for _ in 0..100 {
-        let t = Instant::now();
-        assert_eq!(post(Some(&session), call).0, 200);
-        plain.push(t.elapsed().as_secs_f64());
-    }
-    let mut r = Recovery {
-        plain: median(&plain),
-        from_failure: vec![],
-        whole_call: vec![],
-        breakdown: String::new(),
-    };
+    let mut r = Recovery::after_plain(|| assert_eq!(post(Some(&session), call).0, 200));
     for _ in 0..samples {
         peer.await_no_sessions();
         let t = Instant::now();
