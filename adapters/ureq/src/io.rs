@@ -666,8 +666,90 @@ fn failure(e: ureq::Error) -> TransportFailure {
 
 #[cfg(test)]
 mod tests {
-    use super::coarse;
+    use super::{coarse, BoundedTransport};
+    use std::sync::{Arc, Mutex};
     use std::time::Duration;
+    use ureq::unversioned::transport::{Buffers, LazyBuffers, NextTimeout, Transport};
+
+    /// An inner transport that keeps what each of its writes sent.
+    #[derive(Debug)]
+    struct Wire {
+        buffers: LazyBuffers,
+        writes: Arc<Mutex<Vec<Vec<u8>>>>,
+    }
+
+    impl Transport for Wire {
+        fn buffers(&mut self) -> &mut dyn Buffers {
+            &mut self.buffers
+        }
+        fn transmit_output(&mut self, amount: usize, _: NextTimeout) -> Result<(), ureq::Error> {
+            let sent = self.buffers.output()[..amount].to_vec();
+            self.writes.lock().unwrap().push(sent);
+            Ok(())
+        }
+        fn await_input(&mut self, _: NextTimeout) -> Result<bool, ureq::Error> {
+            Ok(false)
+        }
+        fn is_open(&mut self) -> bool {
+            true
+        }
+    }
+
+    fn wire(output: usize) -> (BoundedTransport, Arc<Mutex<Vec<Vec<u8>>>>) {
+        let writes = Arc::new(Mutex::new(vec![]));
+        let buffers = LazyBuffers::new(64, output);
+        let inner = Wire {
+            buffers,
+            writes: writes.clone(),
+        };
+        (BoundedTransport::new(Box::new(inner)), writes)
+    }
+
+    /// Writes `bytes` as ureq does: into the output buffer, then sent.
+    fn write(t: &mut BoundedTransport, bytes: &[u8]) {
+        t.buffers().output()[..bytes.len()].copy_from_slice(bytes);
+        t.transmit_output(bytes.len(), NextTimeout::default())
+            .unwrap();
+    }
+
+    #[test]
+    fn a_head_and_its_body_leave_in_one_write() {
+        let (mut t, writes) = wire(1024);
+        write(&mut t, b"POST /mcp HTTP/1.1\r\n\r\n");
+        assert!(writes.lock().unwrap().is_empty(), "the head is held");
+        write(&mut t, b"{\"jsonrpc\":\"2.0\"}");
+        t.await_input(NextTimeout::default()).unwrap();
+        assert_eq!(
+            *writes.lock().unwrap(),
+            [b"POST /mcp HTTP/1.1\r\n\r\n{\"jsonrpc\":\"2.0\"}".to_vec()]
+        );
+        // The next request on the connection is held again; without a
+        // body, it leaves when its answer is awaited.
+        write(&mut t, b"GET /mcp HTTP/1.1\r\n\r\n");
+        assert_eq!(writes.lock().unwrap().len(), 1);
+        t.maybe_await_input(NextTimeout::default()).unwrap();
+        assert_eq!(
+            writes.lock().unwrap()[1],
+            b"GET /mcp HTTP/1.1\r\n\r\n".to_vec()
+        );
+    }
+
+    #[test]
+    fn a_body_too_large_to_join_its_head_follows_it() {
+        let (mut t, writes) = wire(32);
+        write(&mut t, b"HEAD-OF-20-BYTES....");
+        write(&mut t, b"a body of exactly 30 bytes....");
+        // The body goes on in more writes of its own.
+        write(&mut t, b"more");
+        assert_eq!(
+            *writes.lock().unwrap(),
+            [
+                b"HEAD-OF-20-BYTES....".to_vec(),
+                b"a body of exactly 30 bytes....".to_vec(),
+                b"more".to_vec()
+            ]
+        );
+    }
 
     #[test]
     fn coarse_timeouts_stay_within_a_sixteenth_and_repeat() {
