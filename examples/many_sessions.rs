@@ -8,6 +8,8 @@
 //! client had a call answered again. "Idle" is after 5 s with nothing to
 //! do (past the pool's 4 s, when connections are closed).
 //!
+//! `POOL_IDLE_MS` sets the clients' `pool_idle_timeout` (default 4 s).
+//!
 //! With `BLOCKING=T`, `N` blocking clients on a pool of `T` threads
 //! instead: heap per client and per idle session, calls per second.
 //!
@@ -201,6 +203,18 @@ fn run_blocking(n: usize, peers: usize, threads: usize) {
     drop(clients);
 }
 
+/// How long an idle connection is kept: the client's default, or
+/// `POOL_IDLE_MS`.
+fn pool_idle() -> Duration {
+    std::env::var("POOL_IDLE_MS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(
+            mcp_recovery::client::DEFAULT_POOL_IDLE,
+            Duration::from_millis,
+        )
+}
+
 fn run(n: usize, peers: usize) {
     let mut servers: Vec<Peer> = (0..peers).map(|_| Peer::python("json", None)).collect();
     let urls: Vec<String> = servers.iter().map(Peer::url).collect();
@@ -210,6 +224,7 @@ fn run(n: usize, peers: usize) {
             Client::builder(&urls[i % urls.len()])
                 .protocol(Protocol::Legacy)
                 .read_timeout(Duration::from_secs(60))
+                .pool_idle_timeout(pool_idle())
                 .build()
                 .expect("client")
         })
@@ -227,7 +242,9 @@ fn run(n: usize, peers: usize) {
         std::process::exit(0);
     }
     // Idle past the pool's keep: the pooled connections are closed.
-    std::thread::sleep(mcp_recovery::client::DEFAULT_POOL_IDLE + Duration::from_secs(1));
+    std::thread::sleep(
+        pool_idle().max(mcp_recovery::client::DEFAULT_POOL_IDLE) + Duration::from_secs(1),
+    );
     let (heap_idle, rss_idle) = (live() - heap0, rss() - rss0);
     // glibc keeps freed memory (the closed connections' buffers, the
     // handshakes' peak) for reuse; trimmed, what the sessions hold.
