@@ -86,6 +86,20 @@ fn established(port: u16) -> usize {
         .count()
 }
 
+/// `bytes` per session, in KiB.
+fn kib(bytes: isize, n: usize) -> f64 {
+    bytes as f64 / n as f64 / 1024.0
+}
+
+/// Ends the process here when `var` is set, the peers first (they would
+/// outlive an exit).
+fn exit_if(var: &str, servers: &mut Vec<Peer>) {
+    if std::env::var_os(var).is_some() {
+        servers.clear();
+        std::process::exit(0);
+    }
+}
+
 /// Runs `f` for every client, at most `width` at a time, on this thread.
 async fn each<F, Fut>(clients: &[Client], width: usize, f: F) -> usize
 where
@@ -195,10 +209,10 @@ fn run_blocking(n: usize, peers: usize, threads: usize) {
     let rate = answered as f64 / started.elapsed().as_secs_f64();
     println!(
         "| {n} blocking clients, {threads} threads | {:.1} KiB | {:.1} KiB | {:.1} KiB | {:.1} KiB | {open} | {rate:.0} |",
-        heap_built as f64 / n as f64 / 1024.0,
-        heap_used as f64 / n as f64 / 1024.0,
-        heap_idle as f64 / n as f64 / 1024.0,
-        rss_idle as f64 / n as f64 / 1024.0,
+        kib(heap_built, n),
+        kib(heap_used, n),
+        kib(heap_idle, n),
+        kib(rss_idle, n),
     );
     drop(clients);
 }
@@ -235,12 +249,9 @@ fn run(n: usize, peers: usize) {
     }));
     assert_eq!(up, n, "every session up");
     let heap_used = live() - heap0;
-    if std::env::var_os("MANY_EXIT_USED").is_some() {
-        // For a heap profiler: what a session holds just after its call,
-        // its pooled connection included.
-        drop(servers);
-        std::process::exit(0);
-    }
+    // For a heap profiler: what a session holds just after its call, its
+    // pooled connection included.
+    exit_if("MANY_EXIT_USED", &mut servers);
     // Idle past the pool's keep: the pooled connections are closed.
     std::thread::sleep(
         pool_idle().max(mcp_recovery::client::DEFAULT_POOL_IDLE) + Duration::from_secs(1),
@@ -256,12 +267,9 @@ fn run(n: usize, peers: usize) {
         .initialize_result()
         .map_or(0, |v| v.to_string().len());
     println!("<!-- the server's initialize result, kept as text: {server_text} bytes -->");
-    if std::env::var_os("MANY_EXIT_IDLE").is_some() {
-        // For a heap profiler: what is still allocated now is what idle
-        // sessions hold (heaptrack reports it as leaked). Peers end with us.
-        drop(servers);
-        std::process::exit(0);
-    }
+    // For a heap profiler: what is still allocated now is what idle
+    // sessions hold (heaptrack reports it as leaked).
+    exit_if("MANY_EXIT_IDLE", &mut servers);
 
     let started = Instant::now();
     let answered = smol::block_on(each(
@@ -285,11 +293,11 @@ fn run(n: usize, peers: usize) {
     let inits: u64 = servers.iter().map(Peer::initializes).sum::<u64>() - before;
     println!(
         "| {n} | {:.1} KiB | {:.1} KiB | {:.1} KiB | {:.1} KiB | {:.1} KiB | {open} | {rate:.0} | {inits} for {n} sessions ({back} answered) | {:.2} s |",
-        heap_built as f64 / n as f64 / 1024.0,
-        heap_used as f64 / n as f64 / 1024.0,
-        heap_idle as f64 / n as f64 / 1024.0,
-        rss_idle as f64 / n as f64 / 1024.0,
-        rss_trimmed as f64 / n as f64 / 1024.0,
+        kib(heap_built, n),
+        kib(heap_used, n),
+        kib(heap_idle, n),
+        kib(rss_idle, n),
+        kib(rss_trimmed, n),
         took.as_secs_f64()
     );
     drop(clients);
