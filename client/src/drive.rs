@@ -73,10 +73,11 @@ pub trait Io: Clone + Send + Sync + 'static {
     /// stream's reader, and what a dropped call's cancel sends.
     fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) -> Result<(), String>;
 
-    /// Calls `hook` whenever this client's idle connections have all been
-    /// closed (the session has had nothing to do for a while), so the
-    /// client can give back memory it keeps for reuse. The default never
-    /// calls it.
+    /// Calls `hook` whenever this client has had no exchange out for the
+    /// pool's idle timeout (the session has had nothing to do for a
+    /// while; its connections, which other clients may share, are closed
+    /// or kept by the pool), so the client can give back memory it keeps
+    /// for reuse. The default never calls it.
     fn on_idle(&self, hook: Arc<dyn Fn() + Send + Sync>) {
         let _ = hook;
     }

@@ -383,6 +383,21 @@ pub struct Settings {
     tls_roots: Option<Vec<Vec<u8>>>,
 }
 
+/// Whom a client's requests speak for: its token source (or its OAuth
+/// token store), by identity, and the headers it adds to every request.
+/// Two clients with the same principal may share state that an HTTP
+/// library keeps per agent and could carry from one request to another
+/// (ureq's cookie jar, when a build turns on its `cookies` feature);
+/// clients with different principals never do. Holds header values:
+/// never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The credential's address, alive as long as a client holding this
+    /// principal is (0: none).
+    credential: usize,
+    headers: Vec<(String, String)>,
+}
+
 /// Answers an elicitation ([`ClientBuilder::elicitation`]).
 pub type ElicitFn = dyn Fn(ElicitRequest) -> ElicitResponse + Send + Sync;
 
@@ -537,6 +552,19 @@ impl Settings {
         self.config.refresh_on_401 = false;
         self.declare_handler();
         Ok(())
+    }
+
+    /// Whom the client's requests speak for: see [`Principal`].
+    pub fn principal(&self) -> Principal {
+        let credential = match &self.credentials {
+            Credentials::None => 0,
+            Credentials::Source(s) => Arc::as_ptr(s).cast::<()>() as usize,
+            Credentials::OAuth(o) => o.store_identity(),
+        };
+        Principal {
+            credential,
+            headers: self.config.headers.clone(),
+        }
     }
 
     /// The only CA certificates to trust (DER), when
@@ -835,12 +863,15 @@ impl<C: Build> ClientBuilder<C> {
     /// Node, after which the server closes it anyway). Past it the
     /// connection is closed, and its memory freed: an idle session holds
     /// no connection. Longer suits a server that keeps connections
-    /// longer (nginx: 75 s) and is called less often than that. Shorter
-    /// (500 ms) suits a process holding thousands of sessions that each
-    /// call rarely: fewer connections are open at once (each ~26 KiB in
-    /// the smol client), and what the allocator keeps after they close
-    /// stays small (10 000 idle sessions: 6.9 KiB of RSS each instead of
-    /// 13.2, BENCHMARKS.md section 9).
+    /// longer (nginx: 75 s) and is called less often than that.
+    ///
+    /// Clients with the same settings (this one included) share their
+    /// idle connections, per origin: the smol client's among those that
+    /// trust the default roots, the blocking client's among those that
+    /// also have the same credentials and headers. A process holding
+    /// thousands of sessions keeps about as many connections as it has
+    /// calls in flight (10 000 idle sessions: 6.8 KiB of RSS each,
+    /// BENCHMARKS.md section 9).
     pub fn pool_idle_timeout(mut self, d: Duration) -> Self {
         self.settings.pool_idle = d;
         self

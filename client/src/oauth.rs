@@ -555,6 +555,14 @@ pub(crate) struct OAuth {
     forget_registration: AtomicBool,
 }
 
+impl OAuth {
+    /// The token store's address: clients sharing a store share their
+    /// tokens, and so speak for the same principal.
+    pub(crate) fn store_identity(&self) -> usize {
+        Arc::as_ptr(&self.config.store).cast::<()>() as usize
+    }
+}
+
 pub(crate) fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

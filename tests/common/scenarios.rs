@@ -853,6 +853,42 @@ pub fn idle_connections_closed<C: Mcp>() {
     );
 }
 
+/// Clients with the same settings share their idle connections (an
+/// HTTP/1 connection carries no session: each request names its own), so
+/// twenty sessions called one after the other take one connection; each
+/// is still its own session on the server (the handshake wire, where
+/// sessions exist). A client with other settings
+/// (here its idle timeout) keeps a pool of its own.
+pub fn shared_connections<C: Mcp>() {
+    let peer = Peer::start(PY_JSON);
+    let proxy = super::counting_proxy::CountingProxy::to(peer.port);
+    // A timeout no other test uses: this test's clients alone in the pool.
+    let keep = Duration::from_millis(30_007);
+    let clients: Vec<C> = (0..20)
+        .map(|_| {
+            ClientBuilder::new(&proxy.url())
+                .protocol(Protocol::Legacy)
+                .pool_idle_timeout(keep)
+                .build()
+                .unwrap()
+        })
+        .collect();
+    for (i, c) in clients.iter().enumerate() {
+        let r = c.call_tool("add", json!({"a": i, "b": 1})).unwrap();
+        assert_eq!(r.text(), (i + 1).to_string());
+    }
+    let sessions: std::collections::HashSet<_> =
+        clients.iter().map(|c| c.session_id().unwrap()).collect();
+    assert_eq!(sessions.len(), 20, "a session each");
+    assert_eq!(proxy.connections(), 1, "one connection for all twenty");
+    let other: C = ClientBuilder::new(&proxy.url())
+        .pool_idle_timeout(keep + Duration::from_millis(1))
+        .build()
+        .unwrap();
+    other.ping().unwrap();
+    assert_eq!(proxy.connections(), 2, "other settings, another pool");
+}
+
 /// Accepts every elicitation.
 pub struct Yes;
 
@@ -1605,6 +1641,10 @@ macro_rules! scenario_tests {
         #[test]
         fn idle_connections_are_closed_then_reopened() {
             idle_connections_closed::<$c>();
+        }
+        #[test]
+        fn clients_with_the_same_settings_share_connections() {
+            shared_connections::<$c>();
         }
         #[test]
         fn tls_sessions_resume_on_new_connections() {

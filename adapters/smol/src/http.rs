@@ -1,6 +1,7 @@
-//! HTTP/1.1 over hyper's connection API, on smol's sockets: a small pool of
-//! keep-alive connections per origin, TLS by rustls (ring provider, the
-//! webpki roots), no redirects, a timeout on every read.
+//! HTTP/1.1 over hyper's connection API, on smol's sockets: a pool of
+//! keep-alive connections per origin shared by the clients with the same
+//! settings, TLS by rustls (ring provider, the webpki roots), no
+//! redirects, a timeout on every read.
 //!
 //! Why hyper's `client::conn` and not a full client: it is runtime-agnostic
 //! (smol-hyper adapts smol's I/O to it) and leaves pooling, timeouts and
@@ -29,8 +30,16 @@ use std::time::{Duration, Instant};
 type Sender = SendRequest<Full<Bytes>>;
 type Conn = http1::Connection<FuturesIo<Box<dyn Io>>, Full<Bytes>>;
 type Idle = Arc<Mutex<Pool>>;
+type Hook = Arc<dyn Fn() + Send + Sync>;
 
-/// Idle connections by origin, each with the moment it went idle.
+/// Idle connections by origin, each with the moment it went idle, and the
+/// clients to tell once they have been idle for `keep`.
+///
+/// Clients that trust the default roots and keep idle connections for the
+/// same time share one pool (see [`shared_pool`]): an HTTP/1 connection
+/// carries no session (the session is a header of each request), so a
+/// process holding thousands of sessions to a few servers keeps a few
+/// dozen connections, not one per session (~26 KiB each in hyper).
 #[derive(Default)]
 struct Pool {
     links: HashMap<Origin, Vec<(Link, Instant)>>,
@@ -38,12 +47,96 @@ struct Pool {
     keep: Duration,
     /// Whether a sweeper task is watching the pool.
     sweeping: bool,
-    /// Called once the sweeper closed the last idle connection.
-    on_idle: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// Clients with no connection out, until they have been for `keep`
+    /// (then their idle hook runs) or take one again, in the order they
+    /// went quiet, each with that moment: the sweeper looks at the front
+    /// only, so a pass costs what is due, not every idle client.
+    quiet: std::collections::VecDeque<(std::sync::Weak<User>, Instant)>,
 }
 
 /// Idle connections kept per origin; more are closed when they come back.
-const MAX_IDLE: usize = 32;
+/// The pool is shared, so the cap is for all its clients together: above
+/// the calls a process has in flight to one server at once (each such
+/// connection closes after `keep` anyway), below what would let a burst
+/// leave thousands open.
+const MAX_IDLE: usize = 256;
+
+/// One client's use of a pool: how many connections it has out, since
+/// when it has had none, and what to call once that lasted the pool's
+/// keep.
+#[derive(Default)]
+struct User {
+    out: std::sync::atomic::AtomicUsize,
+    state: Mutex<Quiet>,
+}
+
+#[derive(Default)]
+struct Quiet {
+    /// When the last connection out came back.
+    since: Option<Instant>,
+    /// Whether the pool's `quiet` list holds this client.
+    listed: bool,
+    hook: Option<Hook>,
+}
+
+/// A connection out for one request and its response, counted in its
+/// client's [`User::out`] until dropped, unless it carries a listening
+/// stream: that lives as long as the session, and the client is quiet
+/// when its calls are.
+struct Lent {
+    user: Arc<User>,
+    idle: Idle,
+    counted: bool,
+}
+
+impl Lent {
+    fn new(user: &Arc<User>, idle: &Idle, counted: bool) -> Self {
+        if counted {
+            user.out.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
+        Lent {
+            user: user.clone(),
+            idle: idle.clone(),
+            counted,
+        }
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        if !self.counted {
+            return;
+        }
+        // Counted down under the state lock, where the sweeper reads the
+        // count with `since`: it never sees the client quiet with the
+        // moment of an earlier spell.
+        let mut quiet = self
+            .user
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self
+            .user
+            .out
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
+            != 1
+        {
+            return;
+        }
+        // The last one back: the client is quiet from now on, and the
+        // sweeper looks at it once `keep` has passed.
+        let now = Instant::now();
+        quiet.since = Some(now);
+        if quiet.hook.is_none() || quiet.listed {
+            return;
+        }
+        quiet.listed = true;
+        drop(quiet);
+        let mut pool = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        pool.quiet.push_back((Arc::downgrade(&self.user), now));
+        sweep_soon(&mut pool, &self.idle);
+    }
+}
 
 trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
@@ -58,6 +151,8 @@ struct Origin {
 #[derive(Clone)]
 pub(crate) struct Http {
     idle: Idle,
+    /// This client's use of `idle`, which other clients may share.
+    user: Arc<User>,
     tls: TlsConnector,
     connect_timeout: Duration,
 }
@@ -137,7 +232,8 @@ pub(crate) struct Body {
     origin: Origin,
     /// `None` once back in the pool.
     link: Option<Link>,
-    idle: Idle,
+    /// Dropped after `link`: the client is quiet once its last body went.
+    lent: Lent,
 }
 
 impl Body {
@@ -193,7 +289,7 @@ impl Body {
     /// request.
     fn pool(&mut self) {
         if let Some(link) = self.link.take() {
-            put(&self.idle, &self.origin, link);
+            put(&self.lent.idle, &self.origin, link);
         }
     }
 }
@@ -201,26 +297,33 @@ impl Body {
 /// Puts `link` in the pool, unless it ended or the pool is full. A pool
 /// with connections has a sweeper task closing them once idle past its
 /// `keep`: an idle client holds no connection (a socket, hyper's buffers,
-/// ~29 KiB), and none the server has long closed.
+/// ~26 KiB), and none the server has long closed.
 fn put(idle: &Idle, origin: &Origin, link: Link) {
     if link.conn.is_none() {
         return;
     }
     let mut pool = idle.lock().unwrap_or_else(PoisonError::into_inner);
     let list = pool.links.entry(origin.clone()).or_default();
-    if list.len() < MAX_IDLE {
+    let full = list.len() >= MAX_IDLE;
+    if !full {
         list.push((link, Instant::now()));
+        sweep_soon(&mut pool, idle);
     }
+    // A connection over the cap closes here, after the lock.
+    drop(pool);
+}
+
+/// Starts the pool's sweeper unless it runs.
+fn sweep_soon(pool: &mut Pool, idle: &Idle) {
     if !pool.sweeping {
         pool.sweeping = true;
-        let weak = Arc::downgrade(idle);
-        let keep = pool.keep;
-        smol::spawn(sweep(weak, keep)).detach();
+        smol::spawn(sweep(Arc::downgrade(idle), pool.keep)).detach();
     }
 }
 
-/// Closes the pool's connections idle for `keep` or more, waking when the
-/// oldest one is due, until the pool is empty (or its client gone).
+/// Closes the pool's connections idle for `keep` or more and tells the
+/// clients quiet that long, waking when the next one is due, until there
+/// is nothing left to watch (or every client is gone).
 async fn sweep(idle: std::sync::Weak<Mutex<Pool>>, keep: Duration) {
     let mut wake = keep;
     loop {
@@ -230,44 +333,95 @@ async fn sweep(idle: std::sync::Weak<Mutex<Pool>>, keep: Duration) {
         };
         let mut pool = idle.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
-        let mut oldest: Option<Instant> = None;
+        let due = |since: Instant| now.saturating_duration_since(since) >= keep;
+        let mut next: Option<Instant> = None;
+        let mut soonest = |since: Instant| next = Some(next.map_or(since, |n| n.min(since)));
         // Closed as they drop, after the lock is released.
         let mut closing = Vec::new();
         for list in pool.links.values_mut() {
             let (old, fresh): (Vec<_>, Vec<_>) = std::mem::take(list)
                 .into_iter()
-                .partition(|(_, since)| now.duration_since(*since) >= keep);
+                .partition(|(_, since)| due(*since));
             closing.extend(old);
             *list = fresh;
-            for (_, since) in list.iter() {
-                oldest = Some(oldest.map_or(*since, |o| o.min(*since)));
-            }
+            list.iter().for_each(|(_, since)| soonest(*since));
         }
         pool.links.retain(|_, list| !list.is_empty());
-        match oldest {
-            Some(o) => {
-                wake = (o + keep)
-                    .saturating_duration_since(now)
+        let mut hooks = Vec::new();
+        // Went quiet again since it was listed: back in line, at the
+        // moment it did (at most a keep late, behind later ones).
+        let mut again = Vec::new();
+        while pool.quiet.front().is_some_and(|(_, at)| due(*at)) {
+            let Some((weak, _)) = pool.quiet.pop_front() else {
+                break;
+            };
+            let Some(user) = weak.upgrade() else {
+                continue;
+            };
+            let mut quiet = user.state.lock().unwrap_or_else(PoisonError::into_inner);
+            let busy = user.out.load(std::sync::atomic::Ordering::Acquire) > 0;
+            match quiet.since {
+                Some(since) if !busy && !due(since) => {
+                    again.push((weak, since));
+                    continue;
+                }
+                Some(_) if !busy => hooks.extend(quiet.hook.clone()),
+                // Busy: listed again when its last connection comes back.
+                _ => {}
+            }
+            quiet.listed = false;
+        }
+        pool.quiet.extend(again);
+        if let Some((_, at)) = pool.quiet.front() {
+            soonest(*at);
+        }
+        match next {
+            Some(n) => {
+                // A keep too large to add never comes due.
+                wake = n
+                    .checked_add(keep)
+                    .map_or(Duration::MAX, |due| due.saturating_duration_since(now))
                     .max(Duration::from_millis(10));
-                // Closed outside the lock.
-                drop(pool);
-                drop(closing);
             }
             None => {
-                // Nothing left: the table's memory goes too, and the
-                // client hears it has gone idle.
+                // Nothing left: the tables' memory goes too.
                 pool.sweeping = false;
                 pool.links = HashMap::new();
-                let hook = pool.on_idle.clone();
-                drop(pool);
-                drop(closing);
-                if let Some(hook) = hook {
-                    hook();
-                }
-                return;
+                pool.quiet = Default::default();
             }
         }
+        // Closed and told outside the lock.
+        drop(pool);
+        drop(closing);
+        for hook in hooks {
+            hook();
+        }
+        if next.is_none() {
+            return;
+        }
     }
+}
+
+/// The pool of the clients that trust the default roots and keep idle
+/// connections for `keep`: one per process for each `keep` in use, gone
+/// with its last client.
+fn shared_pool(keep: Duration) -> Idle {
+    static POOLS: Mutex<Vec<(Duration, std::sync::Weak<Mutex<Pool>>)>> = Mutex::new(Vec::new());
+    let mut pools = POOLS.lock().unwrap_or_else(PoisonError::into_inner);
+    pools.retain(|(_, pool)| pool.strong_count() > 0);
+    if let Some(pool) = pools
+        .iter()
+        .find(|(k, _)| *k == keep)
+        .and_then(|(_, pool)| pool.upgrade())
+    {
+        return pool;
+    }
+    let pool = Arc::new(Mutex::new(Pool {
+        keep,
+        ..Pool::default()
+    }));
+    pools.push((keep, Arc::downgrade(&pool)));
+    pool
 }
 
 /// One TLS configuration (roots, provider) for every client of the
@@ -296,23 +450,26 @@ fn tls_with(roots: RootCertStore) -> TlsConnector {
 impl Http {
     /// `roots`: the only CAs to trust (DER), instead of the webpki ones.
     pub fn new(connect_timeout: Duration, pool_idle: Duration, roots: Option<&[Vec<u8>]>) -> Self {
-        let tls = match roots {
+        // A client with roots of its own has a pool of its own: a pooled
+        // connection was verified against the roots of whoever opened it.
+        let (tls, idle) = match roots {
             Some(roots) => {
                 let mut store = RootCertStore::empty();
                 for der in roots {
                     // A certificate rustls cannot read trusts nothing.
                     let _ = store.add(rustls::pki_types::CertificateDer::from(der.clone()));
                 }
-                tls_with(store)
+                let pool = Pool {
+                    keep: pool_idle,
+                    ..Pool::default()
+                };
+                (tls_with(store), Arc::new(Mutex::new(pool)))
             }
-            None => shared_tls(),
-        };
-        let pool = Pool {
-            keep: pool_idle,
-            ..Pool::default()
+            None => (shared_tls(), shared_pool(pool_idle)),
         };
         Http {
-            idle: Arc::new(Mutex::new(pool)),
+            idle,
+            user: Arc::default(),
             tls,
             connect_timeout,
         }
@@ -345,6 +502,11 @@ impl Http {
         };
         let mut req = Some(build(request, &uri)?);
         let deadline = after(read_timeout);
+        let lent = Lent::new(
+            &self.user,
+            &self.idle,
+            request.method != mcp_recovery_core::Method::Get,
+        );
         // A pooled connection the server closed meanwhile gives the request
         // back unsent: then, and only then, try the next one.
         loop {
@@ -402,7 +564,7 @@ impl Http {
                             body,
                             origin,
                             link: Some(link),
-                            idle: self.idle.clone(),
+                            lent,
                         },
                     });
                 }
@@ -428,12 +590,14 @@ impl Http {
         }
     }
 
-    /// Calls `hook` whenever the last idle connection has been closed.
-    pub fn on_idle(&self, hook: Arc<dyn Fn() + Send + Sync>) {
-        self.idle
+    /// Calls `hook` whenever this client has had no connection out for
+    /// the pool's keep.
+    pub fn on_idle(&self, hook: Hook) {
+        self.user
+            .state
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .on_idle = Some(hook);
+            .hook = Some(hook);
     }
 
     /// An idle connection to `origin`, the most recently used first, if
@@ -531,5 +695,165 @@ mod tests {
         assert_eq!(built.headers()["host"], "127.0.0.1:9");
         assert_eq!(built.uri(), "/mcp?x=1");
         assert!(!format!("{:?}", built.headers()).contains("s3cret"));
+    }
+}
+
+/// The pool shared by clients, against a minimal keep-alive HTTP/1.1
+/// responder on loopback (the MCP behaviour over it is tested against
+/// real servers in `tests/`).
+#[cfg(test)]
+mod shared {
+    use super::*;
+    use mcp_recovery_core::Method;
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Answers every request `200 ok` on a kept connection; counts the
+    /// connections accepted.
+    fn responder() -> (u16, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                count.fetch_add(1, Ordering::SeqCst);
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(conn.try_clone().unwrap());
+                    loop {
+                        let mut length = 0;
+                        loop {
+                            let mut line = String::new();
+                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            let lower = line.to_ascii_lowercase();
+                            if let Some(v) = lower.strip_prefix("content-length:") {
+                                length = v.trim().parse().unwrap_or(0);
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                        }
+                        let mut body = vec![0; length];
+                        if std::io::Read::read_exact(&mut reader, &mut body).is_err() {
+                            return;
+                        }
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if conn.write_all(answer).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (port, accepted)
+    }
+
+    fn post(port: u16) -> HttpRequest {
+        HttpRequest {
+            method: Method::Post,
+            url: format!("http://127.0.0.1:{port}/mcp").into(),
+            headers: Vec::new(),
+            body: b"{}".to_vec(),
+        }
+    }
+
+    /// Sends one request and reads its body to the end.
+    async fn exchange(http: &Http, port: u16) {
+        let mut response = http
+            .send(&post(port), Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(response.status, 200);
+        while response
+            .body
+            .chunk(Duration::from_secs(10))
+            .await
+            .unwrap()
+            .is_some()
+        {}
+    }
+
+    fn counter(http: &Http) -> Arc<AtomicUsize> {
+        let told = Arc::new(AtomicUsize::new(0));
+        let t = told.clone();
+        http.on_idle(Arc::new(move || {
+            t.fetch_add(1, Ordering::SeqCst);
+        }));
+        told
+    }
+
+    /// Waits (at most 10 s) for `f`.
+    async fn until(what: &str, f: impl Fn() -> bool) {
+        let end = Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(Instant::now() < end, "{what}");
+            Timer::after(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[test]
+    fn clients_with_the_default_roots_share_idle_connections() {
+        let (port, accepted) = responder();
+        // A keep of its own: no other test's clients in this pool.
+        let keep = Duration::from_millis(60_001);
+        let clients: Vec<Http> = (0..20)
+            .map(|_| Http::new(Duration::from_secs(5), keep, None))
+            .collect();
+        smol::block_on(async {
+            for c in &clients {
+                exchange(c, port).await;
+            }
+        });
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection for all");
+        // Roots of its own: a pool of its own.
+        let own = Http::new(Duration::from_secs(5), keep, Some(&[]));
+        smol::block_on(exchange(&own, port));
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn each_client_is_told_once_it_has_been_quiet_for_the_keep() {
+        let (port, _) = responder();
+        let keep = Duration::from_millis(50);
+        let (quiet, busy) = (
+            Http::new(Duration::from_secs(5), keep, None),
+            Http::new(Duration::from_secs(5), keep, None),
+        );
+        let (told_quiet, told_busy) = (counter(&quiet), counter(&busy));
+        smol::block_on(async {
+            exchange(&busy, port).await;
+            // `busy` holds a response it has not read: a connection out.
+            let held = busy
+                .send(&post(port), Duration::from_secs(10))
+                .await
+                .unwrap();
+            exchange(&quiet, port).await;
+            until("the quiet client told", || {
+                told_quiet.load(Ordering::SeqCst) == 1
+            })
+            .await;
+            assert_eq!(
+                told_busy.load(Ordering::SeqCst),
+                0,
+                "a client with a connection out is not idle"
+            );
+            drop(held);
+            until("the other told once its response went", || {
+                told_busy.load(Ordering::SeqCst) == 1
+            })
+            .await;
+            // Told once per quiet spell.
+            Timer::after(keep * 3).await;
+            assert_eq!(told_quiet.load(Ordering::SeqCst), 1);
+            exchange(&quiet, port).await;
+            until("told again after the next spell", || {
+                told_quiet.load(Ordering::SeqCst) == 2
+            })
+            .await;
+        });
     }
 }

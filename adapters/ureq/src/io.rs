@@ -13,7 +13,7 @@
 //! timeout value every time); the wrapper hands the socket timeouts
 //! rounded to a coarse grid, so a run of calls sets them about once.
 
-use crate::reaper::Slot;
+use crate::reaper::{Slot, User};
 use event_listener::{EventListener, Listener};
 use mcp_recovery_client::drive::{Body, Exchange, Io, Response};
 use mcp_recovery_client::CancelHandle;
@@ -33,6 +33,9 @@ use ureq::unversioned::transport::{
 
 /// Each connection's input and output buffers (ureq's default: 128 KiB).
 const BUFFER: usize = 32 * 1024;
+
+/// Idle connections an agent keeps per host (the smol client's cap).
+const MAX_IDLE: usize = 256;
 
 /// The largest response head taken: below [`BUFFER`], so a larger one is
 /// ureq's own typed error, not a read that runs out of room.
@@ -125,8 +128,8 @@ fn coarse(d: Duration, up: bool) -> Duration {
 /// configuration, and sessions resume as they do in the smol client, even
 /// should a request carry settings of its own again. Only the TLS
 /// connectors look at `request_level`. Cloned, it is the same connector
-/// (an `Arc`): the agents the reaper makes for one client share it, and
-/// with it the TLS sessions cached in it.
+/// (an `Arc`): the agents the reaper makes for one slot (the clients that
+/// share an agent) share it, and with it the TLS sessions cached in it.
 #[derive(Debug, Clone, Default)]
 struct SharedTls(Arc<DefaultConnector>);
 
@@ -163,12 +166,17 @@ const RESOLVED_FOR: Duration = Duration::from_secs(10);
 /// of what the blocking client cost over a raw request (BENCHMARKS.md
 /// section 2). An IP address needs no lookup; a host name's addresses are
 /// kept for [`RESOLVED_FOR`], so a run of calls looks up once (a lookup
-/// that misses still has the deadline, on ureq's thread).
+/// that misses still has the deadline, on ureq's thread). The agent is
+/// shared by clients that may call different servers: the last
+/// [`RESOLVED_HOSTS`] hosts are kept.
 #[derive(Debug, Default)]
 struct Resolve {
     inner: ureq::unversioned::resolver::DefaultResolver,
-    last: Mutex<Option<(String, ResolvedSocketAddrs, Instant)>>,
+    last: Mutex<Vec<(String, ResolvedSocketAddrs, Instant)>>,
 }
+
+/// How many hosts' addresses [`Resolve`] keeps.
+const RESOLVED_HOSTS: usize = 16;
 
 impl Resolver for Resolve {
     fn resolve(
@@ -187,17 +195,20 @@ impl Resolver for Resolve {
         }
         let key = format!("{host}:{port}");
         let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((k, addrs, at)) = last.as_ref() {
-            if *k == key && at.elapsed() < RESOLVED_FOR {
-                return Ok(addrs.clone());
-            }
+        last.retain(|(_, _, at)| at.elapsed() < RESOLVED_FOR);
+        if let Some((_, addrs, _)) = last.iter().find(|(k, _, _)| *k == key) {
+            return Ok(addrs.clone());
         }
         drop(last);
         let addrs = self
             .inner
             .resolve(uri, config, capped(timeout, Instant::now()))?;
         last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
-        *last = Some((key, addrs.clone(), Instant::now()));
+        last.retain(|(k, _, _)| *k != key);
+        if last.len() >= RESOLVED_HOSTS {
+            last.remove(0);
+        }
+        last.push((key, addrs.clone(), Instant::now()));
         Ok(addrs)
     }
 }
@@ -457,24 +468,63 @@ thread_local! {
     static SPARE: std::cell::Cell<Option<Box<[u8]>>> = const { std::cell::Cell::new(None) };
 }
 
-/// Tells the slot an exchange is done with, when dropped.
-struct Done(Option<Arc<Slot>>);
+/// Tells the client (and its agent's slot) an exchange is done with,
+/// when dropped.
+struct Done(Option<Arc<User>>);
 
 impl Drop for Done {
     fn drop(&mut self) {
-        if let Some(slot) = self.0.take() {
-            slot.done();
+        if let Some(user) = self.0.take() {
+            user.done();
         }
     }
+}
+
+/// What an agent is made from, and whom it speaks for: clients whose
+/// settings give the same agent share one ([`shared_slot`]) if they speak
+/// for the same principal, since an agent may keep what one request's
+/// answer set for the next (its cookie jar, when ureq's `cookies` feature
+/// is on in the build: this crate does not turn it on, another crate in
+/// the same build may).
+#[derive(PartialEq)]
+struct Key {
+    principal: mcp_recovery_client::Principal,
+    /// The proxy ureq took from the environment when the client was
+    /// built.
+    proxy: Option<ureq::Proxy>,
+    roots: Option<Vec<Vec<u8>>>,
+    connect: Duration,
+    keep: Duration,
+    read: Duration,
+}
+
+/// The slot of the clients with `key`, made by `make` if none is alive:
+/// one per process for each set of settings in use, gone with its last
+/// client.
+fn shared_slot(key: Key, make: impl FnOnce() -> Arc<Slot>) -> Arc<Slot> {
+    static SLOTS: Mutex<Vec<(Key, std::sync::Weak<Slot>)>> = Mutex::new(Vec::new());
+    let mut slots = SLOTS.lock().unwrap_or_else(PoisonError::into_inner);
+    slots.retain(|(_, slot)| slot.strong_count() > 0);
+    if let Some(slot) = slots
+        .iter()
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, slot)| slot.upgrade())
+    {
+        return slot;
+    }
+    let slot = make();
+    slots.push((key, Arc::downgrade(&slot)));
+    slot
 }
 
 /// A ureq agent: HTTP/1.1 with keep-alive, no redirects (a bearer token
 /// never follows one), HTTP statuses as answers, not errors.
 #[derive(Clone)]
 pub(crate) struct Ureq {
-    /// The agent, swapped for a fresh one once idle (closing its pooled
-    /// connections, [`crate::reaper`]).
-    slot: Arc<Slot>,
+    /// The agent, shared by the clients with the same settings and
+    /// swapped for a fresh one once idle (closing its pooled connections,
+    /// [`crate::reaper`]).
+    user: Arc<User>,
 }
 
 impl Io for Ureq {
@@ -497,6 +547,11 @@ impl Io for Ureq {
             // ureq drops a pooled connection idle past it when it next
             // looks: the same bound as the smol client's.
             .max_idle_age(s.pool_idle)
+            // The agent is shared by clients with the same settings
+            // (ureq's defaults, 3 per host and 10 in all, suit one client
+            // on one thread): as many as the smol client keeps per origin.
+            .max_idle_connections_per_host(MAX_IDLE)
+            .max_idle_connections(4 * MAX_IDLE)
             // ureq's default is 128 KiB each way per connection (twice
             // over TLS: the socket's and the TLS layer's), allocated for
             // as long as the connection is pooled. MCP's heads are small
@@ -511,8 +566,16 @@ impl Io for Ureq {
             .timeout_recv_response(Some(s.read_timeout))
             .user_agent(concat!("mcp-recovery/", env!("CARGO_PKG_VERSION")))
             .build();
-        // One connector for every agent the reaper makes: its TLS
-        // configuration, and the sessions cached in it, outlive a reap.
+        let key = Key {
+            principal: s.principal(),
+            proxy: config.proxy().cloned(),
+            roots: s.tls_roots().map(<[Vec<u8>]>::to_vec),
+            connect: s.connect_timeout,
+            keep: s.pool_idle,
+            read: s.read_timeout,
+        };
+        // One connector for every agent the reaper makes for the slot: its
+        // TLS configuration, and the sessions cached in it, outlive a reap.
         let tls = SharedTls::default();
         let make = move || {
             ureq::Agent::with_parts(
@@ -521,13 +584,14 @@ impl Io for Ureq {
                 Resolve::default(),
             )
         };
+        let slot = shared_slot(key, || Slot::new(s.pool_idle, make));
         Ureq {
-            slot: Slot::new(s.pool_idle, make),
+            user: User::new(slot),
         }
     }
 
     fn on_idle(&self, hook: Arc<dyn Fn() + Send + Sync>) {
-        self.slot.on_idle(hook);
+        self.user.on_idle(hook);
     }
 
     async fn send(&self, x: &Exchange<'_>) -> Result<Response<UreqBody>, TransportFailure> {
@@ -538,8 +602,8 @@ impl Io for Ureq {
             // long as the session, and idle connections beside it must
             // still be closed.
             let (agent, done) = match x.request.method {
-                mcp_recovery_core::Method::Get => (self.slot.agent(), Done(None)),
-                _ => (self.slot.begin(), Done(Some(self.slot.clone()))),
+                mcp_recovery_core::Method::Get => (self.user.agent(), Done(None)),
+                _ => (self.user.begin(), Done(Some(self.user.clone()))),
             };
             // The agent's configuration as it is: the exchange's own
             // bounds (its deadline, a shorter read timeout) are kept by

@@ -2,9 +2,16 @@
 //! connection idle past its age only when the agent next looks, so a
 //! client with nothing to do would hold its connection (its socket, its
 //! buffers, the server long gone) for as long as it lives. One thread per
-//! process, running only while some client has a pooled connection, swaps
-//! the agent of a client idle for its `pool_idle` for a fresh one: the old
-//! agent's pool goes with it, and the client hears it went idle.
+//! process, running only while some agent may have a pooled connection or
+//! some client is yet to be told it went idle, swaps an agent with no
+//! exchange ended for its `pool_idle` for a fresh one (the old agent's
+//! pool goes with it), and tells each client once it has been idle that
+//! long.
+//!
+//! Clients with the same settings share one agent, and so its pool
+//! ([`Slot`]): an HTTP/1 connection carries no session, and a process
+//! holding a thousand sessions to a few servers keeps a few connections
+//! per server, not one per session.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
@@ -13,20 +20,19 @@ use std::time::{Duration, Instant};
 /// How often the thread looks, at most.
 const LOOK: Duration = Duration::from_millis(250);
 
-/// One client's agent, and what the reaper needs to know about it.
+type Hook = Arc<dyn Fn() + Send + Sync>;
+
+/// An agent, shared by the clients with the same settings, and what the
+/// reaper needs to know about it.
 pub(crate) struct Slot {
     agent: Mutex<ureq::Agent>,
     make: Box<dyn Fn() -> ureq::Agent + Send + Sync>,
     keep: Duration,
-    /// Exchanges whose response is not done with: their connections are
-    /// not in the pool yet.
-    busy: AtomicUsize,
     /// When the agent was last done with an exchange, if it may have a
     /// pooled connection since it was made.
     used: Mutex<Option<Instant>>,
     /// Whether the slot is in the watched list (changed under its lock).
     watched: AtomicBool,
-    on_idle: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
 }
 
 impl Slot {
@@ -39,6 +45,84 @@ impl Slot {
             agent: Mutex::new(make()),
             make: Box::new(make),
             keep,
+            used: Mutex::new(None),
+            watched: AtomicBool::new(false),
+        })
+    }
+
+    fn agent(&self) -> ureq::Agent {
+        self.agent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// What the reaper thread watches: a slot, to reap its agent; a user, to
+/// tell it it went idle.
+trait Watched: Send + Sync {
+    /// Acts if it has been idle long enough.
+    fn look(&self, now: Instant);
+    /// Whether there is still something to act on.
+    fn pending(&self) -> bool;
+    /// Whether it is in the watched list.
+    fn watched(&self) -> &AtomicBool;
+}
+
+impl Watched for Slot {
+    fn pending(&self) -> bool {
+        self.used
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
+    fn watched(&self) -> &AtomicBool {
+        &self.watched
+    }
+
+    /// Reaps the agent if no exchange ended for the keep, even with
+    /// exchanges out (a long call of one client must not keep every
+    /// other's idle connections open): each holds the agent it started
+    /// with, whose pool takes its connection back and closes it as the
+    /// last of them ends.
+    fn look(&self, now: Instant) {
+        let mut used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(at) = *used else {
+            return;
+        };
+        if now.duration_since(at) < self.keep {
+            return;
+        }
+        *used = None;
+        drop(used);
+        let fresh = (self.make)();
+        let old = std::mem::replace(
+            &mut *self.agent.lock().unwrap_or_else(PoisonError::into_inner),
+            fresh,
+        );
+        drop(old);
+    }
+}
+
+/// One client's use of a (maybe shared) [`Slot`].
+pub(crate) struct User {
+    slot: Arc<Slot>,
+    /// This client's exchanges not done with.
+    busy: AtomicUsize,
+    /// When this client was last done with an exchange, until the reaper
+    /// told it it has been idle.
+    used: Mutex<Option<Instant>>,
+    /// Whether the user is in the watched list (changed under its lock).
+    watched: AtomicBool,
+    on_idle: Mutex<Option<Hook>>,
+}
+
+impl User {
+    /// A client of `slot`.
+    pub fn new(slot: Arc<Slot>) -> Arc<User> {
+        Arc::new(User {
+            slot,
             busy: AtomicUsize::new(0),
             used: Mutex::new(None),
             watched: AtomicBool::new(false),
@@ -50,13 +134,42 @@ impl Slot {
     /// its connection is never pooled while it lives, and an agent swapped
     /// under it only means it is not pooled after).
     pub fn agent(&self) -> ureq::Agent {
-        self.agent
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.slot.agent()
     }
 
-    /// Whether it may hold a pooled connection.
+    /// The agent for an exchange, counted busy until [`User::done`].
+    pub fn begin(&self) -> ureq::Agent {
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        self.slot.agent()
+    }
+
+    /// An exchange ended: its connection may be pooled now.
+    pub fn done(self: &Arc<Self>) {
+        let now = Instant::now();
+        *self
+            .slot
+            .used
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(now);
+        *self.used.lock().unwrap_or_else(PoisonError::into_inner) = Some(now);
+        self.busy.fetch_sub(1, Ordering::SeqCst);
+        // Already watched: no process-wide lock on every call's end (the
+        // thread's pass re-checks before it lets one go; see `run`).
+        if !self.slot.watched.load(Ordering::SeqCst) {
+            watch(self.slot.clone());
+        }
+        if !self.watched.load(Ordering::SeqCst) {
+            watch(self.clone());
+        }
+    }
+
+    /// Calls `hook` whenever this client has been idle for the keep.
+    pub fn on_idle(&self, hook: Hook) {
+        *self.on_idle.lock().unwrap_or_else(PoisonError::into_inner) = Some(hook);
+    }
+}
+
+impl Watched for User {
     fn pending(&self) -> bool {
         self.used
             .lock()
@@ -64,48 +177,21 @@ impl Slot {
             .is_some()
     }
 
-    /// The agent for an exchange, counted busy until [`Slot::done`].
-    pub fn begin(&self) -> ureq::Agent {
-        self.busy.fetch_add(1, Ordering::SeqCst);
-        self.agent
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+    fn watched(&self) -> &AtomicBool {
+        &self.watched
     }
 
-    /// An exchange ended: its connection may be pooled now.
-    pub fn done(self: &Arc<Self>) {
-        *self.used.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
-        self.busy.fetch_sub(1, Ordering::SeqCst);
-        // Already watched: no process-wide lock on every call's end (the
-        // thread's pass re-checks before it lets a slot go; see `run`).
-        if !self.watched.load(Ordering::SeqCst) {
-            watch(self);
-        }
-    }
-
-    /// Calls `hook` whenever the agent was reaped.
-    pub fn on_idle(&self, hook: Arc<dyn Fn() + Send + Sync>) {
-        *self.on_idle.lock().unwrap_or_else(PoisonError::into_inner) = Some(hook);
-    }
-
-    /// Reaps the agent if it has been idle long enough.
-    fn reap(&self, now: Instant) {
+    /// Tells the client if it has been idle long enough.
+    fn look(&self, now: Instant) {
         let mut used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(at) = *used else {
             return;
         };
-        if self.busy.load(Ordering::SeqCst) > 0 || now.duration_since(at) < self.keep {
+        if self.busy.load(Ordering::SeqCst) > 0 || now.duration_since(at) < self.slot.keep {
             return;
         }
         *used = None;
         drop(used);
-        let fresh = (self.make)();
-        let old = std::mem::replace(
-            &mut *self.agent.lock().unwrap_or_else(PoisonError::into_inner),
-            fresh,
-        );
-        drop(old);
         let hook = self
             .on_idle
             .lock()
@@ -117,24 +203,24 @@ impl Slot {
     }
 }
 
-/// The slots being watched, and whether the thread runs.
-fn watched() -> &'static Mutex<Vec<Weak<Slot>>> {
-    static WATCHED: OnceLock<Mutex<Vec<Weak<Slot>>>> = OnceLock::new();
+/// What is being watched, and whether the thread runs.
+fn watched() -> &'static Mutex<Vec<Weak<dyn Watched>>> {
+    static WATCHED: OnceLock<Mutex<Vec<Weak<dyn Watched>>>> = OnceLock::new();
     WATCHED.get_or_init(Default::default)
 }
 
 static RUNNING: AtomicBool = AtomicBool::new(false);
 
-/// Watches `slot` until it is reaped, starting the thread if it is not
-/// running.
-fn watch(slot: &Arc<Slot>) {
+/// Watches `it` until nothing is pending, starting the thread if it is
+/// not running.
+fn watch(it: Arc<dyn Watched>) {
     {
-        // Under the list's lock, so the thread's pass (which drops a slot
-        // with nothing pooled, under the same lock) and this never miss
+        // Under the list's lock, so the thread's pass (which drops one
+        // with nothing pending, under the same lock) and this never miss
         // each other.
         let mut list = watched().lock().unwrap_or_else(PoisonError::into_inner);
-        if !slot.watched.swap(true, Ordering::SeqCst) {
-            list.push(Arc::downgrade(slot));
+        if !it.watched().swap(true, Ordering::SeqCst) {
+            list.push(Arc::downgrade(&it));
         }
     }
     if !RUNNING.swap(true, Ordering::SeqCst) {
@@ -152,35 +238,80 @@ fn watch(slot: &Arc<Slot>) {
 fn run() {
     loop {
         std::thread::sleep(LOOK);
-        let slots: Vec<Weak<Slot>> = watched()
+        let all: Vec<Weak<dyn Watched>> = watched()
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         let now = Instant::now();
-        for slot in slots.iter().filter_map(Weak::upgrade) {
-            slot.reap(now);
+        for it in all.iter().filter_map(Weak::upgrade) {
+            it.look(now);
         }
-        // Kept: every slot that may hold a pooled connection now, read
-        // under the list's lock (see `watch`): one pass, no search.
+        // Kept: all that is still pending, read under the list's lock
+        // (see `watch`): one pass, no search.
         let mut list = watched().lock().unwrap_or_else(PoisonError::into_inner);
         list.retain(|w| match w.upgrade() {
-            Some(slot) if slot.pending() => true,
-            Some(slot) => {
+            Some(it) if it.pending() => true,
+            Some(it) => {
                 // Unwatched, then looked at once more: an exchange that
                 // ended in between saw it still watched and did not add it
                 // again, but its `used` is set by now.
-                slot.watched.store(false, Ordering::SeqCst);
-                let again = slot.pending();
-                slot.watched.store(again, Ordering::SeqCst);
+                it.watched().store(false, Ordering::SeqCst);
+                let again = it.pending();
+                it.watched().store(again, Ordering::SeqCst);
                 again
             }
             None => false,
         });
         if list.is_empty() {
-            // Stop; a slot pushed meanwhile restarts it (checked under the
+            // Stop; one pushed meanwhile restarts it (checked under the
             // lock, so none is missed).
             RUNNING.store(false, Ordering::SeqCst);
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn told(user: &User) -> Arc<AtomicUsize> {
+        let n = Arc::new(AtomicUsize::new(0));
+        let m = n.clone();
+        user.on_idle(Arc::new(move || {
+            m.fetch_add(1, Ordering::SeqCst);
+        }));
+        n
+    }
+
+    /// Two clients of one agent: each is told once it has been idle for
+    /// the keep, not while it has an exchange out; the agent is reaped
+    /// once no exchange ended for the keep, even with one out. Time is passed in (the keep is an hour, so
+    /// the reaper thread itself never acts during the test).
+    #[test]
+    fn clients_sharing_an_agent_are_told_each_on_its_own() {
+        let keep = Duration::from_secs(3600);
+        let slot = Slot::new(keep, ureq::Agent::new_with_defaults);
+        let (a, b) = (User::new(slot.clone()), User::new(slot.clone()));
+        let (told_a, told_b) = (told(&a), told(&b));
+        a.begin();
+        a.done();
+        b.begin();
+        let later = Instant::now() + keep;
+        for it in [&*slot as &dyn Watched, &*a, &*b] {
+            it.look(later);
+        }
+        assert_eq!(told_a.load(Ordering::SeqCst), 1, "idle for the keep");
+        assert_eq!(told_b.load(Ordering::SeqCst), 0, "an exchange out");
+        assert!(!slot.pending(), "reaped: no exchange ended for the keep");
+        assert!(!a.pending() && !b.pending());
+        b.done();
+        let later = Instant::now() + keep;
+        for it in [&*slot as &dyn Watched, &*a, &*b] {
+            it.look(later);
+        }
+        assert_eq!(told_a.load(Ordering::SeqCst), 1, "told once per idle spell");
+        assert_eq!(told_b.load(Ordering::SeqCst), 1);
+        assert!(!slot.pending(), "reaped again");
     }
 }
