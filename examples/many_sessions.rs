@@ -8,7 +8,8 @@
 //! client had a call answered again. "Idle" is after 5 s with nothing to
 //! do (past the pool's 4 s, when connections are closed).
 //!
-//! `POOL_IDLE_MS` sets the clients' `pool_idle_timeout` (default 4 s).
+//! `POOL_IDLE_MS` sets the clients' `pool_idle_timeout` (default 4 s), in
+//! both runners.
 //!
 //! With `BLOCKING=T`, `N` blocking clients on a pool of `T` threads
 //! instead: heap per client and per idle session, calls per second.
@@ -175,6 +176,7 @@ fn run_blocking(n: usize, peers: usize, threads: usize) {
         .map(|i| {
             blocking::Client::builder(&urls[i % urls.len()])
                 .protocol(Protocol::Legacy)
+                .pool_idle_timeout(pool_idle())
                 .build()
                 .expect("client")
         })
@@ -201,7 +203,7 @@ fn run_blocking(n: usize, peers: usize, threads: usize) {
     let up = on_pool(&|c| c.initialize().is_ok());
     assert_eq!(up, n, "every session up");
     let heap_used = live() - heap0;
-    std::thread::sleep(mcp_recovery::client::DEFAULT_POOL_IDLE + Duration::from_secs(1));
+    std::thread::sleep(idle_for());
     let (heap_idle, rss_idle) = (live() - heap0, rss() - rss0);
     let open: usize = servers.iter().map(|s| established(s.port)).sum();
     let started = Instant::now();
@@ -229,6 +231,13 @@ fn pool_idle() -> Duration {
         )
 }
 
+/// How long the sessions are left idle before they are measured: past
+/// the pool's keep (and the default's, so runs compare), with a second to
+/// spare for the sweeper.
+fn idle_for() -> Duration {
+    pool_idle().max(mcp_recovery::client::DEFAULT_POOL_IDLE) + Duration::from_secs(1)
+}
+
 fn run(n: usize, peers: usize) {
     let mut servers: Vec<Peer> = (0..peers).map(|_| Peer::python("json", None)).collect();
     let urls: Vec<String> = servers.iter().map(Peer::url).collect();
@@ -253,9 +262,7 @@ fn run(n: usize, peers: usize) {
     // pooled connection included.
     exit_if("MANY_EXIT_USED", &mut servers);
     // Idle past the pool's keep: the pooled connections are closed.
-    std::thread::sleep(
-        pool_idle().max(mcp_recovery::client::DEFAULT_POOL_IDLE) + Duration::from_secs(1),
-    );
+    std::thread::sleep(idle_for());
     let (heap_idle, rss_idle) = (live() - heap0, rss() - rss0);
     // glibc keeps freed memory (the closed connections' buffers, the
     // handshakes' peak) for reuse; trimmed, what the sessions hold.
