@@ -83,6 +83,45 @@ pub trait Io: Clone + Send + Sync + 'static {
     }
 }
 
+/// Values shared by key for as long as someone holds them: what an
+/// adapter's clients with the same settings share (a connection pool, an
+/// HTTP agent). A `static` table; an entry goes with its last holder.
+pub struct Shared<K, T> {
+    table: Mutex<Vec<(K, std::sync::Weak<T>)>>,
+}
+
+impl<K: PartialEq, T> Shared<K, T> {
+    /// An empty table.
+    pub const fn new() -> Self {
+        Shared {
+            table: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The value for `key` if someone holds one, else `make`'s, kept
+    /// for the next with the same key.
+    pub fn get_or(&self, key: K, make: impl FnOnce() -> Arc<T>) -> Arc<T> {
+        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        table.retain(|(_, value)| value.strong_count() > 0);
+        if let Some(value) = table
+            .iter()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, value)| value.upgrade())
+        {
+            return value;
+        }
+        let value = make();
+        table.push((key, Arc::downgrade(&value)));
+        value
+    }
+}
+
+impl<K: PartialEq, T> Default for Shared<K, T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// What a client holds: the driver. When the last handle goes, a stdio
 /// server's child is ended, even while tasks of the client's own (the
 /// listening stream's reader) still hold the driver a while.
@@ -898,5 +937,26 @@ impl<I: Io> Driver<I> {
     /// The circuit breaker's state.
     pub fn breaker_state(&self) -> BreakerState {
         self.lock().engine().breaker()
+    }
+}
+
+#[cfg(test)]
+mod shared_tests {
+    use super::*;
+
+    /// One value per key while it is held; a new one once the last
+    /// holder dropped it, and the table does not keep the dead entry.
+    #[test]
+    fn shared_values_live_as_long_as_their_holders() {
+        let table: Shared<u8, String> = Shared::new();
+        let a = table.get_or(1, || Arc::new("a".into()));
+        let again = table.get_or(1, || Arc::new("other".into()));
+        assert!(Arc::ptr_eq(&a, &again));
+        let b = table.get_or(2, || Arc::new("b".into()));
+        assert_eq!(*b, "b");
+        drop((a, again));
+        let fresh = table.get_or(1, || Arc::new("new".into()));
+        assert_eq!(*fresh, "new");
+        assert_eq!(table.table.lock().unwrap().len(), 2);
     }
 }

@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::{Request, Uri};
-use mcp_recovery_client::drive::Response;
+use mcp_recovery_client::drive::{Response, Shared};
 use mcp_recovery_core::{FailureKind, HttpRequest, TransportFailure};
 use smol::net::TcpStream;
 use smol_hyper::rt::FuturesIo;
@@ -406,22 +406,13 @@ async fn sweep(idle: std::sync::Weak<Mutex<Pool>>, keep: Duration) {
 /// connections for `keep`: one per process for each `keep` in use, gone
 /// with its last client.
 fn shared_pool(keep: Duration) -> Idle {
-    static POOLS: Mutex<Vec<(Duration, std::sync::Weak<Mutex<Pool>>)>> = Mutex::new(Vec::new());
-    let mut pools = POOLS.lock().unwrap_or_else(PoisonError::into_inner);
-    pools.retain(|(_, pool)| pool.strong_count() > 0);
-    if let Some(pool) = pools
-        .iter()
-        .find(|(k, _)| *k == keep)
-        .and_then(|(_, pool)| pool.upgrade())
-    {
-        return pool;
-    }
-    let pool = Arc::new(Mutex::new(Pool {
-        keep,
-        ..Pool::default()
-    }));
-    pools.push((keep, Arc::downgrade(&pool)));
-    pool
+    static POOLS: Shared<Duration, Mutex<Pool>> = Shared::new();
+    POOLS.get_or(keep, || {
+        Arc::new(Mutex::new(Pool {
+            keep,
+            ..Pool::default()
+        }))
+    })
 }
 
 /// One TLS configuration (roots, provider) for every client of the

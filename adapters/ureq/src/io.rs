@@ -15,7 +15,7 @@
 
 use crate::reaper::{Slot, User};
 use event_listener::{EventListener, Listener};
-use mcp_recovery_client::drive::{Body, Exchange, Io, Response};
+use mcp_recovery_client::drive::{Body, Exchange, Io, Response, Shared};
 use mcp_recovery_client::CancelHandle;
 use mcp_recovery_client::Settings;
 use mcp_recovery_core::{FailureKind, HttpRequest, TransportFailure};
@@ -502,19 +502,8 @@ struct Key {
 /// one per process for each set of settings in use, gone with its last
 /// client.
 fn shared_slot(key: Key, make: impl FnOnce() -> Arc<Slot>) -> Arc<Slot> {
-    static SLOTS: Mutex<Vec<(Key, std::sync::Weak<Slot>)>> = Mutex::new(Vec::new());
-    let mut slots = SLOTS.lock().unwrap_or_else(PoisonError::into_inner);
-    slots.retain(|(_, slot)| slot.strong_count() > 0);
-    if let Some(slot) = slots
-        .iter()
-        .find(|(k, _)| *k == key)
-        .and_then(|(_, slot)| slot.upgrade())
-    {
-        return slot;
-    }
-    let slot = make();
-    slots.push((key, Arc::downgrade(&slot)));
-    slot
+    static SLOTS: Shared<Key, Slot> = Shared::new();
+    SLOTS.get_or(key, make)
 }
 
 /// A ureq agent: HTTP/1.1 with keep-alive, no redirects (a bearer token

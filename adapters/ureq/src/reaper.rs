@@ -22,6 +22,35 @@ const LOOK: Duration = Duration::from_millis(250);
 
 type Hook = Arc<dyn Fn() + Send + Sync>;
 
+/// When something (an agent, a client) was last done with an exchange,
+/// until the reaper acted on it.
+#[derive(Default)]
+struct Used(Mutex<Option<Instant>>);
+
+impl Used {
+    fn set(&self, now: Instant) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(now);
+    }
+
+    fn is_set(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
+    /// Clears it, if it is set and `keep` old by `now`: then the reaper
+    /// acts, once.
+    fn take_due(&self, now: Instant, keep: Duration) -> bool {
+        let mut used = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let due = used.is_some_and(|at| now.saturating_duration_since(at) >= keep);
+        if due {
+            *used = None;
+        }
+        due
+    }
+}
+
 /// An agent, shared by the clients with the same settings, and what the
 /// reaper needs to know about it.
 pub(crate) struct Slot {
@@ -30,7 +59,7 @@ pub(crate) struct Slot {
     keep: Duration,
     /// When the agent was last done with an exchange, if it may have a
     /// pooled connection since it was made.
-    used: Mutex<Option<Instant>>,
+    used: Used,
     /// Whether the slot is in the watched list (changed under its lock).
     watched: AtomicBool,
 }
@@ -45,7 +74,7 @@ impl Slot {
             agent: Mutex::new(make()),
             make: Box::new(make),
             keep,
-            used: Mutex::new(None),
+            used: Used::default(),
             watched: AtomicBool::new(false),
         })
     }
@@ -71,10 +100,7 @@ trait Watched: Send + Sync {
 
 impl Watched for Slot {
     fn pending(&self) -> bool {
-        self.used
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_some()
+        self.used.is_set()
     }
 
     fn watched(&self) -> &AtomicBool {
@@ -87,15 +113,9 @@ impl Watched for Slot {
     /// with, whose pool takes its connection back and closes it as the
     /// last of them ends.
     fn look(&self, now: Instant) {
-        let mut used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(at) = *used else {
-            return;
-        };
-        if now.duration_since(at) < self.keep {
+        if !self.used.take_due(now, self.keep) {
             return;
         }
-        *used = None;
-        drop(used);
         let fresh = (self.make)();
         let old = std::mem::replace(
             &mut *self.agent.lock().unwrap_or_else(PoisonError::into_inner),
@@ -112,7 +132,7 @@ pub(crate) struct User {
     busy: AtomicUsize,
     /// When this client was last done with an exchange, until the reaper
     /// told it it has been idle.
-    used: Mutex<Option<Instant>>,
+    used: Used,
     /// Whether the user is in the watched list (changed under its lock).
     watched: AtomicBool,
     on_idle: Mutex<Option<Hook>>,
@@ -124,7 +144,7 @@ impl User {
         Arc::new(User {
             slot,
             busy: AtomicUsize::new(0),
-            used: Mutex::new(None),
+            used: Used::default(),
             watched: AtomicBool::new(false),
             on_idle: Mutex::new(None),
         })
@@ -146,12 +166,8 @@ impl User {
     /// An exchange ended: its connection may be pooled now.
     pub fn done(self: &Arc<Self>) {
         let now = Instant::now();
-        *self
-            .slot
-            .used
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(now);
-        *self.used.lock().unwrap_or_else(PoisonError::into_inner) = Some(now);
+        self.slot.used.set(now);
+        self.used.set(now);
         self.busy.fetch_sub(1, Ordering::SeqCst);
         // Already watched: no process-wide lock on every call's end (the
         // thread's pass re-checks before it lets one go; see `run`).
@@ -171,10 +187,7 @@ impl User {
 
 impl Watched for User {
     fn pending(&self) -> bool {
-        self.used
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_some()
+        self.used.is_set()
     }
 
     fn watched(&self) -> &AtomicBool {
@@ -183,15 +196,10 @@ impl Watched for User {
 
     /// Tells the client if it has been idle long enough.
     fn look(&self, now: Instant) {
-        let mut used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(at) = *used else {
-            return;
-        };
-        if self.busy.load(Ordering::SeqCst) > 0 || now.duration_since(at) < self.slot.keep {
+        // Busy: told once its exchanges are done and the keep has passed.
+        if self.busy.load(Ordering::SeqCst) > 0 || !self.used.take_due(now, self.slot.keep) {
             return;
         }
-        *used = None;
-        drop(used);
         let hook = self
             .on_idle
             .lock()
