@@ -889,6 +889,45 @@ pub fn shared_connections<C: Mcp>() {
     assert_eq!(proxy.connections(), 2, "other settings, another pool");
 }
 
+/// Twenty-four sessions sharing connections, called all at once, then the
+/// server restarts (every pooled connection dead, every session gone):
+/// each call is answered, each session re-initialized exactly once, no
+/// request lost on a connection the server had closed.
+pub fn shared_connections_across_a_restart<C: Mcp>() {
+    const N: usize = 24;
+    let mut peer = Peer::start(PY_JSON);
+    let clients: Vec<C> = (0..N)
+        .map(|_| {
+            ClientBuilder::new(&peer.url())
+                .protocol(Protocol::Legacy)
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let all_at_once = |clients: &[C]| {
+        std::thread::scope(|s| {
+            let calls: Vec<_> = clients
+                .iter()
+                .enumerate()
+                .map(|(i, c)| s.spawn(move || c.call_tool("add", json!({"a": i, "b": 1}))))
+                .collect();
+            for (i, call) in calls.into_iter().enumerate() {
+                assert_eq!(call.join().unwrap().unwrap().text(), (i + 1).to_string());
+            }
+        })
+    };
+    all_at_once(&clients);
+    peer.restart();
+    let before = peer.initializes();
+    all_at_once(&clients);
+    assert_eq!(
+        peer.initializes(),
+        before + N as u64,
+        "one initialize per session"
+    );
+    assert!(clients.iter().all(|c| c.generation() == 2));
+}
+
 /// Accepts every elicitation.
 pub struct Yes;
 
@@ -1645,6 +1684,10 @@ macro_rules! scenario_tests {
         #[test]
         fn clients_with_the_same_settings_share_connections() {
             shared_connections::<$c>();
+        }
+        #[test]
+        fn sessions_sharing_connections_recover_from_a_restart_together() {
+            shared_connections_across_a_restart::<$c>();
         }
         #[test]
         fn tls_sessions_resume_on_new_connections() {
