@@ -85,38 +85,52 @@ pub trait Io: Clone + Send + Sync + 'static {
 
 /// Values shared by key for as long as someone holds them: what an
 /// adapter's clients with the same settings share (a connection pool, an
-/// HTTP agent). A `static` table; an entry goes with its last holder.
+/// HTTP agent). A `static` table; an entry goes with its last holder (the
+/// table forgets dead entries as it grows, so building a client stays
+/// O(1) however many keys there are).
 pub struct Shared<K, T> {
-    table: Mutex<Vec<(K, std::sync::Weak<T>)>>,
+    table: Mutex<Table<K, T>>,
 }
 
-impl<K: PartialEq, T> Shared<K, T> {
+struct Table<K, T> {
+    /// `None` until the first use (a `static` cannot build a map).
+    entries: Option<std::collections::HashMap<K, std::sync::Weak<T>>>,
+    /// The size after the last pass that forgot dead entries.
+    kept: usize,
+}
+
+impl<K: std::hash::Hash + Eq, T> Shared<K, T> {
     /// An empty table.
     pub const fn new() -> Self {
         Shared {
-            table: Mutex::new(Vec::new()),
+            table: Mutex::new(Table {
+                entries: None,
+                kept: 0,
+            }),
         }
     }
 
-    /// The value for `key` if someone holds one, else `make`'s, kept
-    /// for the next with the same key.
+    /// The value for `key` if someone holds one, else `make`'s, kept for
+    /// the next with the same key. `make` runs under the table's lock: it
+    /// must not use this table.
     pub fn get_or(&self, key: K, make: impl FnOnce() -> Arc<T>) -> Arc<T> {
         let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
-        table.retain(|(_, value)| value.strong_count() > 0);
-        if let Some(value) = table
-            .iter()
-            .find(|(k, _)| *k == key)
-            .and_then(|(_, value)| value.upgrade())
-        {
+        let kept = table.kept;
+        let entries = table.entries.get_or_insert_with(Default::default);
+        if let Some(value) = entries.get(&key).and_then(std::sync::Weak::upgrade) {
             return value;
         }
         let value = make();
-        table.push((key, Arc::downgrade(&value)));
+        entries.insert(key, Arc::downgrade(&value));
+        if entries.len() > 2 * kept + 16 {
+            entries.retain(|_, value| value.strong_count() > 0);
+            table.kept = entries.len();
+        }
         value
     }
 }
 
-impl<K: PartialEq, T> Default for Shared<K, T> {
+impl<K: std::hash::Hash + Eq, T> Default for Shared<K, T> {
     fn default() -> Self {
         Self::new()
     }
@@ -945,7 +959,7 @@ mod shared_tests {
     use super::*;
 
     /// One value per key while it is held; a new one once the last
-    /// holder dropped it, and the table does not keep the dead entry.
+    /// holder dropped it.
     #[test]
     fn shared_values_live_as_long_as_their_holders() {
         let table: Shared<u8, String> = Shared::new();
@@ -957,6 +971,16 @@ mod shared_tests {
         drop((a, again));
         let fresh = table.get_or(1, || Arc::new("new".into()));
         assert_eq!(*fresh, "new");
-        assert_eq!(table.table.lock().unwrap().len(), 2);
+        // Dead entries are forgotten as the table grows: never more than
+        // about twice the live ones.
+        let held: Vec<_> = (0..100u8)
+            .map(|k| {
+                drop(table.get_or(k + 100, || Arc::new(String::new())));
+                table.get_or(k, || Arc::new(String::new()))
+            })
+            .collect();
+        let size = table.table.lock().unwrap().entries.as_ref().unwrap().len();
+        assert!(size <= 2 * 101 + 16, "{size} entries for 101 live");
+        drop(held);
     }
 }

@@ -388,14 +388,52 @@ pub struct Settings {
 /// Two clients with the same principal may share state that an HTTP
 /// library keeps per agent and could carry from one request to another
 /// (ureq's cookie jar, when a build turns on its `cookies` feature);
-/// clients with different principals never do. Holds header values:
-/// never printed.
-#[derive(Clone, PartialEq, Eq)]
+/// clients with different principals never do. Keeps no secret: the
+/// credential by a weak reference (its allocation, so its address, is
+/// never reused while a principal names it), the headers as a digest.
+#[derive(Clone)]
 pub struct Principal {
-    /// The credential's address, alive as long as a client holding this
-    /// principal is (0: none).
-    credential: usize,
-    headers: Vec<(String, String)>,
+    credential: Credential,
+    /// SHA-256 of the added headers, names and values.
+    headers: [u8; 32],
+}
+
+#[derive(Clone)]
+enum Credential {
+    None,
+    Source(std::sync::Weak<dyn TokenSource>),
+    Store(std::sync::Weak<dyn oauth::TokenStore>),
+}
+
+impl Credential {
+    fn address(&self) -> usize {
+        match self {
+            Credential::None => 0,
+            Credential::Source(w) => w.as_ptr().cast::<()>() as usize,
+            Credential::Store(w) => w.as_ptr().cast::<()>() as usize,
+        }
+    }
+}
+
+impl PartialEq for Principal {
+    fn eq(&self, other: &Self) -> bool {
+        let same = match (&self.credential, &other.credential) {
+            (Credential::None, Credential::None) => true,
+            (Credential::Source(a), Credential::Source(b)) => a.ptr_eq(b),
+            (Credential::Store(a), Credential::Store(b)) => a.ptr_eq(b),
+            _ => false,
+        };
+        same && self.headers == other.headers
+    }
+}
+
+impl Eq for Principal {}
+
+impl std::hash::Hash for Principal {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.credential.address().hash(state);
+        self.headers.hash(state);
+    }
 }
 
 /// Answers an elicitation ([`ClientBuilder::elicitation`]).
@@ -556,14 +594,23 @@ impl Settings {
 
     /// Whom the client's requests speak for: see [`Principal`].
     pub fn principal(&self) -> Principal {
+        use sha2::Digest;
         let credential = match &self.credentials {
-            Credentials::None => 0,
-            Credentials::Source(s) => Arc::as_ptr(s).cast::<()>() as usize,
-            Credentials::OAuth(o) => o.store_identity(),
+            Credentials::None => Credential::None,
+            Credentials::Source(s) => Credential::Source(Arc::downgrade(s)),
+            Credentials::OAuth(o) => Credential::Store(o.store()),
         };
+        let mut digest = sha2::Sha256::new();
+        for (name, value) in &self.config.headers {
+            // Lengths first: ("ab", "c") and ("a", "bc") differ.
+            for part in [name, value] {
+                digest.update((part.len() as u64).to_le_bytes());
+                digest.update(part.as_bytes());
+            }
+        }
         Principal {
             credential,
-            headers: self.config.headers.clone(),
+            headers: digest.finalize().into(),
         }
     }
 
@@ -1228,6 +1275,33 @@ mod tests {
         fn build(mut s: Settings) -> Result<Self, Error> {
             s.validate().map(|_| Dummy)
         }
+    }
+
+    /// Clients speak for the same principal only with the same
+    /// credential (one token source, one OAuth store) and the same added
+    /// headers; nothing of either is printed or kept in the clear.
+    #[test]
+    fn principals_are_the_credential_and_the_headers() {
+        let p = |b: ClientBuilder<Dummy>| b.settings.principal();
+        let url = "http://127.0.0.1:1/mcp";
+        let b = || ClientBuilder::<Dummy>::new(url);
+        assert!(p(b()) == p(b()));
+        assert!(p(b().header("x-tenant", "a")) == p(b().header("x-tenant", "a")));
+        assert!(p(b().header("x-tenant", "a")) != p(b().header("x-tenant", "b")));
+        assert!(p(b().header("x-ab", "c")) != p(b().header("x-a", "bc")));
+        // Two builders with the same token: two sources, two principals.
+        assert!(p(b().bearer("t")) != p(b().bearer("t")));
+        assert!(p(b().bearer("t")) != p(b()));
+        let store: Arc<dyn oauth::TokenStore> = Arc::new(oauth::MemoryTokenStore::default());
+        let on = |store: &Arc<dyn oauth::TokenStore>| {
+            let mut config = oauth::OAuthConfig::new(oauth::MemoryTokenStore::default());
+            config.store = store.clone();
+            config
+        };
+        let (one, two) = (p(b().oauth(on(&store))), p(b().oauth(on(&store))));
+        assert!(one == two, "one store, one principal");
+        let other = p(b().oauth(oauth::OAuthConfig::new(oauth::MemoryTokenStore::default())));
+        assert!(one != other);
     }
 
     #[test]

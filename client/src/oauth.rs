@@ -556,10 +556,10 @@ pub(crate) struct OAuth {
 }
 
 impl OAuth {
-    /// The token store's address: clients sharing a store share their
+    /// The token store, weakly: clients sharing a store share their
     /// tokens, and so speak for the same principal.
-    pub(crate) fn store_identity(&self) -> usize {
-        Arc::as_ptr(&self.config.store).cast::<()>() as usize
+    pub(crate) fn store(&self) -> std::sync::Weak<dyn TokenStore> {
+        Arc::downgrade(&self.config.store)
     }
 }
 

@@ -486,7 +486,7 @@ impl Drop for Done {
 /// answer set for the next (its cookie jar, when ureq's `cookies` feature
 /// is on in the build: this crate does not turn it on, another crate in
 /// the same build may).
-#[derive(PartialEq)]
+#[derive(PartialEq, Eq, Hash)]
 struct Key {
     principal: mcp_recovery_client::Principal,
     /// The proxy ureq took from the environment when the client was

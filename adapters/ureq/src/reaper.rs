@@ -109,9 +109,11 @@ impl Watched for Slot {
 
     /// Reaps the agent if no exchange ended for the keep, even with
     /// exchanges out (a long call of one client must not keep every
-    /// other's idle connections open): each holds the agent it started
-    /// with, whose pool takes its connection back and closes it as the
-    /// last of them ends.
+    /// other's idle connections open). Each holds the agent it started
+    /// with: its connection goes back to that agent's pool when it ends,
+    /// and the pool goes (closing what it holds) with the last exchange
+    /// on it, so a connection may sit there until a slower exchange of
+    /// the same agent ends (at most its read timeout).
     fn look(&self, now: Instant) {
         if !self.used.take_due(now, self.keep) {
             return;
@@ -157,7 +159,10 @@ impl User {
         self.slot.agent()
     }
 
-    /// The agent for an exchange, counted busy until [`User::done`].
+    /// The agent for an exchange, counted busy until [`User::done`]. Not
+    /// under the lock the reaper reads it with: a client told it went
+    /// idle just as a call of its starts only gives back capacity its
+    /// engine then allocates again.
     pub fn begin(&self) -> ureq::Agent {
         self.busy.fetch_add(1, Ordering::SeqCst);
         self.slot.agent()
