@@ -511,7 +511,7 @@ fn shared_slot(key: Key, make: impl FnOnce() -> Arc<Slot>) -> Arc<Slot> {
 #[derive(Clone)]
 pub(crate) struct Ureq {
     /// The agent, shared by the clients with the same settings and
-    /// swapped for a fresh one once idle (closing its pooled connections,
+    /// principal ([`Key`]), swapped for a fresh one once idle (closing its pooled connections,
     /// [`crate::reaper`]).
     user: Arc<User>,
 }

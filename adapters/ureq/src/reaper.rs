@@ -8,8 +8,8 @@
 //! pool goes with it), and tells each client once it has been idle that
 //! long.
 //!
-//! Clients with the same settings share one agent, and so its pool
-//! ([`Slot`]): an HTTP/1 connection carries no session, and a process
+//! Clients with the same settings and principal share one agent, and so
+//! its pool ([`Slot`]): an HTTP/1 connection carries no session, and a process
 //! holding a thousand sessions to a few servers keeps a few connections
 //! per server, not one per session.
 
@@ -51,8 +51,8 @@ impl Used {
     }
 }
 
-/// An agent, shared by the clients with the same settings, and what the
-/// reaper needs to know about it.
+/// An agent, shared by the clients with the same settings and principal,
+/// and what the reaper needs to know about it.
 pub(crate) struct Slot {
     agent: Mutex<ureq::Agent>,
     make: Box<dyn Fn() -> ureq::Agent + Send + Sync>,
