@@ -914,8 +914,8 @@ impl<C: Build> ClientBuilder<C> {
     ///
     /// Clients with the same settings (this one included) share their
     /// idle connections, per origin: the smol client's among those that
-    /// trust the default roots, the blocking client's among those that
-    /// also have the same credentials and headers. A process holding
+    /// trust the same roots, the blocking client's among those that also
+    /// have the same credentials and headers. A process holding
     /// thousands of sessions keeps about as many connections as it has
     /// calls in flight (10 000 idle sessions: 6.8 KiB of RSS each,
     /// BENCHMARKS.md section 9).

@@ -31,11 +31,13 @@ type Sender = SendRequest<Full<Bytes>>;
 type Conn = http1::Connection<FuturesIo<Box<dyn Io>>, Full<Bytes>>;
 type Idle = Arc<Mutex<Pool>>;
 type Hook = Arc<dyn Fn() + Send + Sync>;
+/// The CAs a client trusts (DER), when not the webpki ones.
+type Roots = Option<Vec<Vec<u8>>>;
 
 /// Idle connections by origin, each with the moment it went idle, and the
 /// clients to tell once they have been idle for `keep`.
 ///
-/// Clients that trust the default roots and keep idle connections for the
+/// Clients that trust the same roots and keep idle connections for the
 /// same time share one pool (see [`shared_pool`]): an HTTP/1 connection
 /// carries no session (the session is a header of each request), so a
 /// process holding thousands of sessions to a few servers keeps a few
@@ -405,12 +407,13 @@ async fn sweep(idle: std::sync::Weak<Mutex<Pool>>, keep: Duration) {
     }
 }
 
-/// The pool of the clients that trust the default roots and keep idle
-/// connections for `keep`: one per process for each `keep` in use, gone
-/// with its last client.
-fn shared_pool(keep: Duration) -> Idle {
-    static POOLS: Shared<Duration, Mutex<Pool>> = Shared::new();
-    POOLS.get_or(keep, || {
+/// The pool of the clients that trust the same roots and keep idle
+/// connections for `keep`: one per process for each pair in use, gone
+/// with its last client. Only clients with the same roots share: a pooled
+/// connection was verified against the roots of whoever opened it.
+fn shared_pool(keep: Duration, roots: Option<&[Vec<u8>]>) -> Idle {
+    static POOLS: Shared<(Duration, Roots), Mutex<Pool>> = Shared::new();
+    POOLS.get_or((keep, roots.map(<[Vec<u8>]>::to_vec)), || {
         Arc::new(Mutex::new(Pool {
             keep,
             ..Pool::default()
@@ -419,52 +422,43 @@ fn shared_pool(keep: Duration) -> Idle {
 }
 
 /// One TLS configuration (roots, provider) for every client of the
-/// process: it is the same for all of them, and a root store is tens of
-/// KiB, too much to copy per client when a process holds thousands.
-fn shared_tls() -> TlsConnector {
-    static TLS: std::sync::OnceLock<TlsConnector> = std::sync::OnceLock::new();
-    TLS.get_or_init(|| {
-        tls_with(RootCertStore::from_iter(
-            webpki_roots::TLS_SERVER_ROOTS.iter().cloned(),
-        ))
-    })
-    .clone()
-}
-
-fn tls_with(roots: RootCertStore) -> TlsConnector {
-    // The provider is set explicitly: no process-wide default is assumed.
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
-        .expect("ring supports the default protocol versions");
-    TlsConnector::from(Arc::new(config))
-}
-
-impl Http {
-    /// `roots`: the only CAs to trust (DER), instead of the webpki ones.
-    pub fn new(connect_timeout: Duration, pool_idle: Duration, roots: Option<&[Vec<u8>]>) -> Self {
-        // A client with roots of its own has a pool of its own: a pooled
-        // connection was verified against the roots of whoever opened it.
-        let (tls, idle) = match roots {
+/// process that trusts the same roots (the webpki ones, or the same
+/// private CAs): a root store is tens of KiB, too much to copy per client
+/// when a process holds thousands, and TLS sessions cached in it resume
+/// for all of them.
+fn shared_tls(roots: Option<&[Vec<u8>]>) -> TlsConnector {
+    static TLS: Shared<Roots, ClientConfig> = Shared::new();
+    let config = TLS.get_or(roots.map(<[Vec<u8>]>::to_vec), || {
+        let store = match roots {
+            None => RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
             Some(roots) => {
                 let mut store = RootCertStore::empty();
                 for der in roots {
                     // A certificate rustls cannot read trusts nothing.
                     let _ = store.add(rustls::pki_types::CertificateDer::from(der.clone()));
                 }
-                let pool = Pool {
-                    keep: pool_idle,
-                    ..Pool::default()
-                };
-                (tls_with(store), Arc::new(Mutex::new(pool)))
+                store
             }
-            None => (shared_tls(), shared_pool(pool_idle)),
         };
+        // The provider is set explicitly: no process-wide default is
+        // assumed.
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map(|b| b.with_root_certificates(store).with_no_client_auth())
+            .expect("ring supports the default protocol versions");
+        Arc::new(config)
+    });
+    TlsConnector::from(config)
+}
+
+impl Http {
+    /// `roots`: the only CAs to trust (DER), instead of the webpki ones.
+    pub fn new(connect_timeout: Duration, pool_idle: Duration, roots: Option<&[Vec<u8>]>) -> Self {
         Http {
-            idle,
+            idle: shared_pool(pool_idle, roots),
             user: Arc::default(),
-            tls,
+            tls: shared_tls(roots),
             connect_timeout,
         }
     }
@@ -790,7 +784,7 @@ mod shared {
     }
 
     #[test]
-    fn clients_with_the_default_roots_share_idle_connections() {
+    fn clients_with_the_same_roots_share_idle_connections() {
         let (port, accepted) = responder();
         // A keep of its own: no other test's clients in this pool.
         let keep = Duration::from_millis(60_001);
@@ -803,9 +797,16 @@ mod shared {
             }
         });
         assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection for all");
-        // Roots of its own: a pool of its own.
-        let own = Http::new(Duration::from_secs(5), keep, Some(&[]));
-        smol::block_on(exchange(&own, port));
+        // Other roots: another pool, shared by the clients with those.
+        let roots = [b"not a certificate".to_vec()];
+        let own: Vec<Http> = (0..3)
+            .map(|_| Http::new(Duration::from_secs(5), keep, Some(&roots)))
+            .collect();
+        smol::block_on(async {
+            for c in &own {
+                exchange(c, port).await;
+            }
+        });
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
