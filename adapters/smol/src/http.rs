@@ -309,8 +309,7 @@ fn put(idle: &Idle, origin: &Origin, link: Link) {
     }
     let mut pool = idle.lock().unwrap_or_else(PoisonError::into_inner);
     let list = pool.links.entry(origin.clone()).or_default();
-    let full = list.len() >= MAX_IDLE;
-    if !full {
+    if list.len() < MAX_IDLE {
         list.push((link, Instant::now()));
         sweep_soon(&mut pool, idle);
     }

@@ -23,17 +23,28 @@ const LOOK: Duration = Duration::from_millis(250);
 type Hook = Arc<dyn Fn() + Send + Sync>;
 
 /// When something (an agent, a client) was last done with an exchange,
-/// until the reaper acted on it.
+/// until the reaper acted on it, and whether the reaper's list holds it.
 #[derive(Default)]
-struct Used(Mutex<Option<Instant>>);
+struct Used {
+    at: Mutex<Option<Instant>>,
+    /// Changed under the list's lock.
+    watched: AtomicBool,
+}
 
 impl Used {
-    fn set(&self, now: Instant) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(now);
+    /// An exchange of `it` ended at `now`: watched until acted on (no
+    /// process-wide lock when it already is; the thread's pass re-checks
+    /// before it lets one go, see `run`).
+    fn set(it: Arc<dyn Watched>, now: Instant) {
+        let used = it.used();
+        *used.at.lock().unwrap_or_else(PoisonError::into_inner) = Some(now);
+        if !used.watched.load(Ordering::SeqCst) {
+            watch(it);
+        }
     }
 
     fn is_set(&self) -> bool {
-        self.0
+        self.at
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .is_some()
@@ -42,7 +53,7 @@ impl Used {
     /// Clears it, if it is set and `keep` old by `now`: then the reaper
     /// acts, once.
     fn take_due(&self, now: Instant, keep: Duration) -> bool {
-        let mut used = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut used = self.at.lock().unwrap_or_else(PoisonError::into_inner);
         let due = used.is_some_and(|at| now.saturating_duration_since(at) >= keep);
         if due {
             *used = None;
@@ -60,8 +71,6 @@ pub(crate) struct Slot {
     /// When the agent was last done with an exchange, if it may have a
     /// pooled connection since it was made.
     used: Used,
-    /// Whether the slot is in the watched list (changed under its lock).
-    watched: AtomicBool,
 }
 
 impl Slot {
@@ -75,7 +84,6 @@ impl Slot {
             make: Box::new(make),
             keep,
             used: Used::default(),
-            watched: AtomicBool::new(false),
         })
     }
 
@@ -92,19 +100,13 @@ impl Slot {
 trait Watched: Send + Sync {
     /// Acts if it has been idle long enough.
     fn look(&self, now: Instant);
-    /// Whether there is still something to act on.
-    fn pending(&self) -> bool;
-    /// Whether it is in the watched list.
-    fn watched(&self) -> &AtomicBool;
+    /// When it was last done with, and whether it is watched.
+    fn used(&self) -> &Used;
 }
 
 impl Watched for Slot {
-    fn pending(&self) -> bool {
-        self.used.is_set()
-    }
-
-    fn watched(&self) -> &AtomicBool {
-        &self.watched
+    fn used(&self) -> &Used {
+        &self.used
     }
 
     /// Reaps the agent if no exchange ended for the keep, even with
@@ -135,8 +137,6 @@ pub(crate) struct User {
     /// When this client was last done with an exchange, until the reaper
     /// told it it has been idle.
     used: Used,
-    /// Whether the user is in the watched list (changed under its lock).
-    watched: AtomicBool,
     on_idle: Mutex<Option<Hook>>,
 }
 
@@ -147,7 +147,6 @@ impl User {
             slot,
             busy: AtomicUsize::new(0),
             used: Used::default(),
-            watched: AtomicBool::new(false),
             on_idle: Mutex::new(None),
         })
     }
@@ -171,17 +170,9 @@ impl User {
     /// An exchange ended: its connection may be pooled now.
     pub fn done(self: &Arc<Self>) {
         let now = Instant::now();
-        self.slot.used.set(now);
-        self.used.set(now);
+        Used::set(self.slot.clone(), now);
+        Used::set(self.clone(), now);
         self.busy.fetch_sub(1, Ordering::SeqCst);
-        // Already watched: no process-wide lock on every call's end (the
-        // thread's pass re-checks before it lets one go; see `run`).
-        if !self.slot.watched.load(Ordering::SeqCst) {
-            watch(self.slot.clone());
-        }
-        if !self.watched.load(Ordering::SeqCst) {
-            watch(self.clone());
-        }
     }
 
     /// Calls `hook` whenever this client has been idle for the keep.
@@ -191,12 +182,8 @@ impl User {
 }
 
 impl Watched for User {
-    fn pending(&self) -> bool {
-        self.used.is_set()
-    }
-
-    fn watched(&self) -> &AtomicBool {
-        &self.watched
+    fn used(&self) -> &Used {
+        &self.used
     }
 
     /// Tells the client if it has been idle long enough.
@@ -232,7 +219,7 @@ fn watch(it: Arc<dyn Watched>) {
         // with nothing pending, under the same lock) and this never miss
         // each other.
         let mut list = watched().lock().unwrap_or_else(PoisonError::into_inner);
-        if !it.watched().swap(true, Ordering::SeqCst) {
+        if !it.used().watched.swap(true, Ordering::SeqCst) {
             list.push(Arc::downgrade(&it));
         }
     }
@@ -263,14 +250,15 @@ fn run() {
         // (see `watch`): one pass, no search.
         let mut list = watched().lock().unwrap_or_else(PoisonError::into_inner);
         list.retain(|w| match w.upgrade() {
-            Some(it) if it.pending() => true,
+            Some(it) if it.used().is_set() => true,
             Some(it) => {
                 // Unwatched, then looked at once more: an exchange that
                 // ended in between saw it still watched and did not add it
                 // again, but its `used` is set by now.
-                it.watched().store(false, Ordering::SeqCst);
-                let again = it.pending();
-                it.watched().store(again, Ordering::SeqCst);
+                let used = it.used();
+                used.watched.store(false, Ordering::SeqCst);
+                let again = used.is_set();
+                used.watched.store(again, Ordering::SeqCst);
                 again
             }
             None => false,
@@ -316,8 +304,11 @@ mod tests {
         }
         assert_eq!(told_a.load(Ordering::SeqCst), 1, "idle for the keep");
         assert_eq!(told_b.load(Ordering::SeqCst), 0, "an exchange out");
-        assert!(!slot.pending(), "reaped: no exchange ended for the keep");
-        assert!(!a.pending() && !b.pending());
+        assert!(
+            !slot.used.is_set(),
+            "reaped: no exchange ended for the keep"
+        );
+        assert!(!a.used.is_set() && !b.used.is_set());
         b.done();
         let later = Instant::now() + keep;
         for it in [&*slot as &dyn Watched, &*a, &*b] {
@@ -325,6 +316,6 @@ mod tests {
         }
         assert_eq!(told_a.load(Ordering::SeqCst), 1, "told once per idle spell");
         assert_eq!(told_b.load(Ordering::SeqCst), 1);
-        assert!(!slot.pending(), "reaped again");
+        assert!(!slot.used.is_set(), "reaped again");
     }
 }
